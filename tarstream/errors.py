@@ -1,0 +1,137 @@
+"""Exception types raised by tarstream.
+
+Every error says what failed and where. Errors about a shard name the shard (with any
+credentials in its URL redacted), the member and the byte offset, and they pickle, so an
+error raised in a DataLoader worker reaches the trainer intact::
+
+    TarstreamError
+    ├── ShardError                  problem with one shard (attributes: shard, member, offset)
+    │   ├── ShardFormatError        not a tar, corrupt header, zero block in the middle, ...
+    │   │   ├── TruncatedShardError the shard ends early (inside a member or at a boundary)
+    │   │   └── MemberTooLargeError a member is larger than the reader's size limit
+    │   └── SidecarError            the sidecar is unreadable or does not match its shard
+    ├── ManifestError               unreadable or invalid dataset manifest
+    └── WriteError                  (also a ValueError) the writer was given bad input
+        ├── InvalidKeyError         a key that cannot be a tar member name
+        ├── DuplicateKeyError       a key written twice
+        └── EncodeError             a field value that cannot be encoded by its extension
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = [
+    "DuplicateKeyError",
+    "EncodeError",
+    "InvalidKeyError",
+    "ManifestError",
+    "MemberTooLargeError",
+    "ShardError",
+    "ShardFormatError",
+    "SidecarError",
+    "TarstreamError",
+    "TruncatedShardError",
+    "WriteError",
+    "redact_url",
+]
+
+_USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@")
+_SECRET_QUERY = re.compile(
+    r"([?&](?:x-amz-[a-z-]*|signature|sig|token|access_token|key|secret|password|credential)=)[^&]*",
+    re.IGNORECASE,
+)
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with credentials in its user-info and query string replaced by ``***``.
+
+    >>> redact_url("s3://AKIA:secret@bucket/train-000001.tar")
+    's3://***@bucket/train-000001.tar'
+    >>> redact_url("https://h/x.tar?X-Amz-Signature=abc&part=1")
+    'https://h/x.tar?X-Amz-Signature=***&part=1'
+    """
+    url = _USERINFO.sub(r"\1***@", url)
+    return _SECRET_QUERY.sub(r"\1***", url)
+
+
+class TarstreamError(Exception):
+    """Base class of every error tarstream raises on purpose."""
+
+
+class ShardError(TarstreamError):
+    """A problem with one shard; ``shard``, ``member`` and ``offset`` say where."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        shard: str | None = None,
+        member: str | None = None,
+        offset: int | None = None,
+    ) -> None:
+        self.shard = redact_url(shard) if shard is not None else None
+        self.member = member
+        self.offset = offset
+        self.reason = message
+        position = []
+        if member is not None:
+            position.append(f"member {member!r}")
+        if offset is not None:
+            position.append(f"at byte {offset}")
+        parts = [p for p in (self.shard, " ".join(position)) if p]
+        super().__init__(": ".join([*parts, message]))
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Exception pickling re-calls __init__ with self.args; ours takes keywords, so
+        # rebuild from the parts instead of the formatted text.
+        return (
+            _rebuild_shard_error,
+            (type(self), self.reason, self.shard, self.member, self.offset),
+        )
+
+
+def _rebuild_shard_error(
+    cls: type[ShardError],
+    reason: str,
+    shard: str | None,
+    member: str | None,
+    offset: int | None,
+) -> ShardError:
+    return cls(reason, shard=shard, member=member, offset=offset)
+
+
+class ShardFormatError(ShardError):
+    """The shard is not a valid tar file, or a header in it is corrupt."""
+
+
+class TruncatedShardError(ShardFormatError):
+    """The shard ends before it should: inside a member, or before samples its sidecar lists."""
+
+
+class MemberTooLargeError(ShardFormatError):
+    """A member declares a size above the reader's ``max_member_size``."""
+
+
+class SidecarError(ShardError):
+    """A sidecar index cannot be read, or it does not match its shard."""
+
+
+class ManifestError(TarstreamError):
+    """A dataset manifest cannot be read or is not valid."""
+
+
+class WriteError(TarstreamError, ValueError):
+    """The writer was given input it cannot write."""
+
+
+class InvalidKeyError(WriteError):
+    """A sample key cannot be used as a tar member name."""
+
+
+class DuplicateKeyError(WriteError):
+    """A sample key was written twice to the same dataset."""
+
+
+class EncodeError(WriteError):
+    """A field value has a type the field's extension cannot encode."""

@@ -1,0 +1,72 @@
+"""Resolve what a user names (brace patterns, lists, manifests) into a list of shards."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from braceexpand import braceexpand
+
+from .errors import ManifestError
+from .index import SIDECAR_SUFFIX
+from .manifest import MANIFEST_SUFFIX, Manifest
+from .storage import join_url, read_bytes
+
+__all__ = ["ShardSpec", "Source", "resolve_shards"]
+
+Source = str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    """One shard to read: its URL, where its sidecar is, and its sample count if known."""
+
+    url: str
+    sidecar: str
+    count: int | None = None
+    size: int | None = None
+
+
+def _is_manifest(name: str) -> bool:
+    return name.endswith((MANIFEST_SUFFIX, ".json"))
+
+
+def resolve_shards(source: Source) -> list[ShardSpec]:
+    """Return the shards named by ``source``, in order.
+
+    ``source`` is a brace pattern (``d/train-{000000..000019}.tar``), a manifest path or
+    URL (``*.json``), or a list of those. Manifests contribute their shards, relative to the
+    manifest, with sample counts and sizes.
+
+    Raises:
+        ValueError: ``source`` names no shard.
+        ManifestError: a manifest cannot be read or is invalid.
+    """
+    items = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+    specs: list[ShardSpec] = []
+    for item in items:
+        text = os.fspath(item)
+        if not isinstance(text, str):
+            raise TypeError(f"shard sources must be str or path-like, got {type(item).__name__}")
+        for name in braceexpand(text):
+            if _is_manifest(name):
+                specs.extend(_manifest_shards(name))
+            else:
+                specs.append(ShardSpec(url=name, sidecar=name + SIDECAR_SUFFIX))
+    if not specs:
+        raise ValueError(f"source {source!r} names no shard")
+    return specs
+
+
+def _manifest_shards(url: str) -> list[ShardSpec]:
+    try:
+        text = read_bytes(url)
+    except OSError as e:
+        raise ManifestError(f"{url}: cannot read manifest ({e})") from e
+    manifest = Manifest.from_json(text, url=url)
+    out = []
+    for name, count, size in zip(manifest.shards, manifest.samples, manifest.sizes, strict=True):
+        shard = join_url(url, name)
+        out.append(ShardSpec(shard, shard + manifest.sidecar_suffix, count, size))
+    return out

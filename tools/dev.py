@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""Set up the development environment and run tarstream's main jobs.
+
+    python3 tools/dev.py quickstart   # write shards from a small sample, stream them back
+    python3 tools/dev.py test         # ruff, mypy and the whole test suite
+    python3 tools/dev.py bench ARGS   # a benchmark from tools/ (see tools/bench.py)
+
+Each command creates ``.venv`` in the repository on first use (Python >= 3.10 and pip are
+all it needs) and reuses it while ``pyproject.toml`` and ``constraints.txt`` are unchanged.
+Only the standard library is used here, so it runs before anything is installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".venv"
+STAMP = VENV / ".tarstream-installed"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
+
+
+def _fingerprint() -> str:
+    digest = hashlib.sha256()
+    for name in ("pyproject.toml", "constraints.txt"):
+        digest.update((ROOT / name).read_bytes())
+    return digest.hexdigest()
+
+
+def ensure_venv() -> None:
+    """Create or refresh .venv with tarstream (editable) and its dev, torch extras."""
+    if sys.version_info < (3, 10):
+        sys.exit(f"tarstream needs Python >= 3.10, this is {sys.version.split()[0]}")
+    fingerprint = _fingerprint()
+    if STAMP.exists() and STAMP.read_text() == fingerprint and PYTHON.exists():
+        return
+    if not PYTHON.exists():
+        print(f"creating virtual environment {VENV.name}/", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    print("installing tarstream[dev,torch] with constraints.txt (first run takes a minute)")
+    log = VENV / "install.log"
+    cmd = [
+        str(PYTHON), "-m", "pip", "install", "--disable-pip-version-check",
+        "-c", str(ROOT / "constraints.txt"), "-e", f"{ROOT}[dev,torch]",
+    ]  # fmt: skip
+    with open(log, "w") as out:
+        result = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    if result.returncode != 0:
+        sys.stdout.write(log.read_text()[-5000:])
+        sys.exit(f"pip install failed (exit {result.returncode}); full log in {log}")
+    STAMP.write_text(fingerprint)
+
+
+def run(*args: str) -> int:
+    return subprocess.run([str(PYTHON), *args], cwd=ROOT).returncode
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("quickstart", "test", "bench", "setup"):
+        print(__doc__)
+        return 2
+    command, rest = argv[0], argv[1:]
+    ensure_venv()
+    if command == "setup":
+        return 0
+    if command == "quickstart":
+        return run(str(ROOT / "examples" / "quickstart.py"), *rest)
+    if command == "bench":
+        return run(str(ROOT / "tools" / "bench.py"), *rest)
+    for step in (["-m", "ruff", "check", "."], ["-m", "mypy"]):
+        print("$", "python", *step, flush=True)
+        code = run(*step)
+        if code:
+            return code
+    print("$ python -m pytest", *rest, flush=True)
+    return run("-m", "pytest", *rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
