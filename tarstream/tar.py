@@ -16,12 +16,15 @@ sample never pins a read buffer.
 from __future__ import annotations
 
 import hashlib
+import re
 import zlib
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
+
+import numpy as np
 
 from .errors import MemberTooLargeError, ShardFormatError, SidecarError, TruncatedShardError
 from .index import ShardIndex
@@ -31,6 +34,7 @@ __all__ = [
     "DEFAULT_MAX_MEMBER_SIZE",
     "DEFAULT_READ_SIZE",
     "ReadStats",
+    "Run",
     "Sample",
     "build_index",
     "read_indexed_samples",
@@ -39,6 +43,8 @@ __all__ = [
 ]
 
 Sample = dict[str, object]
+#: (name, offset of its first header, offset of its data, data)
+Member = tuple[str, int, int, bytes]
 
 BLOCK = 512
 _ZERO_BLOCK = bytes(BLOCK)
@@ -135,6 +141,167 @@ def _parse_pax(data: bytes) -> dict[str, bytes]:
     return records
 
 
+_OCT11 = 8 ** np.arange(10, -1, -1, dtype=np.int64)
+_OCT6 = 8 ** np.arange(5, -1, -1, dtype=np.int64)
+_FAST_MIN_BLOCKS = 64
+_FAST_COOLDOWN = 32  # members parsed one by one after a run could not be parsed in bulk
+_LOW_BYTES = np.uint64(0x00FF00FF00FF00FF)
+_POSITIONS = np.arange(100)
+_USTAR = np.frombuffer(b"ustar", np.uint8)
+#: PAX records the bulk path cannot pass over (they change the member or its data).
+_PAX_NEEDS_CARE = re.compile(rb"(?:^|\n)\d+ (?:path|size|linkpath|GNU\.sparse[.\w]*)=")
+_MTIME_RECORD = np.frombuffer(b"mtime=", np.uint8).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class Run:
+    """Regular members parsed in bulk from one read buffer (see ``_bulk_run``).
+
+    Member *i*'s header is at ``buf[header[i]]`` with a name of ``name_len[i]`` bytes whose
+    key is the first ``key_len[i]``; its first header (a PAX header where it has one) is
+    at ``start[i]``; its ``size[i]`` bytes of data follow the header; its field is
+    ``fields[field_id[i]]``. Members ``bounds[j]:bounds[j+1]`` share a key. Every member
+    of a run has a field and none is reserved. Offsets are in ``buf``; ``base`` is the
+    file offset of ``buf[0]``.
+    """
+
+    buf: bytes
+    base: int
+    header: list[int]
+    start: list[int]
+    size: list[int]
+    name_len: list[int]
+    key_len: list[int]
+    field_id: list[int]
+    fields: list[str]
+    bounds: list[int]
+
+    def members(self) -> list[Member]:
+        buf, base = self.buf, self.base
+        return [
+            (buf[h : h + n].decode("utf-8", "surrogateescape"), base + s, base + h + BLOCK,
+             buf[h + BLOCK : h + BLOCK + z])
+            for h, s, z, n in zip(self.header, self.start, self.size, self.name_len)
+        ]  # fmt: skip
+
+
+def _byte_sums(rows: np.ndarray) -> np.ndarray:
+    """Sum each 512-byte row as unsigned bytes (faster than a widening numpy sum)."""
+    words = np.ascontiguousarray(rows).view(np.uint64)
+    pairs = (words & _LOW_BYTES) + ((words >> np.uint64(8)) & _LOW_BYTES)
+    lanes = pairs.sum(1)  # four 16-bit lanes, each at most 64 * 510 < 65536
+    mask = np.uint64(0xFFFF)
+    total = (lanes & mask) + ((lanes >> np.uint64(16)) & mask)
+    total += ((lanes >> np.uint64(32)) & mask) + (lanes >> np.uint64(48))
+    return total.astype(np.int64)
+
+
+def _first_false(flags: np.ndarray) -> int:
+    return len(flags) if flags.all() else int(np.argmin(flags))
+
+
+def _bulk_run(buf: bytes, pos: int, base: int, max_member_size: int) -> tuple[Run | None, int]:
+    """Parse the run of plain members at ``buf[pos:]`` with numpy; return it and the new pos.
+
+    Headers are found by their ustar magic and each must link to the next by its size, so
+    a data block that happens to look like a header ends the run instead of misleading it.
+    The run handles the common case only, checked for every header: a regular file (or a
+    PAX header whose records leave the member's name and size alone, as webdataset writes
+    for float mtimes) with an 11-digit octal size within ``max_member_size``, no ustar
+    prefix, a 6-digit octal checksum equal to the header's unsigned byte sum, a name with a
+    field that is not reserved, and data that ends inside ``buf``. It stops before the first
+    header that is anything else; the per-header parser handles or reports that one.
+    """
+    n = (len(buf) - pos) // BLOCK
+    if n < _FAST_MIN_BLOCKS:
+        return None, pos
+    blocks = np.frombuffer(buf, np.uint8, count=n * BLOCK, offset=pos).reshape(n, BLOCK)
+    at = np.flatnonzero((blocks[:, 257:262] == _USTAR).all(1))
+    if not len(at) or at[0] != 0:
+        return None, pos
+    rows = blocks[at]
+    digits = rows[:, 124:135].astype(np.int64) - 48
+    sizes = digits @ _OCT11
+    nxt = at + 1 + (sizes + BLOCK - 1) // BLOCK
+    typeflag = rows[:, 156]
+    is_pax = typeflag == _PAX
+    check = rows[:, 148:154].astype(np.int64) - 48
+    ok = ((digits >= 0) & (digits <= 7)).all(1) & ((rows[:, 135] == 0) | (rows[:, 135] == 32))
+    ok &= (typeflag == 48) | (typeflag == 0) | is_pax
+    ok &= (rows[:, 345] == 0) & (sizes <= max_member_size) & (nxt <= n)
+    ok &= ((check >= 0) & (check <= 7)).all(1) & (rows[:, 154] == 0)
+    ok &= check @ _OCT6 == _byte_sums(rows) - rows[:, 148:156].sum(1, dtype=np.int64) + 256
+    # a PAX header must be small and be followed by the regular member it describes
+    ok &= ~is_pax | ((sizes <= BLOCK) & ~np.append(is_pax[1:], True))
+    # Names are examined on the regular rows only, and only as wide as the longest name.
+    regular_rows = np.flatnonzero(~is_pax)
+    names = rows[regular_rows, :100]
+    nul = names == 0
+    name_len = np.where(nul.any(1), nul.argmax(1), 100)
+    width = int(name_len.max()) if len(name_len) else 1
+    names = names[:, :width]
+    positions = _POSITIONS[:width]
+    slash = np.where((names == 47).any(1), width - 1 - (names[:, ::-1] == 47).argmax(1), -1)
+    dots = (names == 46) & (positions > slash[:, None])
+    dot = np.where(dots.any(1), dots.argmax(1), -1)
+    lines = np.arange(len(regular_rows))
+    after_dot = (
+        names[lines, np.minimum(dot + 1, width - 1)],
+        names[lines, np.minimum(dot + 2, width - 1)],
+    )
+    reserved = (after_dot[0] == 95) & (after_dot[1] == 95)
+    ok[regular_rows] &= (dot > slash + 1) & (dot < name_len - 1) & ~reserved
+    linked = np.append(nxt[:-1] == at[1:], True)
+    keep = min(_first_false(ok), _first_false(linked) + 1)
+    pax_rows = np.flatnonzero(is_pax[:keep])
+    if len(pax_rows):
+        # Common case in bulk: a single "NN mtime=..." record (webdataset's float mtimes).
+        head = blocks[at[pax_rows] + 1, :9].astype(np.int64)
+        only_mtime = (head[:, 2] == 32) & (head[:, 3:9] == _MTIME_RECORD).all(1)
+        only_mtime &= (head[:, 0] - 48) * 10 + head[:, 1] - 48 == sizes[pax_rows]
+        for row in pax_rows[~only_mtime].tolist():
+            o = pos + int(at[row]) * BLOCK + BLOCK
+            if _PAX_NEEDS_CARE.search(buf[o : o + int(sizes[row])]):
+                keep = row
+                break
+    if keep and is_pax[keep - 1]:
+        keep -= 1
+    if keep == 0:
+        return None, pos
+    kept = int(np.searchsorted(regular_rows, keep))
+    regular = regular_rows[:kept]
+    header = pos + at[regular] * BLOCK
+    preceded = np.zeros(kept, dtype=bool)
+    preceded[regular > 0] = is_pax[regular[regular > 0] - 1]
+    key_len, name_len, names = dot[:kept], name_len[:kept], names[:kept]
+    keyed = np.where(positions < key_len[:, None], names, 0)
+    new_key = np.ones(kept, dtype=bool)
+    new_key[1:] = (keyed[1:] != keyed[:-1]).any(1)
+    field_width = int((name_len - key_len - 1).max())
+    columns = np.minimum(key_len[:, None] + 1 + np.arange(field_width), width - 1)
+    field_bytes = np.where(
+        columns < name_len[:, None], names[np.arange(kept)[:, None], columns], 0
+    ).astype(np.uint8)
+    unique, field_id = np.unique(
+        np.ascontiguousarray(field_bytes).view(np.dtype((np.void, field_width))).ravel(),
+        return_inverse=True,
+    )
+    last = int(at[keep - 1])
+    run = Run(
+        buf=buf,
+        base=base,
+        header=header.tolist(),
+        start=np.where(preceded, header - 2 * BLOCK, header).tolist(),
+        size=sizes[regular].tolist(),
+        name_len=name_len.tolist(),
+        key_len=key_len.tolist(),
+        field_id=field_id.ravel().tolist(),
+        fields=[u.tobytes().rstrip(b"\x00").decode("utf-8", "surrogateescape") for u in unique],
+        bounds=[*np.flatnonzero(new_key).tolist(), kept],
+    )
+    return run, pos + int(nxt[keep - 1] - at[keep - 1] + last) * BLOCK
+
+
 def scan_members(
     f: BinaryIO,
     shard: str,
@@ -142,8 +309,11 @@ def scan_members(
     max_member_size: int = DEFAULT_MAX_MEMBER_SIZE,
     read_size: int = DEFAULT_READ_SIZE,
     stats: ReadStats | None = None,
-) -> Generator[tuple[str, int, int, bytes], None, int]:
-    """Yield ``(name, start, data_offset, data)`` for each regular file of a tar stream.
+) -> Generator[Run | list[Member], None, int]:
+    """Yield the regular files of a tar stream, in order, as bulk-parsed runs or lists.
+
+    A list holds ``(name, start, data_offset, data)`` tuples; a ``Run`` gives the same
+    through ``Run.members()`` and, for speed, as arrays over its read buffer.
 
     ``start`` is the offset of the member's first header (an extended header where it has
     one). Stops at the end-of-archive marker after checking that only zeros follow it, and
@@ -163,6 +333,7 @@ def scan_members(
     pax: dict[str, bytes] = {}
     long_name: str | None = None
     last_name: str | None = None
+    cooldown = 0
     while True:
         if len(buf) - pos < BLOCK:
             more = _read_exact(f, read_size)
@@ -177,6 +348,16 @@ def scan_members(
                     member=last_name,
                     offset=offset,
                 )
+        if start is None and cooldown <= 0 and len(buf) - pos >= _FAST_MIN_BLOCKS * BLOCK:
+            run, pos = _bulk_run(buf, pos, base, max_member_size)
+            if run is not None:
+                stats.members += len(run.header)
+                h = run.header[-1]
+                last_name = buf[h : h + run.name_len[-1]].decode("utf-8", "surrogateescape")
+                yield run
+                continue
+            cooldown = _FAST_COOLDOWN
+        cooldown -= 1
         hdr = buf[pos : pos + BLOCK]
         offset = base + pos
         if hdr == _ZERO_BLOCK:
@@ -235,7 +416,7 @@ def scan_members(
         pos += need
         if typeflag in _REGULAR and not name.endswith("/"):
             stats.members += 1
-            yield name, start, offset + BLOCK, data
+            yield [(name, start, offset + BLOCK, data)]
             last_name, start, pax, long_name = name, None, {}, None
         elif typeflag == _PAX:
             try:
@@ -290,35 +471,76 @@ def read_samples(
     stats = stats if stats is not None else ReadStats()
     key: str | None = None
     sample: Sample | None = None
-    for name, start, _, data in scan_members(
+    for part in scan_members(
         f, url, max_member_size=max_member_size, read_size=read_size, stats=stats
     ):
-        parts = split_member_name(name)
-        if parts is None:
-            stats.skipped["no_field"] += 1
-            continue
-        member_key, member_field = parts
-        if member_field.startswith("__"):
-            stats.skipped["reserved_field"] += 1
-            continue
-        if member_key != key:
-            if sample is not None:
-                stats.samples += 1
-                yield sample
-            key = member_key
-            sample = {"__key__": member_key, "__url__": url}
-        elif member_field in sample:  # type: ignore[operator]
-            raise ShardFormatError(
-                f"field {member_field!r} appears twice in sample {member_key!r}",
-                shard=url,
-                member=name,
-                offset=start,
+        if isinstance(part, Run):
+            # The hot loop: one key decode and dict per sample, one slice per member.
+            buf, header, size, field_id, fields = (
+                part.buf, part.header, part.size, part.field_id, part.fields
             )
-        sample[member_field] = data  # type: ignore[index]
+            bounds, key_len = part.bounds, part.key_len
+            for b0, b1 in zip(bounds, bounds[1:]):
+                h = header[b0]
+                member_key = buf[h : h + key_len[b0]].decode("utf-8", "surrogateescape")
+                if member_key != key:
+                    if sample is not None:
+                        stats.samples += 1
+                        yield sample
+                    key = member_key
+                    sample = {"__key__": member_key, "__url__": url}
+                before = len(sample)  # type: ignore[arg-type]
+                for i in range(b0, b1):
+                    d = header[i] + BLOCK
+                    sample[fields[field_id[i]]] = buf[d : d + size[i]]  # type: ignore[index]
+                if len(sample) != before + b1 - b0:  # type: ignore[arg-type]
+                    _raise_repeated_field(url, part, b0, b1)
+            continue
+        for name, start, _, data in part:
+            parts = split_member_name(name)
+            if parts is None:
+                stats.skipped["no_field"] += 1
+                continue
+            member_key, member_field = parts
+            if member_key != key:
+                if sample is not None:
+                    stats.samples += 1
+                    yield sample
+                key = member_key
+                sample = {"__key__": member_key, "__url__": url}
+            if member_field in sample or member_field.startswith("__"):  # type: ignore[operator]
+                _reject_field(url, key, member_field, start, stats)
+                continue
+            sample[member_field] = data  # type: ignore[index]
     if sample is not None:
         stats.samples += 1
         yield sample
     stats.shards += 1
+
+
+def _raise_repeated_field(url: str, run: Run, b0: int, b1: int) -> None:
+    seen: set[int] = set()
+    for i in range(b0, b1):
+        if run.field_id[i] in seen:
+            field = run.fields[run.field_id[i]]
+            key = run.buf[run.header[i] : run.header[i] + run.key_len[i]].decode(
+                "utf-8", "surrogateescape"
+            )
+            _reject_field(url, key, field, run.base + run.start[i], ReadStats())
+        seen.add(run.field_id[i])
+
+
+def _reject_field(url: str, key: str | None, field: str, offset: int, stats: ReadStats) -> None:
+    """Count a reserved ``__x__`` field as skipped; raise for a field repeated in a sample."""
+    if field.startswith("__"):
+        stats.skipped["reserved_field"] += 1
+        return
+    raise ShardFormatError(
+        f"field {field!r} appears twice in sample {key!r}",
+        shard=url,
+        member=f"{key}.{field}",
+        offset=offset,
+    )
 
 
 def read_indexed_samples(
@@ -488,22 +710,23 @@ def build_index(
     members = scan_members(_Hashing(), url, max_member_size=max_member_size)  # type: ignore[arg-type]
     while True:
         try:
-            member, start, data_offset, data = next(members)
+            part = next(members)
         except StopIteration as stop:
             end: int = stop.value
             break
-        parts = split_member_name(member)
-        if parts is None or parts[1].startswith("__"):
-            continue
-        if parts[0] != key:
-            key = parts[0]
-            samples.append((key, start, []))
-        elif any(parts[1] == f for f, _, _ in samples[-1][2]):
-            raise ShardFormatError(
-                f"field {parts[1]!r} appears twice in sample {key!r}",
-                shard=url,
-                member=member,
-                offset=start,
-            )
-        samples[-1][2].append((parts[1], data_offset, len(data)))
+        for member, start, data_offset, data in part.members() if isinstance(part, Run) else part:
+            parts = split_member_name(member)
+            if parts is None or parts[1].startswith("__"):
+                continue
+            if parts[0] != key:
+                key = parts[0]
+                samples.append((key, start, []))
+            elif any(parts[1] == f for f, _, _ in samples[-1][2]):
+                raise ShardFormatError(
+                    f"field {parts[1]!r} appears twice in sample {key!r}",
+                    shard=url,
+                    member=member,
+                    offset=start,
+                )
+            samples[-1][2].append((parts[1], data_offset, len(data)))
     return ShardIndex.build(name, size, digest.hexdigest(), samples, end)
