@@ -368,9 +368,15 @@ def scan_members(
             _check_tail(f, buf[pos:], offset, shard, last_name)
             return offset
         if not _checksum_ok(hdr):
-            what = "not a tar archive" if offset == 0 else "corrupt header"
+            if offset == 0:
+                raise ShardFormatError(
+                    "not a tar archive (header checksum mismatch)", shard=shard, offset=0
+                )
             raise ShardFormatError(
-                f"{what} (header checksum mismatch)", shard=shard, member=last_name, offset=offset
+                f"corrupt header (checksum mismatch; previous member {last_name!r})",
+                shard=shard,
+                member=hdr[:100].split(b"\x00", 1)[0].decode("utf-8", "replace"),
+                offset=offset,
             )
         typeflag = hdr[156]
         name = long_name if long_name is not None else _parse_name(hdr)

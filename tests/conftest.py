@@ -1,0 +1,40 @@
+"""Shared fixtures: small datasets written into tmp_path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import tarstream
+
+
+def make_samples(n: int, *, prefix: str = "s") -> list[dict[str, Any]]:
+    """Samples with text, a class id and JSON; sizes vary so shards differ."""
+    return [
+        {
+            "__key__": f"{prefix}/{i:05d}",
+            "txt": "x" * (i * 37 % 900 + 1),
+            "cls": i % 7,
+            "json": {"i": i, "even": i % 2 == 0},
+        }
+        for i in range(n)
+    ]
+
+
+def write_dataset(
+    directory: Path, samples: list[dict[str, Any]], **options: Any
+) -> tarstream.ShardWriter:
+    with tarstream.ShardWriter(str(directory / "train-%06d.tar"), **options) as writer:
+        for sample in samples:
+            writer.write(sample)
+    return writer
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> tuple[Path, list[dict[str, Any]]]:
+    """A 3-shard dataset of 25 samples (max_samples=10), with sidecars and manifest."""
+    samples = make_samples(25)
+    write_dataset(tmp_path, samples, max_samples=10)
+    return tmp_path, samples

@@ -1,0 +1,157 @@
+"""Sidecar indexes: agreement with the shard, seeking, and detection of a mismatch."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+
+import tarstream
+from tarstream.index import ShardIndex
+from tarstream.sources import ShardSpec
+from tarstream.stream import read_shard
+from tarstream.tar import build_index
+
+from .conftest import make_samples, write_dataset
+
+
+def _spec(path: Path) -> ShardSpec:
+    return ShardSpec(str(path), str(path) + ".idx")
+
+
+def test_the_writers_sidecar_equals_one_built_by_scanning_the_shard(
+    dataset: tuple[Path, list[dict[str, Any]]],
+) -> None:
+    directory, _ = dataset
+    for i in range(3):
+        shard = directory / f"train-{i:06d}.tar"
+        with open(shard, "rb") as f:
+            scanned = build_index(f, str(shard), name=shard.name)
+        assert scanned.to_bytes() == (directory / f"train-{i:06d}.tar.idx").read_bytes()
+
+
+def test_sidecar_records_counts_keys_offsets_size_and_checksum(
+    dataset: tuple[Path, list[dict[str, Any]]],
+) -> None:
+    import hashlib
+
+    directory, samples = dataset
+    shard = directory / "train-000001.tar"
+    index = ShardIndex.from_bytes((directory / "train-000001.tar.idx").read_bytes(), url="x")
+    assert index.count == 10 and index.keys == [s["__key__"] for s in samples[10:20]]
+    assert index.size == shard.stat().st_size
+    assert index.sha256 == hashlib.sha256(shard.read_bytes()).hexdigest()
+    assert index.fields == ["cls", "json", "txt"]
+    data = shard.read_bytes()
+    for key, offset in zip(index.keys, index.offsets[:-1].tolist()):
+        assert data[offset : offset + len(key) + 5] == f"{key}.cls\x00".encode()
+
+
+def test_indexed_reading_equals_parsing(dataset: tuple[Path, list[dict[str, Any]]]) -> None:
+    directory, _ = dataset
+    pattern = str(directory / "train-{000000..000002}.tar")
+    assert list(tarstream.TarStream(pattern, sidecars="require")) == list(
+        tarstream.TarStream(pattern, sidecars="ignore")
+    )
+
+
+@pytest.mark.parametrize("first", [0, 1, 5, 9, 10])
+@pytest.mark.parametrize("sidecars", ["require", "ignore"])
+def test_reading_from_sample_k_yields_the_tail(
+    dataset: tuple[Path, list[dict[str, Any]]], first: int, sidecars: str
+) -> None:
+    directory, _ = dataset
+    spec = _spec(directory / "train-000000.tar")
+    full = list(read_shard(spec, sidecars="ignore"))
+    assert list(read_shard(spec, sidecars=sidecars, first=first)) == full[first:]  # type: ignore[arg-type]
+
+
+def test_a_swapped_shard_of_the_same_size_is_detected(tmp_path: Path) -> None:
+    a = [{"__key__": f"a{i:03d}", "txt": "x" * 10} for i in range(5)]
+    b = [{"__key__": f"b{i:03d}", "txt": "y" * 10} for i in range(5)]
+    write_dataset(tmp_path / "a", a)
+    write_dataset(tmp_path / "b", b)
+    shard = tmp_path / "a" / "train-000000.tar"
+    shutil.copy(tmp_path / "b" / "train-000000.tar", shard)
+    assert shard.stat().st_size == (tmp_path / "b" / "train-000000.tar").stat().st_size
+    with pytest.raises(tarstream.SidecarError, match="does not match its sidecar") as info:
+        list(tarstream.TarStream(str(shard)))
+    assert info.value.member == "a000.txt" and info.value.offset == 0
+    assert str(shard) in str(info.value)
+
+
+def test_a_shard_longer_than_its_sidecar_says_is_detected(
+    dataset: tuple[Path, list[dict[str, Any]]],
+) -> None:
+    directory, _ = dataset
+    shard = directory / "train-000000.tar"
+    shard.write_bytes(shard.read_bytes() + bytes(10240))
+    with pytest.raises(tarstream.SidecarError, match="sidecar says"):
+        list(tarstream.TarStream(str(shard)))
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\xc1garbage", "not a valid sidecar"),
+        (msgpack.packb({"format": "other"}), "not a tarstream sidecar"),
+        (msgpack.packb({"format": "tarstream.shard-index", "version": 99}), "version 99"),
+        (msgpack.packb({"format": "tarstream.shard-index", "version": 1}), "missing"),
+    ],
+)
+def test_an_unreadable_sidecar_is_a_clear_error(
+    dataset: tuple[Path, list[dict[str, Any]]], content: bytes, message: str
+) -> None:
+    directory, _ = dataset
+    (directory / "train-000000.tar.idx").write_bytes(content)
+    with pytest.raises(tarstream.SidecarError, match=message) as info:
+        list(tarstream.TarStream(str(directory / "train-000000.tar")))
+    assert "train-000000.tar.idx" in str(info.value)
+
+
+def test_sidecars_require_names_the_shard_and_the_command_that_builds_one(
+    dataset: tuple[Path, list[dict[str, Any]]],
+) -> None:
+    directory, _ = dataset
+    os.unlink(directory / "train-000001.tar.idx")
+    pattern = str(directory / "train-{000000..000002}.tar")
+    assert len(list(tarstream.TarStream(pattern))) == 25  # "auto" falls back to parsing
+    with pytest.raises(tarstream.SidecarError, match="tarstream index") as info:
+        list(tarstream.TarStream(pattern, sidecars="require"))
+    assert "train-000001.tar" in str(info.value)
+
+
+def test_a_manifest_that_disagrees_with_a_sidecar_is_an_error(
+    dataset: tuple[Path, list[dict[str, Any]]],
+) -> None:
+    directory, _ = dataset
+    manifest = directory / "train.manifest.json"
+    manifest.write_text(manifest.read_text().replace("10,", "11,", 1))
+    with pytest.raises(tarstream.SidecarError, match="manifest says 11 samples, sidecar says 10"):
+        list(tarstream.TarStream(str(manifest)))
+
+
+def test_an_empty_shard_has_a_valid_sidecar(tmp_path: Path) -> None:
+    path = tmp_path / "empty.tar"
+    import tarfile
+
+    with tarfile.open(path, "w"):
+        pass
+    with open(path, "rb") as f:
+        index = build_index(f, str(path), name=path.name)
+    assert index.count == 0
+    (tmp_path / "empty.tar.idx").write_bytes(index.to_bytes())
+    assert list(tarstream.TarStream(str(path), sidecars="require")) == []
+
+
+def test_many_samples_read_in_several_chunks(tmp_path: Path) -> None:
+    samples = make_samples(400)
+    write_dataset(tmp_path, samples)
+    shard = str(tmp_path / "train-000000.tar")
+    small_reads = list(tarstream.TarStream(shard, sidecars="require", read_size=4096))
+    assert [s["__key__"] for s in small_reads] == [s["__key__"] for s in samples]
+    assert small_reads == list(tarstream.TarStream(shard, sidecars="ignore"))

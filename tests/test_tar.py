@@ -1,0 +1,269 @@
+"""The tar reader: formats it must read, and every way a shard can be broken."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import tarfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import tarstream
+from tarstream.tar import ReadStats, read_samples
+
+from .conftest import make_samples, write_dataset
+
+# 4 KiB reads keep every buffer below the bulk parser's minimum (per-header path);
+# 1 MiB reads let the bulk parser take runs of headers.
+READ_SIZES = [4096, 1 << 20]
+
+
+def _read(path: Path, **options: object) -> list[dict[str, object]]:
+    return list(tarstream.TarStream(str(path), **options))  # type: ignore[arg-type]
+
+
+def _tar_bytes(members: list[tuple[str, bytes]], fmt: int = tarfile.PAX_FORMAT) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=fmt) as tf:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def _expected(members: list[tuple[str, bytes]]) -> list[tuple[str, dict[str, bytes]]]:
+    """Group members into samples the way the format defines it."""
+    samples: list[tuple[str, dict[str, bytes]]] = []
+    for name, data in members:
+        last = name.rsplit("/", 1)[-1]
+        if "." not in last[1:] or last.startswith(".") or last.endswith("."):
+            continue
+        key, field = name[: len(name) - len(last) + last.index(".")], last[last.index(".") + 1 :]
+        if samples and samples[-1][0] == key:
+            samples[-1][1][field] = data
+        else:
+            samples.append((key, {field: data}))
+    return samples
+
+
+def _as_pairs(samples: list[dict[str, object]]) -> list[tuple[str, dict[str, object]]]:
+    return [
+        (str(s["__key__"]), {k: v for k, v in s.items() if not k.startswith("__")})
+        for s in samples
+    ]
+
+
+@pytest.fixture
+def shard(tmp_path: Path) -> Path:
+    """One shard of 300 samples (enough for bulk parsing) with a sidecar."""
+    write_dataset(tmp_path, make_samples(300))
+    return tmp_path / "train-000000.tar"
+
+
+def _offset_of(path: Path, member: str) -> int:
+    with tarfile.open(path) as tf:
+        return tf.getmember(member).offset
+
+
+@pytest.mark.parametrize("read_size", READ_SIZES)
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_reads_ustar_gnu_and_pax_archives_with_long_names(
+    tmp_path: Path, fmt: int, read_size: int
+) -> None:
+    members = [(f"dir{i % 3}/{i:04d}.txt", b"t" * (i % 700)) for i in range(200)]
+    members += [("p" * 90 + "/" + "q" * 90 + ".seg.png", b"long"), ("z/0.cls", b"1")]
+    if fmt == tarfile.USTAR_FORMAT:
+        members[-2] = ("p" * 90 + "/" + "q" * 8 + ".seg.png", b"prefix-split name")
+    path = tmp_path / "a.tar"
+    path.write_bytes(_tar_bytes(members, fmt))
+    assert _as_pairs(_read(path, read_size=read_size)) == _expected(members)
+
+
+@pytest.mark.parametrize("read_size", READ_SIZES)
+def test_directories_links_and_fifos_are_skipped_and_counted(tmp_path: Path, read_size: int) -> None:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for i in range(100):
+            for kind, name in [(tarfile.DIRTYPE, f"d{i}"), (tarfile.REGTYPE, f"d{i}/{i:03d}.txt"),
+                               (tarfile.SYMTYPE, f"d{i}/{i:03d}.lnk"), (tarfile.FIFOTYPE, f"f{i}.x"),
+                               (tarfile.LNKTYPE, f"h{i}.txt")]:  # fmt: skip
+                info = tarfile.TarInfo(name)
+                info.type = kind
+                info.linkname = "/etc/passwd" if kind in (tarfile.SYMTYPE, tarfile.LNKTYPE) else ""
+                data = f"data{i}".encode() if kind == tarfile.REGTYPE else b""
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+    stats = ReadStats()
+    samples = list(read_samples(io.BytesIO(out.getvalue()), "x.tar", stats=stats, read_size=read_size))
+    assert [s["__key__"] for s in samples] == [f"d{i}/{i:03d}" for i in range(100)]
+    assert all(s["txt"] == f"data{i}".encode() and len(s) == 3 for i, s in enumerate(samples))
+    assert stats.skipped == {"directory": 100, "symlink": 100, "fifo": 100, "hardlink": 100}
+
+
+def test_members_without_a_field_and_reserved_fields_are_skipped_and_counted() -> None:
+    members = [("a.txt", b"1"), ("README", b"r"), ("dir/.hidden", b"h"), ("a.__meta__", b"m"),
+               ("b.txt", b"2")]  # fmt: skip
+    stats = ReadStats()
+    samples = list(read_samples(io.BytesIO(_tar_bytes(members)), "x.tar", stats=stats))
+    assert _as_pairs(samples) == [("a", {"txt": b"1"}), ("b", {"txt": b"2"})]  # type: ignore[arg-type]
+    assert stats.skipped == {"no_field": 2, "reserved_field": 1}
+
+
+@pytest.mark.parametrize("read_size", READ_SIZES)
+def test_a_tar_inside_a_member_is_data_not_members(tmp_path: Path, read_size: int) -> None:
+    inner = _tar_bytes([(f"{i}.txt", b"inner" * 100) for i in range(50)])
+    members = [(f"{i:03d}.tar", inner) for i in range(10)] + [("zz.txt", b"end")]
+    path = tmp_path / "outer.tar"
+    path.write_bytes(_tar_bytes(members))
+    assert _as_pairs(_read(path, read_size=read_size)) == _expected(members)
+
+
+@pytest.mark.parametrize("read_size", READ_SIZES)
+def test_a_field_repeated_in_a_sample_is_a_format_error(tmp_path: Path, read_size: int) -> None:
+    members = [(f"{i:03d}.txt", b"x") for i in range(100)] + [("099.txt", b"again")]
+    path = tmp_path / "dup.tar"
+    path.write_bytes(_tar_bytes(members))
+    with pytest.raises(tarstream.ShardFormatError, match="'txt' appears twice in sample '099'"):
+        _read(path, read_size=read_size)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    sizes=st.lists(st.sampled_from([0, 1, 100, 511, 512, 513, 1024, 5000]), min_size=1, max_size=80),
+    fields_per_sample=st.integers(1, 3),
+    fmt=st.sampled_from([tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT]),
+    read_size=st.sampled_from([512, 1536, 4096, 40960, 1 << 20]),
+    long_every=st.integers(0, 10),
+)
+def test_reader_agrees_with_the_format_definition_on_random_archives(
+    sizes: list[int], fields_per_sample: int, fmt: int, read_size: int, long_every: int
+) -> None:
+    members = []
+    for i, size in enumerate(sizes):
+        key = f"k{i // fields_per_sample:04d}"
+        if long_every and (i // fields_per_sample) % long_every == 0 and fmt != tarfile.USTAR_FORMAT:
+            key = "l" * 120 + key
+        members.append((f"{key}.f{i % fields_per_sample}", bytes([i % 251]) * size))
+    data = _tar_bytes(members, fmt)
+    samples = list(read_samples(io.BytesIO(data), "x.tar", read_size=read_size))
+    assert _as_pairs(samples) == _expected(members)  # type: ignore[arg-type]
+
+
+# ---- broken shards: every error names shard, member and byte offset ------------------------
+
+
+def _assert_names(error: tarstream.ShardError, path: Path, member: str | None, offset: int) -> None:
+    assert error.shard == str(path)
+    assert error.member == member
+    assert error.offset == offset
+    text = str(error)
+    assert str(path) in text and f"at byte {offset}" in text
+    if member is not None:
+        assert repr(member) in text
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is type(error) and str(copy) == text
+
+
+@pytest.mark.parametrize("sidecars", ["ignore", "auto"])
+@pytest.mark.parametrize("read_size", READ_SIZES)
+def test_truncated_inside_a_member(shard: Path, sidecars: str, read_size: int) -> None:
+    cut = _offset_of(shard, "s/00150.txt") + 512 + 10
+    shard.write_bytes(shard.read_bytes()[:cut])
+    with pytest.raises(tarstream.TruncatedShardError) as info:
+        _read(shard, sidecars=sidecars, read_size=read_size)
+    _assert_names(info.value, shard, "s/00150.txt", cut)
+
+
+@pytest.mark.parametrize("read_size", READ_SIZES)
+def test_truncated_at_a_member_boundary_without_sidecar_misses_the_end_marker(
+    shard: Path, read_size: int
+) -> None:
+    cut = _offset_of(shard, "s/00150.cls")
+    shard.write_bytes(shard.read_bytes()[:cut])
+    with pytest.raises(tarstream.TruncatedShardError, match="without the end-of-archive marker") as info:
+        _read(shard, sidecars="ignore", read_size=read_size)
+    _assert_names(info.value, shard, "s/00149.txt", cut)
+
+
+@pytest.mark.parametrize("cut_member", ["s/00150.cls", "s/00150.json", "s/00299.txt"])
+def test_truncated_at_a_member_boundary_is_caught_by_the_sidecar(shard: Path, cut_member: str) -> None:
+    cut = _offset_of(shard, cut_member)
+    shard.write_bytes(shard.read_bytes()[:cut])
+    with pytest.raises(tarstream.TruncatedShardError, match="truncated") as info:
+        _read(shard, sidecars="require")
+    _assert_names(info.value, shard, cut_member, cut)
+
+
+def test_truncated_after_the_last_member_is_caught_by_the_sidecar(shard: Path) -> None:
+    data = shard.read_bytes()
+    end = _offset_of(shard, "s/00299.txt") + 512 + 512 * 2  # txt of sample 299 is < 1 KiB
+    end = next(o for o in range(end - 1024, len(data), 512) if data[o : o + 512] == bytes(512))
+    shard.write_bytes(data[:end])
+    with pytest.raises(tarstream.TruncatedShardError) as info:
+        _read(shard, sidecars="require")
+    assert info.value.offset == end and info.value.shard == str(shard)
+
+
+@pytest.mark.parametrize("read_size", READ_SIZES)
+def test_a_zero_block_in_the_middle_is_an_error_not_an_early_end(shard: Path, read_size: int) -> None:
+    data = bytearray(shard.read_bytes())
+    header = _offset_of(shard, "s/00100.cls")
+    data[header : header + 512] = bytes(512)
+    shard.write_bytes(bytes(data))
+    with pytest.raises(tarstream.ShardFormatError, match="zero block") as info:
+        _read(shard, sidecars="ignore", read_size=read_size)
+    _assert_names(info.value, shard, "s/00099.txt", header + 512)
+
+
+@pytest.mark.parametrize("read_size", READ_SIZES)
+def test_a_corrupt_header_fails_its_checksum(shard: Path, read_size: int) -> None:
+    data = bytearray(shard.read_bytes())
+    header = _offset_of(shard, "s/00200.json")
+    data[header + 130] ^= 0x01  # one bit of the size field
+    shard.write_bytes(bytes(data))
+    with pytest.raises(tarstream.ShardFormatError, match="checksum mismatch") as info:
+        _read(shard, sidecars="ignore", read_size=read_size)
+    _assert_names(info.value, shard, "s/00200.json", header)
+    assert "previous member 's/00200.cls'" in str(info.value)
+
+
+@pytest.mark.parametrize("content", [b"just some text\n" * 100, bytes(range(256)) * 40, b"\x1f\x8b" + bytes(2000)])
+def test_a_file_that_is_not_a_tar(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "x.tar"
+    path.write_bytes(content)
+    with pytest.raises(tarstream.ShardFormatError, match="not a tar archive") as info:
+        _read(path)
+    _assert_names(info.value, path, None, 0)
+
+
+def test_an_empty_file_is_a_truncated_shard(tmp_path: Path) -> None:
+    path = tmp_path / "x.tar"
+    path.write_bytes(b"")
+    with pytest.raises(tarstream.TruncatedShardError) as info:
+        _read(path)
+    _assert_names(info.value, path, None, 0)
+
+
+@pytest.mark.parametrize("read_size", READ_SIZES)
+def test_member_size_is_checked_against_the_limit_before_reading(shard: Path, read_size: int) -> None:
+    with pytest.raises(tarstream.MemberTooLargeError, match="max_member_size") as info:
+        _read(shard, sidecars="ignore", max_member_size=800, read_size=read_size)
+    first_big = next(i for i in range(300) if i * 37 % 900 + 1 > 800)
+    member = f"s/{first_big:05d}.txt"
+    _assert_names(info.value, shard, member, _offset_of(shard, member))
+
+
+def test_data_appended_after_the_end_marker_is_an_error(shard: Path) -> None:
+    shard.write_bytes(shard.read_bytes() + _tar_bytes([("extra.txt", b"x")]))
+    with pytest.raises(tarstream.ShardFormatError, match="followed by data"):
+        _read(shard, sidecars="ignore")
+
+
+def test_errors_redact_credentials_in_urls() -> None:
+    error = tarstream.ShardFormatError("bad", shard="s3://KEY:SECRET@bucket/x.tar", offset=1)
+    assert "SECRET" not in str(error) and "s3://***@bucket/x.tar" in str(error)
+    assert "SECRET" not in repr(pickle.loads(pickle.dumps(error)))

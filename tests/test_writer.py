@@ -1,0 +1,240 @@
+"""ShardWriter: determinism, atomic shards, key validation, encoding, rollover."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import tarstream
+from tarstream.encode import encode_field
+
+from .conftest import make_samples, write_dataset
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+def test_two_writes_of_the_same_input_are_byte_identical(tmp_path: Path) -> None:
+    samples = make_samples(40)
+    write_dataset(tmp_path / "a", samples, max_samples=15)
+    write_dataset(tmp_path / "b", samples, max_samples=15)
+    a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
+    assert sorted(a) == [
+        "train-000000.tar", "train-000000.tar.idx", "train-000001.tar", "train-000001.tar.idx",
+        "train-000002.tar", "train-000002.tar.idx", "train.manifest.json",
+    ]  # fmt: skip
+    assert a == b
+
+
+def test_members_are_ustar_regular_files_with_fixed_metadata_in_sorted_field_order(
+    tmp_path: Path,
+) -> None:
+    write_dataset(tmp_path, [{"__key__": "k", "txt": "t", "cls": 1, "a.json": [1]}])
+    with tarfile.open(tmp_path / "train-000000.tar") as tf:
+        infos = tf.getmembers()
+    assert [i.name for i in infos] == ["k.a.json", "k.cls", "k.txt"]
+    assert all(i.isreg() and i.mtime == 0 and i.uid == 0 and i.gid == 0 for i in infos)
+    assert all(i.mode == 0o644 and not i.pax_headers for i in infos)
+    raw = (tmp_path / "train-000000.tar").read_bytes()
+    assert raw[257:263] == b"ustar\x00"
+    assert len(raw) % 10240 == 0
+
+
+def test_a_name_longer_than_100_bytes_gets_a_pax_header_and_round_trips(tmp_path: Path) -> None:
+    key = "d" * 60 + "/" + "k" * 60
+    write_dataset(tmp_path, [{"__key__": key, "txt": "long"}])
+    with tarfile.open(tmp_path / "train-000000.tar") as tf:
+        assert tf.getnames() == [key + ".txt"]
+    [sample] = list(tarstream.TarStream(str(tmp_path / "train-000000.tar")))
+    assert sample["__key__"] == key and sample["txt"] == b"long"
+
+
+def test_a_crash_mid_write_leaves_no_file_under_a_final_shard_name(tmp_path: Path) -> None:
+    script = f"""
+import os, tarstream
+w = tarstream.ShardWriter({str(tmp_path / "t-%06d.tar")!r}, max_samples=5)
+for i in range(8):
+    w.write({{"__key__": f"{{i:03d}}", "txt": "x" * 1000}})
+os._exit(3)  # dies with shard 1 half written: no close, no cleanup
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True)
+    assert result.returncode == 3
+    names = sorted(os.listdir(tmp_path))
+    assert names == [".t-000001.tar.partial", "t-000000.tar", "t-000000.tar.idx"]
+    assert len(list(tarstream.TarStream(str(tmp_path / "t-000000.tar"), sidecars="require"))) == 5
+
+
+def test_an_exception_in_the_with_block_removes_the_partial_shard_and_writes_no_manifest(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(RuntimeError), tarstream.ShardWriter(
+        str(tmp_path / "t-%06d.tar"), max_samples=2
+    ) as w:
+        for i in range(3):
+            w.write({"__key__": str(i), "txt": "x"})
+        raise RuntimeError("boom")
+    assert sorted(os.listdir(tmp_path)) == ["t-000000.tar", "t-000000.tar.idx"]
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("", "must not be empty"),
+        ("/abs/k", "must be relative"),
+        ("a/../k", "'..'"),
+        ("a/./k", "'.'"),
+        ("a//k", "empty"),
+        ("a/k.v", "'.' in its last component"),
+        ("a\x00k", "control character"),
+        ("a\nk", "control character"),
+        ("a\\k", "separator"),
+        ("k" * 241, "above the limit 240"),
+        (7, "must be a str"),
+    ],
+)
+def test_invalid_keys_are_rejected_with_a_reason(tmp_path: Path, key: object, message: str) -> None:
+    with tarstream.ShardWriter(str(tmp_path / "t-%06d.tar")) as w:
+        with pytest.raises(tarstream.InvalidKeyError, match=message):
+            w.write({"__key__": key, "txt": "x"})
+
+
+def test_dotted_directories_and_unicode_keys_are_valid(tmp_path: Path) -> None:
+    write_dataset(tmp_path, [{"__key__": "v1.2/ünï/0001", "seg.png": b"p"}])
+    [sample] = list(tarstream.TarStream(str(tmp_path / "train-000000.tar"), sidecars="ignore"))
+    assert sample["__key__"] == "v1.2/ünï/0001" and sample["seg.png"] == b"p"
+
+
+def test_a_repeated_key_is_an_error(tmp_path: Path) -> None:
+    with tarstream.ShardWriter(str(tmp_path / "t-%06d.tar"), max_samples=1) as w:
+        w.write({"__key__": "a", "txt": "1"})
+        w.write({"__key__": "b", "txt": "2"})
+        with pytest.raises(tarstream.DuplicateKeyError, match="'a' was already written"):
+            w.write({"__key__": "a", "txt": "3"})
+
+
+@pytest.mark.parametrize("field", ["__meta__", "__key2__", "a/b", ".txt", "txt.", "a..b", ""])
+def test_reserved_and_malformed_field_names_are_errors(tmp_path: Path, field: str) -> None:
+    with tarstream.ShardWriter(str(tmp_path / "t-%06d.tar")) as w:
+        with pytest.raises(tarstream.InvalidKeyError, match="field"):
+            w.write({"__key__": "k", field: b"x"})
+
+
+def test_url_metadata_from_a_reader_is_ignored_so_read_samples_can_be_written_back(
+    tmp_path: Path, dataset: tuple[Path, list[dict[str, object]]]
+) -> None:
+    directory, _ = dataset
+    read = list(tarstream.TarStream(str(directory / "train.manifest.json")))
+    write_dataset(tmp_path / "copy", read, max_samples=10)
+    for name in ("train-000000.tar", "train-000001.tar", "train-000002.tar"):
+        assert (tmp_path / "copy" / name).read_bytes() == (directory / name).read_bytes()
+
+
+def test_missing_key_and_empty_samples_are_errors(tmp_path: Path) -> None:
+    with tarstream.ShardWriter(str(tmp_path / "t-%06d.tar")) as w:
+        with pytest.raises(tarstream.InvalidKeyError, match="no '__key__'"):
+            w.write({"txt": "x"})
+        with pytest.raises(tarstream.WriteError, match="no fields"):
+            w.write({"__key__": "k"})
+
+
+def test_values_are_encoded_by_the_field_extension() -> None:
+    assert encode_field("k", "txt", "héllo") == "héllo".encode()
+    assert encode_field("k", "cls", 7) == b"7"
+    assert encode_field("k", "cls", np.int64(3)) == b"3"
+    assert encode_field("k", "score", 0.5) == b"0.5"
+    assert encode_field("k", "bin", bytearray(b"ab")) == b"ab"
+    assert json.loads(encode_field("k", "json", {"a": [1, 2]})) == {"a": [1, 2]}
+    assert json.loads(encode_field("k", "meta.json", [1, "x"])) == [1, "x"]
+    import msgpack
+
+    assert msgpack.unpackb(encode_field("k", "msgpack", {"a": 1})) == {"a": 1}
+    array = np.arange(12, dtype=np.float32).reshape(3, 4)
+    loaded = np.load(io.BytesIO(encode_field("k", "npy", array)), allow_pickle=False)
+    assert loaded.dtype == np.float32 and (loaded == array).all()
+    npz = np.load(io.BytesIO(encode_field("k", "npz", {"a": array})), allow_pickle=False)
+    assert (npz["a"] == array).all()
+    pixels = np.zeros((4, 5, 3), dtype=np.uint8)
+    pixels[1, 2] = (255, 0, 0)
+    png = Image.open(io.BytesIO(encode_field("k", "seg.png", pixels)))
+    assert png.format == "PNG" and png.size == (5, 4) and png.getpixel((2, 1)) == (255, 0, 0)
+    jpg = Image.open(io.BytesIO(encode_field("k", "jpg", Image.new("RGBA", (8, 8)))))
+    assert jpg.format == "JPEG" and jpg.mode == "RGB"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("txt", object(), "cannot encode a value of type object"),
+        ("txt", np.zeros(3), "needs extension npy"),
+        ("npy", np.array([object()]), "object arrays"),
+        ("txt", Image.new("L", (2, 2)), "needs an image extension"),
+        ("json", {"a": object()}, "cannot encode dict"),
+    ],
+)
+def test_values_that_cannot_be_encoded_name_the_sample_field_and_type(
+    field: str, value: object, message: str
+) -> None:
+    with pytest.raises(tarstream.EncodeError, match=message) as info:
+        encode_field("k1", field, value)
+    assert "sample 'k1'" in str(info.value) and f"field {field!r}" in str(info.value)
+
+
+def test_rollover_at_max_samples(tmp_path: Path) -> None:
+    writer = write_dataset(tmp_path, make_samples(23), max_samples=10)
+    manifest = writer.manifest()
+    assert manifest.samples == [10, 10, 3]
+    assert [Path(s).name for s in writer.shards] == [
+        "train-000000.tar", "train-000001.tar", "train-000002.tar"
+    ]  # fmt: skip
+
+
+def test_rollover_at_max_bytes_keeps_every_shard_within_the_limit(tmp_path: Path) -> None:
+    samples = [{"__key__": f"{i:03d}", "bin": bytes(3000)} for i in range(20)]
+    writer = write_dataset(tmp_path, samples, max_bytes=20480)
+    sizes = [os.path.getsize(s) for s in writer.shards]
+    assert all(size <= 20480 for size in sizes)
+    # 512 header + 3072 data = 3584 bytes a sample: 5 fit with the end marker, a 6th would not
+    assert writer.manifest().samples == [5, 5, 5, 5]
+
+
+def test_a_sample_larger_than_max_bytes_gets_a_shard_of_its_own(tmp_path: Path) -> None:
+    samples = [{"__key__": "a", "bin": b"1"}, {"__key__": "b", "bin": bytes(50_000)},
+               {"__key__": "c", "bin": b"3"}]  # fmt: skip
+    writer = write_dataset(tmp_path, samples, max_bytes=10240)
+    assert writer.manifest().samples == [1, 1, 1]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"pattern": "t.tar"}, "exactly one integer placeholder"),
+        ({"pattern": "t-%d-%d.tar"}, "exactly one integer placeholder"),
+        ({"pattern": "s3://b/t-%06d.tar"}, "local paths only"),
+        ({"max_samples": 0}, "max_samples must be >= 1, got 0"),
+        ({"max_bytes": -1}, "max_bytes must be >= 1, got -1"),
+        ({"start_index": -1}, "start_index must be >= 0, got -1"),
+    ],
+)
+def test_bad_writer_options_are_rejected_at_construction(
+    tmp_path: Path, kwargs: dict[str, object], message: str
+) -> None:
+    pattern = kwargs.pop("pattern", str(tmp_path / "t-%06d.tar"))
+    with pytest.raises(ValueError, match=message):
+        tarstream.ShardWriter(pattern, **kwargs)  # type: ignore[arg-type]
+
+
+def test_write_after_close_is_an_error(tmp_path: Path) -> None:
+    w = tarstream.ShardWriter(str(tmp_path / "t-%06d.tar"))
+    w.close()
+    with pytest.raises(tarstream.WriteError, match="closed"):
+        w.write({"__key__": "k", "txt": "x"})
