@@ -114,7 +114,9 @@ def index_samples(
     for row_no, row in enumerate(_index_rows(path)):
         if key_column is not None:
             if row.get(key_column) in (None, ""):
-                raise SystemExit(f"{path}: row {row_no + 1} has no value in key column {key_column!r}")
+                raise SystemExit(
+                    f"{path}: row {row_no + 1} has no value in key column {key_column!r}"
+                )
             key = str(row[key_column])
         else:
             key = f"{row_no:09d}"
@@ -176,11 +178,19 @@ def _add_write_arguments(parser: argparse.ArgumentParser) -> None:
         help="index column holding file paths relative to the index; the field defaults to "
         "the file's extension (repeatable)",
     )
-    parser.add_argument("--field", action="append", default=[], metavar="COLUMN=FIELD",
-                        help="write index column COLUMN as field FIELD (repeatable)")
-    parser.add_argument("--key", default=None, metavar="COLUMN",
-                        help="index column holding sample keys (default: __key__ if present, "
-                        "else the row number)")
+    parser.add_argument(
+        "--field",
+        action="append",
+        default=[],
+        metavar="COLUMN=FIELD",
+        help="write index column COLUMN as field FIELD (repeatable)",
+    )
+    parser.add_argument(
+        "--key",
+        default=None,
+        metavar="COLUMN",
+        help="index column holding sample keys (default: __key__ if present, else the row number)",
+    )
 
 
 def _run_write(args: argparse.Namespace) -> int:

@@ -76,7 +76,9 @@ def _encode_structured(ext: str, value: Any) -> bytes:
 
             return _encode_image(Image.fromarray(value), ext)
         if ext != "npy":
-            raise EncodeError(f"a numpy array needs extension npy or an image extension, not {ext!r}")
+            raise EncodeError(
+                f"a numpy array needs extension npy or an image extension, not {ext!r}"
+            )
         if value.dtype.hasobject:
             raise EncodeError("object arrays cannot be stored without pickle")
         buf = io.BytesIO()
@@ -84,7 +86,8 @@ def _encode_structured(ext: str, value: Any) -> bytes:
         return buf.getvalue()
     if ext == "npz" and isinstance(value, dict):
         buf = io.BytesIO()
-        np.savez(buf, **{str(k): np.asarray(v) for k, v in value.items()})
+        arrays: dict[str, Any] = {str(k): np.asarray(v) for k, v in value.items()}
+        np.savez(buf, **arrays)
         return buf.getvalue()
     if isinstance(value, (dict, list, tuple)):
         if ext in _MSGPACK_EXTS:

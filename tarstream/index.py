@@ -163,4 +163,3 @@ class ShardIndex:
         )
         if not consistent:
             raise SidecarError("sidecar arrays are inconsistent with its sample count", shard=url)
-

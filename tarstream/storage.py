@@ -13,7 +13,15 @@ from typing import BinaryIO
 
 from .errors import redact_url
 
-__all__ = ["atomic_write", "is_local", "join_url", "local_path", "open_input", "read_bytes", "url_exists"]
+__all__ = [
+    "atomic_write",
+    "is_local",
+    "join_url",
+    "local_path",
+    "open_input",
+    "read_bytes",
+    "url_exists",
+]
 
 
 def is_local(url: str) -> bool:
@@ -41,7 +49,7 @@ def open_input(url: str) -> tuple[BinaryIO, int | None]:
     """
     if is_local(url):
         f = open(local_path(url), "rb", buffering=0)  # noqa: SIM115 - caller closes
-        return f, os.fstat(f.fileno()).st_size  # type: ignore[return-value]
+        return f, os.fstat(f.fileno()).st_size
     import fsspec
 
     try:

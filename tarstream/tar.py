@@ -22,6 +22,7 @@ from bisect import bisect_right
 from collections import Counter
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import BinaryIO
 
 import numpy as np
@@ -179,10 +180,14 @@ class Run:
     def members(self) -> list[Member]:
         buf, base = self.buf, self.base
         return [
-            (buf[h : h + n].decode("utf-8", "surrogateescape"), base + s, base + h + BLOCK,
-             buf[h + BLOCK : h + BLOCK + z])
-            for h, s, z, n in zip(self.header, self.start, self.size, self.name_len)
-        ]  # fmt: skip
+            (
+                buf[h : h + n].decode("utf-8", "surrogateescape"),
+                base + s,
+                base + h + BLOCK,
+                buf[h + BLOCK : h + BLOCK + z],
+            )
+            for h, s, z, n in zip(self.header, self.start, self.size, self.name_len, strict=True)
+        ]
 
 
 def _byte_sums(rows: np.ndarray) -> np.ndarray:
@@ -193,7 +198,8 @@ def _byte_sums(rows: np.ndarray) -> np.ndarray:
     mask = np.uint64(0xFFFF)
     total = (lanes & mask) + ((lanes >> np.uint64(16)) & mask)
     total += ((lanes >> np.uint64(32)) & mask) + (lanes >> np.uint64(48))
-    return total.astype(np.int64)
+    result: np.ndarray = total.astype(np.int64)
+    return result
 
 
 def _first_false(flags: np.ndarray) -> int:
@@ -442,9 +448,7 @@ def scan_members(
             last_name, start, pax, long_name = name, None, {}, None
 
 
-def _check_tail(
-    f: BinaryIO, tail: bytes, offset: int, shard: str, last_name: str | None
-) -> None:
+def _check_tail(f: BinaryIO, tail: bytes, offset: int, shard: str, last_name: str | None) -> None:
     """Check that only zero bytes follow the end-of-archive marker at ``offset``."""
     position = offset
     while tail:
@@ -483,10 +487,14 @@ def read_samples(
         if isinstance(part, Run):
             # The hot loop: one key decode and dict per sample, one slice per member.
             buf, header, size, field_id, fields = (
-                part.buf, part.header, part.size, part.field_id, part.fields
+                part.buf,
+                part.header,
+                part.size,
+                part.field_id,
+                part.fields,
             )
             bounds, key_len = part.bounds, part.key_len
-            for b0, b1 in zip(bounds, bounds[1:]):
+            for b0, b1 in pairwise(bounds):
                 h = header[b0]
                 member_key = buf[h : h + key_len[b0]].decode("utf-8", "surrogateescape")
                 if member_key != key:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -27,7 +28,11 @@ _IGNORED_META = frozenset({"__url__", "__local_path__"})
 
 
 def default_manifest_path(pattern: str) -> str:
-    """Return the manifest path for a shard pattern (``d/train-%06d.tar`` -> ``d/train.manifest.json``)."""
+    """Return the manifest path of a shard pattern.
+
+    >>> default_manifest_path("d/train-%06d.tar")
+    'd/train.manifest.json'
+    """
     directory, base = os.path.split(pattern)
     stem = _PLACEHOLDER.split(base, maxsplit=1)[0].rstrip("-_.") or "dataset"
     return os.path.join(directory, stem + MANIFEST_SUFFIX)
@@ -68,7 +73,7 @@ class ShardWriter:
         *,
         max_samples: int | None = None,
         max_bytes: int | None = None,
-        manifest: str | os.PathLike[str] | None | bool = True,
+        manifest: str | os.PathLike[str] | bool | None = True,
         start_index: int = 0,
     ) -> None:
         pattern = os.fspath(pattern)
@@ -206,10 +211,8 @@ class ShardWriter:
         if self._file is not None:
             self._file.close()
             self._file = None
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._temp)
-            except FileNotFoundError:
-                pass
 
     def manifest(self) -> Manifest:
         """Return the manifest of the shards completed so far."""

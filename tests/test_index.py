@@ -47,7 +47,7 @@ def test_sidecar_records_counts_keys_offsets_size_and_checksum(
     assert index.sha256 == hashlib.sha256(shard.read_bytes()).hexdigest()
     assert index.fields == ["cls", "json", "txt"]
     data = shard.read_bytes()
-    for key, offset in zip(index.keys, index.offsets[:-1].tolist()):
+    for key, offset in zip(index.keys, index.offsets[:-1].tolist(), strict=True):
         assert data[offset : offset + len(key) + 5] == f"{key}.cls\x00".encode()
 
 

@@ -31,20 +31,22 @@ def test_webdataset_reads_tarstream_shards_with_the_same_keys_and_bytes(tmp_path
     pattern = str(tmp_path / "train-{000000..000002}.tar")
     read = list(wds.WebDataset(pattern, shardshuffle=False))
     assert [s["__key__"] for s in read] == [s["__key__"] for s in samples]
-    for got, sent in zip(read, samples):
+    for got, sent in zip(read, samples, strict=True):
         assert {k: v for k, v in got.items() if not k.startswith("__")} == _raw(sent)
 
 
 def test_tarstream_reads_webdataset_shards_with_the_same_keys_and_bytes(tmp_path: Path) -> None:
-    samples = [{"__key__": f"{i:05d}", "txt": f"text {i}" * (i % 50), "cls": str(i % 3)}
-               for i in range(300)]  # fmt: skip
+    samples = [
+        {"__key__": f"{i:05d}", "txt": f"text {i}" * (i % 50), "cls": str(i % 3)}
+        for i in range(300)
+    ]
     with wds.ShardWriter(str(tmp_path / "w-%06d.tar"), maxcount=100, verbose=0) as w:
         for s in samples:
             w.write(s)
     pattern = str(tmp_path / "w-{000000..000002}.tar")
     read = list(tarstream.TarStream(pattern))
     assert [s["__key__"] for s in read] == [s["__key__"] for s in samples]
-    for got, sent in zip(read, samples):
+    for got, sent in zip(read, samples, strict=True):
         assert got["txt"] == sent["txt"].encode() and got["cls"] == sent["cls"].encode()
         assert got["__url__"].startswith(str(tmp_path))  # type: ignore[union-attr]
     assert read == list(tarstream.TarStream(pattern, read_size=4096))
@@ -63,7 +65,10 @@ def test_tarfile_reads_tarstream_shards(dataset: tuple[Path, list[dict[str, Any]
 def test_gnu_tar_lists_tarstream_shards(dataset: tuple[Path, list[dict[str, Any]]]) -> None:
     directory, samples = dataset
     listing = subprocess.run(
-        ["tar", "tf", str(directory / "train-000000.tar")], capture_output=True, text=True, check=True
+        ["tar", "tf", str(directory / "train-000000.tar")],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     expected = [f"{s['__key__']}.{f}" for s in samples[:10] for f in ("cls", "json", "txt")]
     assert listing.stdout.split() == expected

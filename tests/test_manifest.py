@@ -72,14 +72,46 @@ def test_compress_names(names: list[str], expected: object) -> None:
         ({"format": "x"}, "not a tarstream manifest"),
         ({"format": "tarstream.manifest", "version": 2}, "version 2 is not supported"),
         ({"format": "tarstream.manifest", "version": 1}, "missing or bad entry"),
-        ({"format": "tarstream.manifest", "version": 1, "shards": ["a.tar"], "samples": [1],
-          "sizes": []}, "1 shards but 1 sample counts and 0 sizes"),  # fmt: skip
-        ({"format": "tarstream.manifest", "version": 1, "shards": ["pipe:cat x"], "samples": [1],
-          "sizes": [1]}, "relative to the manifest"),  # fmt: skip
-        ({"format": "tarstream.manifest", "version": 1, "shards": ["../x.tar"], "samples": [1],
-          "sizes": [1]}, "relative to the manifest"),  # fmt: skip
-        ({"format": "tarstream.manifest", "version": 1, "shards": ["s3://b/x.tar"], "samples": [1],
-          "sizes": [1]}, "relative to the manifest"),  # fmt: skip
+        (
+            {
+                "format": "tarstream.manifest",
+                "version": 1,
+                "shards": ["a.tar"],
+                "samples": [1],
+                "sizes": [],
+            },
+            "1 shards but 1 sample counts and 0 sizes",
+        ),
+        (
+            {
+                "format": "tarstream.manifest",
+                "version": 1,
+                "shards": ["pipe:cat x"],
+                "samples": [1],
+                "sizes": [1],
+            },
+            "relative to the manifest",
+        ),
+        (
+            {
+                "format": "tarstream.manifest",
+                "version": 1,
+                "shards": ["../x.tar"],
+                "samples": [1],
+                "sizes": [1],
+            },
+            "relative to the manifest",
+        ),
+        (
+            {
+                "format": "tarstream.manifest",
+                "version": 1,
+                "shards": ["s3://b/x.tar"],
+                "samples": [1],
+                "sizes": [1],
+            },
+            "relative to the manifest",
+        ),
     ],
 )
 def test_invalid_manifests_are_rejected_with_a_reason(doc: object, message: str) -> None:

@@ -52,8 +52,7 @@ def _expected(members: list[tuple[str, bytes]]) -> list[tuple[str, dict[str, byt
 
 def _as_pairs(samples: list[dict[str, object]]) -> list[tuple[str, dict[str, object]]]:
     return [
-        (str(s["__key__"]), {k: v for k, v in s.items() if not k.startswith("__")})
-        for s in samples
+        (str(s["__key__"]), {k: v for k, v in s.items() if not k.startswith("__")}) for s in samples
     ]
 
 
@@ -84,13 +83,19 @@ def test_reads_ustar_gnu_and_pax_archives_with_long_names(
 
 
 @pytest.mark.parametrize("read_size", READ_SIZES)
-def test_directories_links_and_fifos_are_skipped_and_counted(tmp_path: Path, read_size: int) -> None:
+def test_directories_links_and_fifos_are_skipped_and_counted(
+    tmp_path: Path, read_size: int
+) -> None:
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tf:
         for i in range(100):
-            for kind, name in [(tarfile.DIRTYPE, f"d{i}"), (tarfile.REGTYPE, f"d{i}/{i:03d}.txt"),
-                               (tarfile.SYMTYPE, f"d{i}/{i:03d}.lnk"), (tarfile.FIFOTYPE, f"f{i}.x"),
-                               (tarfile.LNKTYPE, f"h{i}.txt")]:  # fmt: skip
+            for kind, name in [
+                (tarfile.DIRTYPE, f"d{i}"),
+                (tarfile.REGTYPE, f"d{i}/{i:03d}.txt"),
+                (tarfile.SYMTYPE, f"d{i}/{i:03d}.lnk"),
+                (tarfile.FIFOTYPE, f"f{i}.x"),
+                (tarfile.LNKTYPE, f"h{i}.txt"),
+            ]:
                 info = tarfile.TarInfo(name)
                 info.type = kind
                 info.linkname = "/etc/passwd" if kind in (tarfile.SYMTYPE, tarfile.LNKTYPE) else ""
@@ -98,15 +103,22 @@ def test_directories_links_and_fifos_are_skipped_and_counted(tmp_path: Path, rea
                 info.size = len(data)
                 tf.addfile(info, io.BytesIO(data))
     stats = ReadStats()
-    samples = list(read_samples(io.BytesIO(out.getvalue()), "x.tar", stats=stats, read_size=read_size))
+    samples = list(
+        read_samples(io.BytesIO(out.getvalue()), "x.tar", stats=stats, read_size=read_size)
+    )
     assert [s["__key__"] for s in samples] == [f"d{i}/{i:03d}" for i in range(100)]
     assert all(s["txt"] == f"data{i}".encode() and len(s) == 3 for i, s in enumerate(samples))
     assert stats.skipped == {"directory": 100, "symlink": 100, "fifo": 100, "hardlink": 100}
 
 
 def test_members_without_a_field_and_reserved_fields_are_skipped_and_counted() -> None:
-    members = [("a.txt", b"1"), ("README", b"r"), ("dir/.hidden", b"h"), ("a.__meta__", b"m"),
-               ("b.txt", b"2")]  # fmt: skip
+    members = [
+        ("a.txt", b"1"),
+        ("README", b"r"),
+        ("dir/.hidden", b"h"),
+        ("a.__meta__", b"m"),
+        ("b.txt", b"2"),
+    ]
     stats = ReadStats()
     samples = list(read_samples(io.BytesIO(_tar_bytes(members)), "x.tar", stats=stats))
     assert _as_pairs(samples) == [("a", {"txt": b"1"}), ("b", {"txt": b"2"})]  # type: ignore[arg-type]
@@ -133,7 +145,9 @@ def test_a_field_repeated_in_a_sample_is_a_format_error(tmp_path: Path, read_siz
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    sizes=st.lists(st.sampled_from([0, 1, 100, 511, 512, 513, 1024, 5000]), min_size=1, max_size=80),
+    sizes=st.lists(
+        st.sampled_from([0, 1, 100, 511, 512, 513, 1024, 5000]), min_size=1, max_size=80
+    ),
     fields_per_sample=st.integers(1, 3),
     fmt=st.sampled_from([tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT]),
     read_size=st.sampled_from([512, 1536, 4096, 40960, 1 << 20]),
@@ -145,7 +159,11 @@ def test_reader_agrees_with_the_format_definition_on_random_archives(
     members = []
     for i, size in enumerate(sizes):
         key = f"k{i // fields_per_sample:04d}"
-        if long_every and (i // fields_per_sample) % long_every == 0 and fmt != tarfile.USTAR_FORMAT:
+        if (
+            long_every
+            and (i // fields_per_sample) % long_every == 0
+            and fmt != tarfile.USTAR_FORMAT
+        ):
             key = "l" * 120 + key
         members.append((f"{key}.f{i % fields_per_sample}", bytes([i % 251]) * size))
     data = _tar_bytes(members, fmt)
@@ -184,13 +202,17 @@ def test_truncated_at_a_member_boundary_without_sidecar_misses_the_end_marker(
 ) -> None:
     cut = _offset_of(shard, "s/00150.cls")
     shard.write_bytes(shard.read_bytes()[:cut])
-    with pytest.raises(tarstream.TruncatedShardError, match="without the end-of-archive marker") as info:
+    with pytest.raises(
+        tarstream.TruncatedShardError, match="without the end-of-archive marker"
+    ) as info:
         _read(shard, sidecars="ignore", read_size=read_size)
     _assert_names(info.value, shard, "s/00149.txt", cut)
 
 
 @pytest.mark.parametrize("cut_member", ["s/00150.cls", "s/00150.json", "s/00299.txt"])
-def test_truncated_at_a_member_boundary_is_caught_by_the_sidecar(shard: Path, cut_member: str) -> None:
+def test_truncated_at_a_member_boundary_is_caught_by_the_sidecar(
+    shard: Path, cut_member: str
+) -> None:
     cut = _offset_of(shard, cut_member)
     shard.write_bytes(shard.read_bytes()[:cut])
     with pytest.raises(tarstream.TruncatedShardError, match="truncated") as info:
@@ -209,7 +231,9 @@ def test_truncated_after_the_last_member_is_caught_by_the_sidecar(shard: Path) -
 
 
 @pytest.mark.parametrize("read_size", READ_SIZES)
-def test_a_zero_block_in_the_middle_is_an_error_not_an_early_end(shard: Path, read_size: int) -> None:
+def test_a_zero_block_in_the_middle_is_an_error_not_an_early_end(
+    shard: Path, read_size: int
+) -> None:
     data = bytearray(shard.read_bytes())
     header = _offset_of(shard, "s/00100.cls")
     data[header : header + 512] = bytes(512)
@@ -231,7 +255,9 @@ def test_a_corrupt_header_fails_its_checksum(shard: Path, read_size: int) -> Non
     assert "previous member 's/00200.cls'" in str(info.value)
 
 
-@pytest.mark.parametrize("content", [b"just some text\n" * 100, bytes(range(256)) * 40, b"\x1f\x8b" + bytes(2000)])
+@pytest.mark.parametrize(
+    "content", [b"just some text\n" * 100, bytes(range(256)) * 40, b"\x1f\x8b" + bytes(2000)]
+)
 def test_a_file_that_is_not_a_tar(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "x.tar"
     path.write_bytes(content)
@@ -249,7 +275,9 @@ def test_an_empty_file_is_a_truncated_shard(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("read_size", READ_SIZES)
-def test_member_size_is_checked_against_the_limit_before_reading(shard: Path, read_size: int) -> None:
+def test_member_size_is_checked_against_the_limit_before_reading(
+    shard: Path, read_size: int
+) -> None:
     with pytest.raises(tarstream.MemberTooLargeError, match="max_member_size") as info:
         _read(shard, sidecars="ignore", max_member_size=800, read_size=read_size)
     first_big = next(i for i in range(300) if i * 37 % 900 + 1 > 800)

@@ -30,9 +30,14 @@ def test_two_writes_of_the_same_input_are_byte_identical(tmp_path: Path) -> None
     write_dataset(tmp_path / "b", samples, max_samples=15)
     a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
     assert sorted(a) == [
-        "train-000000.tar", "train-000000.tar.idx", "train-000001.tar", "train-000001.tar.idx",
-        "train-000002.tar", "train-000002.tar.idx", "train.manifest.json",
-    ]  # fmt: skip
+        "train-000000.tar",
+        "train-000000.tar.idx",
+        "train-000001.tar",
+        "train-000001.tar.idx",
+        "train-000002.tar",
+        "train-000002.tar.idx",
+        "train.manifest.json",
+    ]
     assert a == b
 
 
@@ -77,9 +82,10 @@ os._exit(3)  # dies with shard 1 half written: no close, no cleanup
 def test_an_exception_in_the_with_block_removes_the_partial_shard_and_writes_no_manifest(
     tmp_path: Path,
 ) -> None:
-    with pytest.raises(RuntimeError), tarstream.ShardWriter(
-        str(tmp_path / "t-%06d.tar"), max_samples=2
-    ) as w:
+    with (
+        pytest.raises(RuntimeError),
+        tarstream.ShardWriter(str(tmp_path / "t-%06d.tar"), max_samples=2) as w,
+    ):
         for i in range(3):
             w.write({"__key__": str(i), "txt": "x"})
         raise RuntimeError("boom")
@@ -103,9 +109,9 @@ def test_an_exception_in_the_with_block_removes_the_partial_shard_and_writes_no_
     ],
 )
 def test_invalid_keys_are_rejected_with_a_reason(tmp_path: Path, key: object, message: str) -> None:
-    with tarstream.ShardWriter(str(tmp_path / "t-%06d.tar")) as w:
-        with pytest.raises(tarstream.InvalidKeyError, match=message):
-            w.write({"__key__": key, "txt": "x"})
+    writer = tarstream.ShardWriter(str(tmp_path / "t-%06d.tar"))
+    with pytest.raises(tarstream.InvalidKeyError, match=message):
+        writer.write({"__key__": key, "txt": "x"})
 
 
 def test_dotted_directories_and_unicode_keys_are_valid(tmp_path: Path) -> None:
@@ -124,9 +130,9 @@ def test_a_repeated_key_is_an_error(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("field", ["__meta__", "__key2__", "a/b", ".txt", "txt.", "a..b", ""])
 def test_reserved_and_malformed_field_names_are_errors(tmp_path: Path, field: str) -> None:
-    with tarstream.ShardWriter(str(tmp_path / "t-%06d.tar")) as w:
-        with pytest.raises(tarstream.InvalidKeyError, match="field"):
-            w.write({"__key__": "k", field: b"x"})
+    writer = tarstream.ShardWriter(str(tmp_path / "t-%06d.tar"))
+    with pytest.raises(tarstream.InvalidKeyError, match="field"):
+        writer.write({"__key__": "k", field: b"x"})
 
 
 def test_url_metadata_from_a_reader_is_ignored_so_read_samples_can_be_written_back(
@@ -194,8 +200,10 @@ def test_rollover_at_max_samples(tmp_path: Path) -> None:
     manifest = writer.manifest()
     assert manifest.samples == [10, 10, 3]
     assert [Path(s).name for s in writer.shards] == [
-        "train-000000.tar", "train-000001.tar", "train-000002.tar"
-    ]  # fmt: skip
+        "train-000000.tar",
+        "train-000001.tar",
+        "train-000002.tar",
+    ]
 
 
 def test_rollover_at_max_bytes_keeps_every_shard_within_the_limit(tmp_path: Path) -> None:
@@ -208,8 +216,11 @@ def test_rollover_at_max_bytes_keeps_every_shard_within_the_limit(tmp_path: Path
 
 
 def test_a_sample_larger_than_max_bytes_gets_a_shard_of_its_own(tmp_path: Path) -> None:
-    samples = [{"__key__": "a", "bin": b"1"}, {"__key__": "b", "bin": bytes(50_000)},
-               {"__key__": "c", "bin": b"3"}]  # fmt: skip
+    samples = [
+        {"__key__": "a", "bin": b"1"},
+        {"__key__": "b", "bin": bytes(50_000)},
+        {"__key__": "c", "bin": b"3"},
+    ]
     writer = write_dataset(tmp_path, samples, max_bytes=10240)
     assert writer.manifest().samples == [1, 1, 1]
 

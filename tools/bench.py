@@ -30,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import workloads  # noqa: E402
+import workloads
 
 
 def _count(samples: Iterable[Any]) -> int:
@@ -127,7 +127,9 @@ def bench_write(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("benchmark", choices=["read", "write"])
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--wds-shards", type=int, default=2)

@@ -35,7 +35,7 @@ def _fingerprint() -> str:
 
 def ensure_venv() -> None:
     """Create or refresh .venv with tarstream (editable) and its dev, torch extras."""
-    if sys.version_info < (3, 10):
+    if sys.version_info < (3, 10):  # noqa: UP036 - this script may run on any python3
         sys.exit(f"tarstream needs Python >= 3.10, this is {sys.version.split()[0]}")
     fingerprint = _fingerprint()
     if STAMP.exists() and STAMP.read_text() == fingerprint and PYTHON.exists():
@@ -46,9 +46,16 @@ def ensure_venv() -> None:
     print("installing tarstream[dev,torch] with constraints.txt (first run takes a minute)")
     log = VENV / "install.log"
     cmd = [
-        str(PYTHON), "-m", "pip", "install", "--disable-pip-version-check",
-        "-c", str(ROOT / "constraints.txt"), "-e", f"{ROOT}[dev,torch]",
-    ]  # fmt: skip
+        str(PYTHON),
+        "-m",
+        "pip",
+        "install",
+        "--disable-pip-version-check",
+        "-c",
+        str(ROOT / "constraints.txt"),
+        "-e",
+        f"{ROOT}[dev,torch]",
+    ]
     with open(log, "w") as out:
         result = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
     if result.returncode != 0:

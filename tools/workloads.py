@@ -21,11 +21,64 @@ from typing import Any
 import numpy as np
 
 SHARDS = 20
-_WORDS = (
-    "the of and to in is was for on that with as by at from his her an were are which this "
-    "be or has had not but also first one their its new after who they two been other into "
-    "more some time over most when during there only many city school film state world"
-).split()
+_WORDS = [
+    "the",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "was",
+    "for",
+    "on",
+    "that",
+    "with",
+    "as",
+    "by",
+    "at",
+    "from",
+    "his",
+    "her",
+    "an",
+    "were",
+    "are",
+    "which",
+    "this",
+    "be",
+    "or",
+    "has",
+    "had",
+    "not",
+    "but",
+    "also",
+    "first",
+    "one",
+    "their",
+    "its",
+    "new",
+    "after",
+    "who",
+    "they",
+    "two",
+    "been",
+    "other",
+    "into",
+    "more",
+    "some",
+    "time",
+    "over",
+    "most",
+    "when",
+    "during",
+    "there",
+    "only",
+    "many",
+    "city",
+    "school",
+    "film",
+    "state",
+    "world",
+]
 
 
 def small_samples(n: int = 200_000, seed: int = 0) -> Iterator[dict[str, Any]]:
@@ -99,4 +152,6 @@ def shard_pattern(workload_dir: Path, writer: str, count: int = SHARDS) -> str:
 
 
 def default_root() -> Path:
-    return Path(os.environ.get("TARSTREAM_BENCH_DIR", Path(__file__).parent.parent / ".bench-cache"))
+    return Path(
+        os.environ.get("TARSTREAM_BENCH_DIR", Path(__file__).parent.parent / ".bench-cache")
+    )

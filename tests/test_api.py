@@ -1,0 +1,42 @@
+"""The public face: one sorted __all__, importable without torch, errors that pickle."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+
+import tarstream
+import tarstream.errors
+
+
+def test_all_is_sorted_and_every_name_exists() -> None:
+    assert list(tarstream.__all__) == sorted(tarstream.__all__)
+    for name in tarstream.__all__:
+        assert hasattr(tarstream, name), name
+
+
+def test_every_error_type_is_exported_drawn_in_the_tree_and_pickles() -> None:
+    doc = tarstream.errors.__doc__ or ""
+    errors = [getattr(tarstream, n) for n in tarstream.__all__ if n.endswith("Error")]
+    assert len(errors) == 11
+    for error_type in errors:
+        assert error_type.__name__ in doc
+        assert issubclass(error_type, tarstream.TarstreamError)
+        if issubclass(error_type, tarstream.ShardError):
+            error = error_type("why", shard="a.tar", member="k.txt", offset=3)
+        else:
+            error = error_type("why")
+        copy = pickle.loads(pickle.dumps(error))
+        assert type(copy) is error_type and str(copy) == str(error)
+
+
+def test_writing_and_reading_shards_does_not_import_torch(tmp_path: object) -> None:
+    code = f"""
+import sys, tarstream
+with tarstream.ShardWriter({str(tmp_path)!r} + "/t-%02d.tar") as w:
+    w.write({{"__key__": "k", "txt": "x"}})
+assert [s["txt"] for s in tarstream.TarStream({str(tmp_path)!r} + "/t-00.tar")] == [b"x"]
+assert "torch" not in sys.modules, "torch was imported"
+"""
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,182 @@
+"""tarstream-write and tarstream index."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import webdataset as wds
+
+import tarstream
+from tarstream.cli import main, parse_size, write_main
+
+
+def _samples(pattern: str) -> list[dict[str, object]]:
+    return [{k: v for k, v in s.items() if k != "__url__"} for s in tarstream.TarStream(pattern)]
+
+
+def test_write_from_a_directory_groups_files_by_key_in_sorted_order(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "src"
+    for sub in ("b", "a"):
+        (src / sub).mkdir(parents=True)
+        for i in (2, 1):
+            (src / sub / f"{i:03d}.jpg").write_bytes(f"jpg {sub}{i}".encode())
+            (src / sub / f"{i:03d}.seg.png").write_bytes(f"png {sub}{i}".encode())
+    (src / "README").write_text("no field")
+    (src / ".DS_Store").write_text("hidden")
+    out = tmp_path / "out" / "train-%06d.tar"
+    assert write_main([str(src), str(out), "--max-samples", "3"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == str(tmp_path / "out" / "train-{000000..000001}.tar")
+    assert "wrote 4 samples in 2 shards" in captured.err
+    assert "skipped 2 files" in captured.err and "README" in captured.err
+    read = _samples(str(tmp_path / "out" / "train.manifest.json"))
+    assert read == [
+        {
+            "__key__": f"{d}/{i:03d}",
+            "jpg": f"jpg {d}{i}".encode(),
+            "seg.png": f"png {d}{i}".encode(),
+        }
+        for d in ("a", "b")
+        for i in (1, 2)
+    ]
+
+
+def test_write_from_a_jsonl_index_with_file_and_metadata_columns(tmp_path: Path) -> None:
+    (tmp_path / "img").mkdir()
+    rows = []
+    for i in range(5):
+        (tmp_path / "img" / f"{i}.jpg").write_bytes(b"J" * i)
+        rows.append({"id": f"id{i}", "image": f"img/{i}.jpg", "label": i % 2, "meta": {"w": i}})
+    index = tmp_path / "index.jsonl"
+    index.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = str(tmp_path / "out" / "d-%04d.tar")
+    code = write_main([str(index), out, "--file", "image", "--key", "id", "--field", "label=cls"])
+    assert code == 0
+    read = _samples(str(tmp_path / "out" / "d-0000.tar"))
+    assert read == [
+        {
+            "__key__": f"id{i}",
+            "jpg": b"J" * i,
+            "cls": str(i % 2).encode(),
+            "meta": json.dumps({"w": i}, separators=(",", ":")).encode(),
+        }
+        for i in range(5)
+    ]
+
+
+def test_write_from_a_csv_index_keys_rows_by_number_and_names_file_fields(tmp_path: Path) -> None:
+    (tmp_path / "a.bin").write_bytes(b"A")
+    (tmp_path / "b.bin").write_bytes(b"B")
+    with open(tmp_path / "index.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "caption"])
+        writer.writerow(["a.bin", "first"])
+        writer.writerow(["b.bin", "second"])
+    out = str(tmp_path / "o-%02d.tar")
+    assert (
+        write_main(
+            [str(tmp_path / "index.csv"), out, "--file", "path=raw.dat", "--field", "caption=txt"]
+        )
+        == 0
+    )
+    assert _samples(str(tmp_path / "o-00.tar")) == [
+        {"__key__": "000000000", "raw.dat": b"A", "txt": b"first"},
+        {"__key__": "000000001", "raw.dat": b"B", "txt": b"second"},
+    ]
+
+
+def test_an_index_without_file_columns_or_with_missing_files_says_what_to_do(
+    tmp_path: Path,
+) -> None:
+    index = tmp_path / "i.jsonl"
+    index.write_text(json.dumps({"image": "missing.jpg"}) + "\n")
+    with pytest.raises(SystemExit, match=r"--file COLUMN"):
+        write_main([str(index), str(tmp_path / "o-%02d.tar")])
+    with pytest.raises(SystemExit, match=r"cannot read 'missing\.jpg'"):
+        write_main([str(index), str(tmp_path / "o-%02d.tar"), "--file", "image"])
+
+
+def test_repack_existing_shards_with_new_limits(tmp_path: Path) -> None:
+    with wds.ShardWriter(str(tmp_path / "w-%06d.tar"), maxcount=7, verbose=0) as w:
+        for i in range(20):
+            w.write({"__key__": f"{i:04d}", "txt": f"t{i}"})
+    out = str(tmp_path / "r" / "r-%06d.tar")
+    assert (
+        main(["write", str(tmp_path / "w-{000000..000002}.tar"), out, "--max-samples", "10"]) == 0
+    )
+    manifest = json.loads((tmp_path / "r" / "r.manifest.json").read_text())
+    assert manifest["samples"] == [10, 10]
+    assert _samples(str(tmp_path / "r" / "r.manifest.json")) == _samples(
+        str(tmp_path / "w-{000000..000002}.tar")
+    )
+
+
+def test_index_builds_sidecars_and_a_manifest_for_webdataset_shards_in_place(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with wds.ShardWriter(str(tmp_path / "w-%06d.tar"), maxcount=30, verbose=0) as w:
+        for i in range(100):
+            w.write({"__key__": f"{i:04d}", "txt": f"t{i}" * i, "cls": str(i % 5)})
+    pattern = str(tmp_path / "w-{000000..000003}.tar")
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("*.tar")}
+    assert main(["index", pattern]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "w.manifest.json")
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("*.tar")} == before  # not rewritten
+    manifest = json.loads((tmp_path / "w.manifest.json").read_text())
+    assert (
+        manifest["samples"] == [30, 30, 30, 10] and manifest["shards"] == "w-{000000..000003}.tar"
+    )
+    indexed = list(tarstream.TarStream(str(tmp_path / "w.manifest.json"), sidecars="require"))
+    assert indexed == list(tarstream.TarStream(pattern, sidecars="ignore"))
+
+
+def test_index_reports_a_broken_shard_as_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "bad.tar").write_bytes(b"not a tar" * 100)
+    assert main(["index", str(tmp_path / "bad.tar")]) == 1
+    assert "not a tar archive" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [
+        ("1000", 1000),
+        ("64MB", 64_000_000),
+        ("1.5G", 1_500_000_000),
+        ("512MiB", 512 << 20),
+        ("2kib", 2048),
+        ("3 GB", 3_000_000_000),
+    ],
+)
+def test_parse_size(text: str, size: int) -> None:
+    assert parse_size(text) == size
+
+
+def test_parse_size_rejects_garbage() -> None:
+    import argparse
+
+    with pytest.raises(argparse.ArgumentTypeError, match="not a size"):
+        parse_size("lots")
+
+
+def test_the_installed_console_scripts_run(tmp_path: Path) -> None:
+    script = shutil.which("tarstream-write", path=str(Path(sys.executable).parent))
+    assert script is not None, "tarstream-write is not installed beside this Python"
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "x.txt").write_text("hi")
+    result = subprocess.run(
+        [script, str(tmp_path / "src"), str(tmp_path / "o-%03d.tar")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(tmp_path / "o-000.tar")
