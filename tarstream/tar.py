@@ -146,7 +146,6 @@ _OCT11 = 8 ** np.arange(10, -1, -1, dtype=np.int64)
 _OCT6 = 8 ** np.arange(5, -1, -1, dtype=np.int64)
 _FAST_MIN_BLOCKS = 64
 _FAST_COOLDOWN = 32  # members parsed one by one after a run could not be parsed in bulk
-_LOW_BYTES = np.uint64(0x00FF00FF00FF00FF)
 _POSITIONS = np.arange(100)
 _USTAR = np.frombuffer(b"ustar", np.uint8)
 #: PAX records the bulk path cannot pass over (they change the member or its data).
@@ -190,18 +189,6 @@ class Run:
         ]
 
 
-def _byte_sums(rows: np.ndarray) -> np.ndarray:
-    """Sum each 512-byte row as unsigned bytes (faster than a widening numpy sum)."""
-    words = np.ascontiguousarray(rows).view(np.uint64)
-    pairs = (words & _LOW_BYTES) + ((words >> np.uint64(8)) & _LOW_BYTES)
-    lanes = pairs.sum(1)  # four 16-bit lanes, each at most 64 * 510 < 65536
-    mask = np.uint64(0xFFFF)
-    total = (lanes & mask) + ((lanes >> np.uint64(16)) & mask)
-    total += ((lanes >> np.uint64(32)) & mask) + (lanes >> np.uint64(48))
-    result: np.ndarray = total.astype(np.int64)
-    return result
-
-
 def _first_false(flags: np.ndarray) -> int:
     return len(flags) if flags.all() else int(np.argmin(flags))
 
@@ -236,7 +223,9 @@ def _bulk_run(buf: bytes, pos: int, base: int, max_member_size: int) -> tuple[Ru
     ok &= (typeflag == 48) | (typeflag == 0) | is_pax
     ok &= (rows[:, 345] == 0) & (sizes <= max_member_size) & (nxt <= n)
     ok &= ((check >= 0) & (check <= 7)).all(1) & (rows[:, 154] == 0)
-    ok &= check @ _OCT6 == _byte_sums(rows) - rows[:, 148:156].sum(1, dtype=np.int64) + 256
+    # uint32 sums: no large temporaries (they cost page faults, which dominate here)
+    sums = rows.sum(1, dtype=np.uint32).astype(np.int64)
+    ok &= check @ _OCT6 == sums - rows[:, 148:156].sum(1, dtype=np.int64) + 256
     # a PAX header must be small and be followed by the regular member it describes
     ok &= ~is_pax | ((sizes <= BLOCK) & ~np.append(is_pax[1:], True))
     # Names are examined on the regular rows only, and only as wide as the longest name.
@@ -308,6 +297,25 @@ def _bulk_run(buf: bytes, pos: int, base: int, max_member_size: int) -> tuple[Ru
     return run, pos + int(nxt[keep - 1] - at[keep - 1] + last) * BLOCK
 
 
+def _refill(
+    f: BinaryIO, buf: bytes, base: int, pos: int, need: int, read_size: int, stats: ReadStats
+) -> tuple[bytes, int, int]:
+    """Return ``(buf, base, pos)`` with at least ``need`` bytes from ``pos`` unless at EOF.
+
+    With nothing left over, one large read becomes the new buffer as it is. With a partial
+    header or member left over, only the bytes that complete it are read and joined to it,
+    so large buffers are never copied; the next refill starts a fresh large read.
+    """
+    rest = len(buf) - pos
+    if rest == 0:
+        more = _read_exact(f, max(read_size, need))
+        stats.bytes_read += len(more)
+        return more, base + pos, 0
+    more = _read_exact(f, need - rest)
+    stats.bytes_read += len(more)
+    return buf[pos:] + more, base + pos, 0
+
+
 def scan_members(
     f: BinaryIO,
     shard: str,
@@ -342,9 +350,7 @@ def scan_members(
     cooldown = 0
     while True:
         if len(buf) - pos < BLOCK:
-            more = _read_exact(f, read_size)
-            stats.bytes_read += len(more)
-            buf, base, pos = buf[pos:] + more, base + pos, 0
+            buf, base, pos = _refill(f, buf, base, pos, BLOCK, read_size, stats)
             if len(buf) < BLOCK:
                 offset = base + len(buf)
                 what = "inside a header" if buf else "without the end-of-archive marker"
@@ -407,9 +413,7 @@ def scan_members(
             start = offset
         need = BLOCK + ((size + BLOCK - 1) & ~(BLOCK - 1))
         if len(buf) - pos < need:
-            more = _read_exact(f, max(read_size, need - (len(buf) - pos)))
-            stats.bytes_read += len(more)
-            buf, base, pos = buf[pos:] + more, base + pos, 0
+            buf, base, pos = _refill(f, buf, base, pos, need, read_size, stats)
             if len(buf) < BLOCK + size:
                 raise TruncatedShardError(
                     f"shard ends inside member data ({len(buf) - BLOCK} of {size} bytes present)",
