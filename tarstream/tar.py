@@ -497,7 +497,7 @@ def read_samples(
         if isinstance(part, Run):
             # The hot loop: one key decode and dict per sample, one slice per member.
             buf, header, key_len = part.buf, part.header, part.key_len
-            start, end = part.data_start, part.data_end
+            starts, ends = part.data_start, part.data_end
             names = [part.fields[i] for i in part.field_id]
             for b0, b1 in pairwise(part.bounds):
                 h = header[b0]
@@ -510,7 +510,7 @@ def read_samples(
                     sample = {"__key__": member_key, "__url__": url}
                 expected = len(sample) + b1 - b0  # type: ignore[arg-type]
                 for i in range(b0, b1):
-                    sample[names[i]] = buf[start[i] : end[i]]  # type: ignore[index]
+                    sample[names[i]] = buf[starts[i] : ends[i]]  # type: ignore[index]
                 if len(sample) != expected:  # type: ignore[arg-type]
                     _raise_repeated_field(url, part, b0, b1)
             continue

@@ -67,7 +67,7 @@ def bench_read(args: argparse.Namespace) -> dict[str, Any]:
     }
     rates: dict[str, list[float]] = {name: [] for name in readers}
     counts: dict[str, int] = {}
-    for name, run in readers.items():  # warm-up: first touches of fresh memory are slow here
+    for run in readers.values():  # warm-up: first touches of fresh memory are slow here
         run()
     for _ in range(args.reps):
         for name, run in readers.items():
