@@ -19,28 +19,86 @@ from .errors import (
 )
 from .index import ShardIndex
 from .manifest import Manifest
-from .stream import TarStream
 from .tar import ReadStats
 from .writer import ShardWriter
 
 __version__ = "0.1.0"
 
+_LAZY = {
+    # Pipeline modules import torch when it is installed (a Pipeline is then an
+    # IterableDataset); loading them on first use keeps `import tarstream` and the writer light.
+    "Batch": "batch",
+    "Decode": "decode",
+    "Filter": "transform",
+    "Loader": "loader",
+    "Map": "transform",
+    "Pipeline": "pipeline",
+    "ReadShards": "shards",
+    "Rename": "transform",
+    "Repeat": "slicing",
+    "Select": "transform",
+    "ShardList": "shards",
+    "Shuffle": "shuffle",
+    "ShuffleShards": "shards",
+    "Skip": "slicing",
+    "SplitByRank": "shards",
+    "SplitByWorker": "shards",
+    "Stage": "stage",
+    "Take": "slicing",
+    "TarStream": "stream",
+    "ToTuple": "transform",
+    "Unbatch": "batch",
+    "World": "world",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tarstream' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
 __all__ = [
+    "Batch",
+    "Decode",
     "DuplicateKeyError",
     "EncodeError",
+    "Filter",
     "InvalidKeyError",
+    "Loader",
     "Manifest",
     "ManifestError",
+    "Map",
     "MemberTooLargeError",
+    "Pipeline",
+    "ReadShards",
     "ReadStats",
+    "Rename",
+    "Repeat",
+    "Select",
     "ShardError",
     "ShardFormatError",
     "ShardIndex",
+    "ShardList",
     "ShardWriter",
+    "Shuffle",
+    "ShuffleShards",
     "SidecarError",
+    "Skip",
+    "SplitByRank",
+    "SplitByWorker",
+    "Stage",
+    "Take",
     "TarStream",
     "TarstreamError",
+    "ToTuple",
     "TruncatedShardError",
+    "Unbatch",
+    "World",
     "WriteError",
     "__version__",
 ]

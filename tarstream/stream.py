@@ -1,98 +1,37 @@
-"""TarStream: iterate the samples of a set of shards."""
+"""TarStream: the pipeline that reads a set of shards, ready for a fluent chain."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Literal
+from .pipeline import Pipeline
+from .reader import SIDECAR_MODES, SidecarMode
+from .shards import Even, ReadShards, ShardList, ShuffleShards, SplitByRank, SplitByWorker
+from .sources import Source
+from .tar import DEFAULT_MAX_MEMBER_SIZE, DEFAULT_READ_SIZE, ReadStats
 
-from .errors import SidecarError
-from .index import ShardIndex
-from .sources import ShardSpec, Source, resolve_shards
-from .storage import open_input, read_bytes
-from .tar import (
-    DEFAULT_MAX_MEMBER_SIZE,
-    DEFAULT_READ_SIZE,
-    ReadStats,
-    Sample,
-    read_indexed_samples,
-    read_samples,
-)
-
-__all__ = ["SidecarMode", "TarStream", "load_index", "read_shard"]
-
-SidecarMode = Literal["auto", "require", "ignore"]
-_SIDECAR_MODES = ("auto", "require", "ignore")
+__all__ = ["TarStream"]
 
 
-def load_index(spec: ShardSpec) -> ShardIndex | None:
-    """Return the sidecar index of ``spec``, or None if it has none.
+class TarStream(Pipeline):
+    """Stream the samples of a set of shards, one dict per sample.
 
-    Raises:
-        SidecarError: the sidecar exists but is invalid, or disagrees with the manifest.
-    """
-    try:
-        data = read_bytes(spec.sidecar)
-    except FileNotFoundError:
-        return None
-    index = ShardIndex.from_bytes(data, url=spec.sidecar)
-    if spec.count is not None and spec.count != index.count:
-        raise SidecarError(
-            f"manifest says {spec.count} samples, sidecar says {index.count}", shard=spec.url
-        )
-    if spec.size is not None and spec.size != index.size:
-        raise SidecarError(
-            f"manifest says {spec.size} bytes, sidecar says {index.size}", shard=spec.url
-        )
-    return index
+    Each sample is ``{"__key__": key, "__url__": shard, field: bytes, ...}``. The pipeline
+    is shard list -> shard shuffle (if asked) -> split by rank -> split by worker -> read;
+    chain more stages fluently::
 
+        TarStream("d/train-{000000..000019}.tar", seed=1, shuffle_shards=True)
+            .shuffle(10_000).decode("torchrgb8").to_tuple("jpg", "cls").batch(64)
 
-def read_shard(
-    spec: ShardSpec,
-    *,
-    sidecars: SidecarMode = "auto",
-    first: int = 0,
-    max_member_size: int = DEFAULT_MAX_MEMBER_SIZE,
-    read_size: int = DEFAULT_READ_SIZE,
-    stats: ReadStats | None = None,
-) -> Iterator[Sample]:
-    """Yield the samples of one shard, from sample ``first`` on, closing the file at the end.
-
-    With a sidecar (``sidecars`` "auto" or "require") members are sliced at the offsets it
-    records and ``first`` seeks; without one, headers are parsed and ``first`` samples are
-    read and dropped.
-    """
-    index = None if sidecars == "ignore" else load_index(spec)
-    if index is None and sidecars == "require":
-        raise SidecarError(
-            "shard has no sidecar index (sidecars='require'); build one with "
-            "`tarstream index PATTERN`",
-            shard=spec.url,
-        )
-    f, size = open_input(spec.url)
-    with f:
-        if index is not None:
-            yield from read_indexed_samples(
-                f, spec.url, index, first=first, file_size=size, read_size=read_size, stats=stats
-            )
-            return
-        samples = read_samples(
-            f, spec.url, max_member_size=max_member_size, read_size=read_size, stats=stats
-        )
-        for position, sample in enumerate(samples):
-            if position >= first:
-                yield sample
-
-
-class TarStream:
-    """Iterate the samples of a set of shards, one dict per sample.
-
-    Each sample is ``{"__key__": key, "__url__": shard, field: bytes, ...}``.
+    Across ranks and DataLoader workers every sample of an epoch is read exactly once.
 
     Args:
-        source: a brace pattern (``d/train-{000000..000019}.tar``), a manifest
-            (``d/train.manifest.json``), or a list of those.
-        sidecars: "auto" uses a shard's sidecar index where one exists, "require" raises
-            SidecarError for a shard without one, "ignore" always parses tar headers.
+        source: a brace pattern, a manifest (``*.json``) or a list of those.
+        seed: seed of the shard and sample shuffles (combined with the epoch).
+        shuffle_shards: shuffle the shard order each epoch.
+        even: with sample counts, give every rank the same number of samples: "drop" the
+            last ``n % world_size`` samples of the epoch, or "pad" by repeating samples.
+        sidecars: "auto" uses sidecar indexes where present, "require" raises for a shard
+            without one, "ignore" parses tar headers.
+        rank, world_size: override the world detected when iteration starts.
         max_member_size: largest member accepted, in bytes.
         read_size: bytes per read from storage.
     """
@@ -101,31 +40,40 @@ class TarStream:
         self,
         source: Source,
         *,
+        seed: int = 0,
+        shuffle_shards: bool = False,
+        even: Even = None,
         sidecars: SidecarMode = "auto",
+        rank: int | None = None,
+        world_size: int | None = None,
         max_member_size: int = DEFAULT_MAX_MEMBER_SIZE,
         read_size: int = DEFAULT_READ_SIZE,
     ) -> None:
-        if sidecars not in _SIDECAR_MODES:
-            raise ValueError(f"sidecars must be one of {_SIDECAR_MODES}, got {sidecars!r}")
+        if sidecars not in SIDECAR_MODES:
+            raise ValueError(f"sidecars must be one of {SIDECAR_MODES}, got {sidecars!r}")
         if max_member_size < 1:
             raise ValueError(f"max_member_size must be >= 1, got {max_member_size}")
         if read_size < 512:
             raise ValueError(f"read_size must be >= 512, got {read_size}")
-        self.shards = resolve_shards(source)
-        self.sidecars: SidecarMode = sidecars
-        self.max_member_size = max_member_size
-        self.read_size = read_size
-        self.stats = ReadStats()
+        self.shard_list = ShardList(source, sidecars=sidecars)
+        self.reader = ReadShards(
+            sidecars=sidecars, max_member_size=max_member_size, read_size=read_size
+        )
+        stages = [self.shard_list] + ([ShuffleShards()] if shuffle_shards else [])
+        stages += [SplitByRank(even=even), SplitByWorker(), self.reader]
+        super().__init__(*stages, seed=seed, rank=rank, world_size=world_size)
+        self.sidecars = sidecars
+        self.even = even
 
-    def __iter__(self) -> Iterator[Sample]:
-        for spec in self.shards:
-            yield from read_shard(
-                spec,
-                sidecars=self.sidecars,
-                max_member_size=self.max_member_size,
-                read_size=self.read_size,
-                stats=self.stats,
-            )
+    @property
+    def shards(self) -> list[str]:
+        """URLs of the dataset's shards, in order."""
+        return [spec.url for spec in self.shard_list.specs]
 
-    def __repr__(self) -> str:
-        return f"TarStream({len(self.shards)} shards, sidecars={self.sidecars!r})"
+    @property
+    def stats(self) -> ReadStats:
+        """What the reader saw in this process (skipped members, samples, bytes)."""
+        chain = self._chain
+        while chain is not None and not isinstance(chain, ReadShards):
+            chain = chain.source
+        return chain.stats if isinstance(chain, ReadShards) else self.reader.stats

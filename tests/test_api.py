@@ -31,12 +31,35 @@ def test_every_error_type_is_exported_drawn_in_the_tree_and_pickles() -> None:
         assert type(copy) is error_type and str(copy) == str(error)
 
 
-def test_writing_and_reading_shards_does_not_import_torch(tmp_path: object) -> None:
+def test_writing_shards_does_not_import_torch(tmp_path: object) -> None:
     code = f"""
 import sys, tarstream
 with tarstream.ShardWriter({str(tmp_path)!r} + "/t-%02d.tar") as w:
     w.write({{"__key__": "k", "txt": "x"}})
-assert [s["txt"] for s in tarstream.TarStream({str(tmp_path)!r} + "/t-00.tar")] == [b"x"]
 assert "torch" not in sys.modules, "torch was imported"
 """
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_without_torch_reading_and_pipelines_work_as_plain_iterables(tmp_path: object) -> None:
+    code = f"""
+import sys
+sys.modules["torch"] = None  # as if torch were not installed: importing it fails
+import tarstream
+with tarstream.ShardWriter({str(tmp_path)!r} + "/t-%02d.tar") as w:
+    for i in range(10):
+        w.write({{"__key__": f"{{i:02d}}", "txt": str(i), "cls": i}})
+stream = tarstream.TarStream({str(tmp_path)!r} + "/t-00.tar", seed=3)
+assert type(stream).__mro__[-1] is object and len(stream) == 10
+batches = list(stream.shuffle(4).decode().to_tuple("txt", "cls").batch(5))
+assert sorted(int(t) for b in batches for t in b[0]) == list(range(10))
+"""
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_with_torch_a_pipeline_is_an_iterable_dataset(tmp_path: object) -> None:
+    from torch.utils.data import IterableDataset
+
+    with tarstream.ShardWriter(f"{tmp_path}/t-%02d.tar") as w:
+        w.write({"__key__": "k", "txt": "x"})
+    assert isinstance(tarstream.TarStream(f"{tmp_path}/t-00.tar"), IterableDataset)

@@ -13,7 +13,7 @@ import pytest
 import tarstream
 from tarstream.index import ShardIndex
 from tarstream.sources import ShardSpec
-from tarstream.stream import read_shard
+from tarstream.reader import read_shard
 from tarstream.tar import build_index
 
 from .conftest import make_samples, write_dataset

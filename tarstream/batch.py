@@ -1,0 +1,132 @@
+"""Batch and Unbatch, with a collate that stacks arrays and tensors."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .stage import Stage, State
+
+__all__ = ["Batch", "Unbatch", "collate"]
+
+
+def collate(items: Sequence[Any]) -> Any:
+    """Combine items into one batch.
+
+    Dicts become a dict of collated fields, tuples a tuple; numpy arrays of one shape are
+    stacked, as are torch tensors; numbers become a numpy array; anything else a list.
+
+    >>> collate([{"x": np.zeros(2), "k": "a"}, {"x": np.ones(2), "k": "b"}])["x"].shape
+    (2, 2)
+    """
+    first = items[0]
+    if isinstance(first, dict):
+        return {key: collate([item[key] for item in items]) for key in first}
+    if isinstance(first, tuple):
+        return tuple(collate(column) for column in zip(*items, strict=True))
+    if isinstance(first, np.ndarray):
+        if all(isinstance(i, np.ndarray) and i.shape == first.shape for i in items):
+            return np.stack(items)
+        return list(items)
+    if sys.modules.get("torch") is not None:
+        import torch
+
+        if isinstance(first, torch.Tensor):
+            if all(isinstance(i, torch.Tensor) and i.shape == first.shape for i in items):
+                return torch.stack(list(items))
+            return list(items)
+    if isinstance(first, (bool, int, float, np.number)) and all(
+        isinstance(i, (bool, int, float, np.number)) for i in items
+    ):
+        return np.asarray(items)
+    return list(items)
+
+
+class Batch(Stage[Any]):
+    """Group items into batches of ``size``, combined by ``collate``.
+
+    Args:
+        partial: return a last batch smaller than ``size`` (else drop it).
+        collate: the function combining a list of items (default: ``tarstream.batch.collate``).
+
+    State: the source's (a batch is built within one call, so nothing is held between).
+    """
+
+    def __init__(
+        self,
+        size: int,
+        *,
+        partial: bool = True,
+        collate: Callable[[Sequence[Any]], Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if size < 1:
+            raise ValueError(f"size must be >= 1, got {size}")
+        self.size = size
+        self.partial = partial
+        self.collate = collate if collate is not None else globals()["collate"]
+
+    def next(self) -> Any:
+        source = self.require_source()
+        items = []
+        for _ in range(self.size):
+            try:
+                items.append(source.next())
+            except StopIteration:
+                break
+        if not items or (len(items) < self.size and not self.partial):
+            raise StopIteration
+        return self.collate(items)
+
+    def length(self, n: int) -> int:
+        return -(-n // self.size) if self.partial else n // self.size
+
+    def __repr__(self) -> str:
+        return f"Batch({self.size}, partial={self.partial})"
+
+
+class Unbatch(Stage[Any]):
+    """Split batches (lists, tuples of columns, dicts of columns, arrays) into items.
+
+    State: the source's state before the current batch, and the position in it.
+    """
+
+    def reset(self, state: State | None = None) -> None:
+        source = self.require_source()
+        self._before = state["before"] if state else None
+        source.reset(self._before)
+        self._items: list[Any] = []
+        self._position = 0
+        if state and state["position"]:
+            self._load()
+            self._position = state["position"]
+
+    def _load(self) -> None:
+        source = self.require_source()
+        self._before = source.get_state()
+        self._items = _split(source.next())
+        self._position = 0
+
+    def next(self) -> Any:
+        while self._position >= len(self._items):
+            self._load()
+        self._position += 1
+        return self._items[self._position - 1]
+
+    def get_state(self) -> State:
+        if self._position >= len(self._items):
+            return {"before": self.require_source().get_state(), "position": 0}
+        return {"before": self._before, "position": self._position}
+
+
+def _split(batch: Any) -> list[Any]:
+    if isinstance(batch, dict):
+        columns = {k: _split(v) for k, v in batch.items()}
+        n = len(next(iter(columns.values()))) if columns else 0
+        return [{k: v[i] for k, v in columns.items()} for i in range(n)]
+    if isinstance(batch, tuple):
+        return [tuple(row) for row in zip(*(_split(c) for c in batch), strict=True)]
+    return list(batch)

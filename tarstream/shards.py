@@ -1,0 +1,320 @@
+"""Shard-level stages: the epoch plan (shard list, shuffle, rank and worker splits) and reading.
+
+Order is a pure function of (dataset, seed, epoch, rank, world size, worker, number of
+workers). The planning stages compute a list of ``Segment`` values (a shard and a range of
+its samples) without reading data; ``ReadShards`` reads the samples of its plan and keeps
+the only position: which segment, and how many samples into it.
+
+With sample counts (sidecars or a manifest), splits are by sample: every rank and worker
+gets a contiguous share of the epoch's sample sequence, so shards fewer than workers or
+uneven shard sizes still give every sample exactly once, and ``even`` can make every rank's
+count equal. Without counts, whole shards are dealt round-robin.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import numpy as np
+
+from .errors import ShardFormatError
+from .sources import ShardSpec, Source, resolve_shards
+from .stage import Stage, State
+from .reader import SidecarMode, load_index, read_shard
+from .tar import DEFAULT_MAX_MEMBER_SIZE, DEFAULT_READ_SIZE, ReadStats, Sample
+from .world import Context, derive_seed
+
+__all__ = [
+    "Even",
+    "ReadShards",
+    "Segment",
+    "ShardList",
+    "ShuffleShards",
+    "SplitByRank",
+    "SplitByWorker",
+    "split_segments",
+]
+
+Even = Literal["drop", "pad"] | None
+_SALT_SHARD_SHUFFLE = 0x5A1D
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Samples ``start:stop`` of shard number ``shard`` (``stop`` None: to its end)."""
+
+    shard: int
+    start: int = 0
+    stop: int | None = None
+
+    @property
+    def size(self) -> int | None:
+        return None if self.stop is None else self.stop - self.start
+
+
+def split_segments(segments: list[Segment], part: int, parts: int, even: Even = None) -> list[Segment]:
+    """Return part ``part`` of ``parts`` of the sample sequence that ``segments`` make.
+
+    With every ``stop`` known the split is by sample: part *p* gets a contiguous share of
+    ``n // parts`` or ``n // parts + 1`` samples (``even=None``), exactly ``n // parts``
+    (``"drop"``: the last ``n % parts`` samples go unused), or exactly ``ceil(n / parts)``
+    (``"pad"``: the sequence repeats from its start to fill the last shares). Otherwise
+    whole segments are dealt round-robin, and ``even`` is an error.
+
+    >>> split_segments([Segment(0, 0, 5), Segment(1, 0, 5)], 1, 3)
+    [Segment(shard=0, start=3, stop=5), Segment(shard=1, start=0, stop=1)]
+    """
+    if not 0 <= part < parts:
+        raise ValueError(f"part must be in 0..{parts - 1}, got {part}")
+    if any(s.stop is None for s in segments):
+        if even is not None:
+            raise ValueError(
+                f"even={even!r} needs sample counts: give a manifest, or build sidecars with "
+                "`tarstream index`"
+            )
+        return segments[part::parts]
+    total = sum(s.stop - s.start for s in segments)  # type: ignore[operator]
+    if total == 0:
+        return []
+    if even == "drop":
+        share = total // parts
+        first, last = part * share, (part + 1) * share
+    elif even == "pad":
+        share = -(-total // parts)
+        first, last = part * share, (part + 1) * share
+    else:
+        first, last = part * total // parts, (part + 1) * total // parts
+    return _take_range(segments, total, first, last)
+
+
+def _take_range(segments: list[Segment], total: int, first: int, last: int) -> list[Segment]:
+    """Segments covering positions first..last of the sequence repeated end to end."""
+    out: list[Segment] = []
+    position = first
+    while position < last:
+        lap_start = position - position % total
+        offset = lap_start
+        for s in segments:
+            size = s.stop - s.start  # type: ignore[operator]
+            lo, hi = max(position, offset), min(last, offset + size)
+            if lo < hi:
+                out.append(Segment(s.shard, s.start + lo - offset, s.start + hi - offset))
+            offset += size
+        position = lap_start + total
+    return out
+
+
+class PlanStage(Stage[Segment]):
+    """A stage whose output is a plan: a pure function ``plan()`` of its context."""
+
+    def plan(self) -> list[Segment]:
+        raise NotImplementedError
+
+    def shard_specs(self) -> list[ShardSpec]:
+        source = self.require_source()
+        assert isinstance(source, PlanStage), "plan stages read from plan stages"
+        return source.shard_specs()
+
+    def reset(self, state: State | None = None) -> None:
+        self._plan = self.plan()
+        self._position = state["position"] if state else 0
+
+    def next(self) -> Segment:
+        if self._position >= len(self._plan):
+            raise StopIteration
+        self._position += 1
+        return self._plan[self._position - 1]
+
+    def get_state(self) -> State:
+        return {"position": self._position}
+
+    def _source_plan(self) -> list[Segment]:
+        source = self.require_source()
+        if not isinstance(source, PlanStage):
+            raise TypeError(f"{type(self).__name__} must follow a shard list stage")
+        return source.plan()
+
+
+class ShardList(PlanStage):
+    """The dataset's shards, in order, with their sample counts where known.
+
+    Counts come from a manifest, else from sidecars (read once, when the plan is first
+    needed) unless ``sidecars="ignore"``.
+    """
+
+    def __init__(self, source: Source, *, sidecars: SidecarMode = "auto") -> None:
+        super().__init__()
+        self.specs = resolve_shards(source)
+        self.sidecars = sidecars
+        self._counts: list[int | None] | None = None
+
+    def shard_specs(self) -> list[ShardSpec]:
+        return self.specs
+
+    def counts(self) -> list[int | None]:
+        """Sample count of each shard, None where unknown."""
+        if self._counts is None:
+            counts: list[int | None] = [s.count for s in self.specs]
+            if self.sidecars != "ignore":
+                for i, spec in enumerate(self.specs):
+                    if counts[i] is None:
+                        index = load_index(spec)
+                        counts[i] = None if index is None else index.count
+            self._counts = counts
+        return self._counts
+
+    def plan(self) -> list[Segment]:
+        return [Segment(i, 0, count) for i, count in enumerate(self.counts())]
+
+    def __repr__(self) -> str:
+        return f"ShardList({len(self.specs)} shards)"
+
+
+class ShuffleShards(PlanStage):
+    """Shuffle the shard order, by seed and epoch (the same on every rank and worker)."""
+
+    def __init__(self, *, seed: int | None = None) -> None:
+        super().__init__()
+        self.seed = seed
+
+    def plan(self) -> list[Segment]:
+        context = self.require_context()
+        segments = self._source_plan()
+        seed = context.seed if self.seed is None else self.seed
+        rng = np.random.default_rng(derive_seed(seed, context.epoch, _SALT_SHARD_SHUFFLE))
+        return [segments[i] for i in rng.permutation(len(segments))]
+
+
+class SplitByRank(PlanStage):
+    """Keep this rank's share of the plan (rank first, then worker).
+
+    Args:
+        even: with sample counts, make every rank's count equal: "drop" leaves the last
+            ``n % world_size`` samples out, "pad" repeats samples from the start.
+    """
+
+    def __init__(self, *, even: Even = None) -> None:
+        super().__init__()
+        if even not in (None, "drop", "pad"):
+            raise ValueError(f"even must be None, 'drop' or 'pad', got {even!r}")
+        self.even = even
+
+    def plan(self) -> list[Segment]:
+        context = self.require_context()
+        world = context.world
+        part = (world.rank + context.epoch) % world.world_size
+        return split_segments(self._source_plan(), part, world.world_size, self.even)
+
+
+class SplitByWorker(PlanStage):
+    """Keep this DataLoader worker's share of the plan; assignment rotates with the epoch."""
+
+    def plan(self) -> list[Segment]:
+        context = self.require_context()
+        world = context.world
+        part = (world.worker + context.epoch) % world.num_workers
+        return split_segments(self._source_plan(), part, world.num_workers)
+
+
+class ReadShards(Stage[Sample]):
+    """Read the samples of the plan its source makes.
+
+    State: the segment number and the samples read from it. Resuming seeks to that sample
+    with the shard's sidecar (without one, it reads and drops the samples before it).
+    """
+
+    def __init__(
+        self,
+        *,
+        sidecars: SidecarMode = "auto",
+        max_member_size: int = DEFAULT_MAX_MEMBER_SIZE,
+        read_size: int = DEFAULT_READ_SIZE,
+    ) -> None:
+        super().__init__()
+        self.sidecars = sidecars
+        self.max_member_size = max_member_size
+        self.read_size = read_size
+        self.stats = ReadStats()
+        self._samples: Iterator[Sample] | None = None
+
+    def _planner(self) -> PlanStage:
+        source = self.require_source()
+        if not isinstance(source, PlanStage):
+            raise TypeError("ReadShards must follow a shard list stage")
+        return source
+
+    def reset(self, state: State | None = None) -> None:
+        self.close()
+        planner = self._planner()
+        self._specs = planner.shard_specs()
+        self._plan = planner.plan()
+        self._segment = state["segment"] if state else 0
+        self._offset = state["offset"] if state else 0
+
+    def next(self) -> Sample:
+        while True:
+            if self._segment >= len(self._plan):
+                raise StopIteration
+            segment = self._plan[self._segment]
+            if segment.stop is not None and segment.start + self._offset >= segment.stop:
+                self._advance()
+                continue
+            if self._samples is None:
+                self._samples = read_shard(
+                    self._specs[segment.shard],
+                    sidecars=self.sidecars,
+                    first=segment.start + self._offset,
+                    max_member_size=self.max_member_size,
+                    read_size=self.read_size,
+                    stats=self.stats,
+                )
+            try:
+                sample = next(self._samples)
+            except StopIteration:
+                if segment.stop is not None:
+                    raise ShardFormatError(
+                        f"shard has {segment.start + self._offset} samples, its count says "
+                        f"at least {segment.stop}",
+                        shard=self._specs[segment.shard].url,
+                    ) from None
+                self._advance()
+                continue
+            self._offset += 1
+            return sample
+
+    def _advance(self) -> None:
+        self.close()
+        self._segment += 1
+        self._offset = 0
+
+    def get_state(self) -> State:
+        return {"segment": self._segment, "offset": self._offset}
+
+    def close(self) -> None:
+        if self._samples is not None:
+            self._samples.close()  # type: ignore[attr-defined]
+            self._samples = None
+
+    def plan_size(self) -> int | None:
+        """Samples this stage yields in the current context, if counts are known."""
+        sizes = [s.size for s in self._planner().plan()]
+        return None if any(n is None for n in sizes) else sum(sizes)  # type: ignore[misc]
+
+
+def segments_total(segments: list[Segment]) -> int | None:
+    sizes = [s.size for s in segments]
+    return None if any(n is None for n in sizes) else sum(sizes)  # type: ignore[misc]
+
+
+def with_context(stage: Stage[Any], context: Context) -> None:
+    """Set ``context`` on a connected chain of stages."""
+    node: Stage[Any] | None = stage
+    while node is not None:
+        node.context = context
+        node = node.source
+
+
+def with_epoch(context: Context, epoch: int) -> Context:
+    return replace(context, epoch=epoch)
