@@ -14,8 +14,8 @@ anything else               left as bytes
 ==========================  ===================================================
 
 ``image`` names the image form: ``"pil"``; ``"rgb8"``, ``"l8"``, ``"rgba8"`` (uint8,
-H×W×C numpy); ``"rgb"``, ``"l"``, ``"rgba"`` (float32 in 0..1); a ``"torch"`` prefix
-(``"torchrgb8"``) gives a C×H×W torch tensor. ``layout="CHW"`` gives C×H×W numpy arrays.
+HxWxC numpy); ``"rgb"``, ``"l"``, ``"rgba"`` (float32 in 0..1); a ``"torch"`` prefix
+(``"torchrgb8"``) gives a CxHxW torch tensor. ``layout="CHW"`` gives CxHxW numpy arrays.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def decode_image(data: bytes, spec: str = "rgb8", *, layout: str = "HWC") -> Any
     from PIL import Image
 
     mode, as_float, torch_out = _parse_image_spec(spec)
-    image = Image.open(io.BytesIO(data))
+    image: Any = Image.open(io.BytesIO(data))
     if mode is None:
         image.load()
         return image
@@ -103,7 +103,8 @@ def decode_image(data: bytes, spec: str = "rgb8", *, layout: str = "HWC") -> Any
     if torch_out:
         import torch
 
-        return torch.from_numpy(array)
+        # one copy: Pillow's array is read-only, and torch wants writable, contiguous memory
+        return torch.from_numpy(np.ascontiguousarray(array) if as_float else array.copy())
     return array
 
 
@@ -118,7 +119,9 @@ class Decode(Transform[Sample]):
     State: the source's; decoding keeps nothing between samples.
     """
 
-    def __init__(self, image: str = "rgb8", *, layout: str = "HWC", only: Iterable[str] | None = None) -> None:
+    def __init__(
+        self, image: str = "rgb8", *, layout: str = "HWC", only: Iterable[str] | None = None
+    ) -> None:
         super().__init__()
         _parse_image_spec(image)
         if layout not in ("HWC", "CHW"):
@@ -130,8 +133,10 @@ class Decode(Transform[Sample]):
     def apply(self, item: Sample) -> Sample:
         out: Sample = {}
         for field, value in item.items():
-            if field.startswith("__") or not isinstance(value, bytes) or (
-                self.only is not None and field not in self.only
+            if (
+                field.startswith("__")
+                or not isinstance(value, bytes)
+                or (self.only is not None and field not in self.only)
             ):
                 out[field] = value
                 continue

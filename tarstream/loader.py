@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 from .pipeline import Pipeline
 from .world import World
@@ -56,8 +56,8 @@ class Loader:
         options: dict[str, Any] = {}
         if prefetch_factor is not None:
             options["prefetch_factor"] = prefetch_factor
-        self._loader = DataLoader(
-            dataset,
+        self._loader: Any = DataLoader(
+            cast(Any, dataset),
             batch_size=None,
             num_workers=num_workers,
             multiprocessing_context=multiprocessing_context,

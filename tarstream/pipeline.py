@@ -42,7 +42,7 @@ def _as_stage(item: Stage[Any] | Callable[..., Any]) -> Stage[Any]:
     raise TypeError(f"pipeline items must be stages or generator functions, got {item!r}")
 
 
-class Pipeline(_DatasetBase):  # type: ignore[misc]
+class Pipeline(_DatasetBase):
     """A sequence of stages, iterated as one: ``for item in Pipeline(stage, stage, ...)``.
 
     Args:
@@ -98,7 +98,9 @@ class Pipeline(_DatasetBase):  # type: ignore[misc]
 
         return self.then(Shuffle(buffer_size, initial=initial))
 
-    def decode(self, image: str = "rgb8", *, layout: str = "HWC", only: Iterable[str] | None = None) -> Pipeline:
+    def decode(
+        self, image: str = "rgb8", *, layout: str = "HWC", only: Iterable[str] | None = None
+    ) -> Pipeline:
         """Decode fields by extension (``tarstream.decode.Decode``)."""
         from .decode import Decode
 
@@ -135,7 +137,11 @@ class Pipeline(_DatasetBase):  # type: ignore[misc]
         return self.then(ToTuple(*fields))
 
     def batch(
-        self, size: int, *, partial: bool = True, collate: Callable[[Sequence[Any]], Any] | None = None
+        self,
+        size: int,
+        *,
+        partial: bool = True,
+        collate: Callable[[Sequence[Any]], Any] | None = None,
     ) -> Pipeline:
         """Group items into batches (``tarstream.batch.Batch``)."""
         from .batch import Batch
@@ -252,7 +258,9 @@ class Pipeline(_DatasetBase):  # type: ignore[misc]
         """Continue from ``state`` at the next iteration."""
         if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
             version = state.get("version") if isinstance(state, dict) else None
-            raise ValueError(f"unknown pipeline state version {version!r} (expected {STATE_VERSION})")
+            raise ValueError(
+                f"unknown pipeline state version {version!r} (expected {STATE_VERSION})"
+            )
         self._pending = state
 
     # -- length ----------------------------------------------------------------------------
@@ -280,7 +288,11 @@ class Pipeline(_DatasetBase):  # type: ignore[misc]
                     raise TypeError("length unknown: shards have no sample counts (no sidecars)")
             elif count is not None:
                 length = getattr(stage, "length", None)
-                count = length(count) if length is not None else (count if stage.preserves_count else None)
+                count = (
+                    length(count)
+                    if length is not None
+                    else (count if stage.preserves_count else None)
+                )
                 if count is None:
                     raise TypeError(f"length unknown: {stage!r} changes the number of items")
         if count is None:

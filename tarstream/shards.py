@@ -14,15 +14,15 @@ count equal. Without counts, whole shards are dealt round-robin.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
 from .errors import ShardFormatError
+from .reader import SidecarMode, load_index, read_shard
 from .sources import ShardSpec, Source, resolve_shards
 from .stage import Stage, State
-from .reader import SidecarMode, load_index, read_shard
 from .tar import DEFAULT_MAX_MEMBER_SIZE, DEFAULT_READ_SIZE, ReadStats, Sample
 from .world import Context, derive_seed
 
@@ -54,7 +54,9 @@ class Segment:
         return None if self.stop is None else self.stop - self.start
 
 
-def split_segments(segments: list[Segment], part: int, parts: int, even: Even = None) -> list[Segment]:
+def split_segments(
+    segments: list[Segment], part: int, parts: int, even: Even = None
+) -> list[Segment]:
     """Return part ``part`` of ``parts`` of the sample sequence that ``segments`` make.
 
     With every ``stop`` known the split is by sample: part *p* gets a contiguous share of
@@ -75,7 +77,7 @@ def split_segments(segments: list[Segment], part: int, parts: int, even: Even = 
                 "`tarstream index`"
             )
         return segments[part::parts]
-    total = sum(s.stop - s.start for s in segments)  # type: ignore[operator]
+    total = sum(_known_size(s) for s in segments)
     if total == 0:
         return []
     if even == "drop":
@@ -89,6 +91,12 @@ def split_segments(segments: list[Segment], part: int, parts: int, even: Even = 
     return _take_range(segments, total, first, last)
 
 
+def _known_size(segment: Segment) -> int:
+    if segment.stop is None:
+        raise ValueError(f"segment {segment} has no known size")
+    return segment.stop - segment.start
+
+
 def _take_range(segments: list[Segment], total: int, first: int, last: int) -> list[Segment]:
     """Segments covering positions first..last of the sequence repeated end to end."""
     out: list[Segment] = []
@@ -97,7 +105,7 @@ def _take_range(segments: list[Segment], total: int, first: int, last: int) -> l
         lap_start = position - position % total
         offset = lap_start
         for s in segments:
-            size = s.stop - s.start  # type: ignore[operator]
+            size = _known_size(s)
             lo, hi = max(position, offset), min(last, offset + size)
             if lo < hi:
                 out.append(Segment(s.shard, s.start + lo - offset, s.start + hi - offset))
@@ -299,13 +307,10 @@ class ReadShards(Stage[Sample]):
 
     def plan_size(self) -> int | None:
         """Samples this stage yields in the current context, if counts are known."""
-        sizes = [s.size for s in self._planner().plan()]
-        return None if any(n is None for n in sizes) else sum(sizes)  # type: ignore[misc]
-
-
-def segments_total(segments: list[Segment]) -> int | None:
-    sizes = [s.size for s in segments]
-    return None if any(n is None for n in sizes) else sum(sizes)  # type: ignore[misc]
+        plan = self._planner().plan()
+        if any(s.stop is None for s in plan):
+            return None
+        return sum(_known_size(s) for s in plan)
 
 
 def with_context(stage: Stage[Any], context: Context) -> None:
@@ -314,7 +319,3 @@ def with_context(stage: Stage[Any], context: Context) -> None:
     while node is not None:
         node.context = context
         node = node.source
-
-
-def with_epoch(context: Context, epoch: int) -> Context:
-    return replace(context, epoch=epoch)

@@ -28,7 +28,11 @@ class Shuffle(Stage[Any]):
     before decoding), so the sequence continues exactly as it would have.
     """
 
-    def __init__(self, buffer_size: int, *, initial: int | None = None, seed: int | None = None) -> None:
+    preserves_count = True
+
+    def __init__(
+        self, buffer_size: int, *, initial: int | None = None, seed: int | None = None
+    ) -> None:
         super().__init__()
         if buffer_size < 1:
             raise ValueError(f"buffer_size must be >= 1, got {buffer_size}")

@@ -87,7 +87,9 @@ class Repeat(Stage[Any]):
 
         context = self._base_context
         source = self.require_source()
-        with_context(source, type(context)(context.seed, context.epoch + self._round, context.world))
+        with_context(
+            source, type(context)(context.seed, context.epoch + self._round, context.world)
+        )
         source.reset(state)
 
     def next(self) -> Any:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from .pipeline import Pipeline
 from .reader import SIDECAR_MODES, SidecarMode
 from .shards import Even, ReadShards, ShardList, ShuffleShards, SplitByRank, SplitByWorker
 from .sources import Source
+from .stage import Stage
 from .tar import DEFAULT_MAX_MEMBER_SIZE, DEFAULT_READ_SIZE, ReadStats
 
 __all__ = ["TarStream"]
@@ -59,7 +62,8 @@ class TarStream(Pipeline):
         self.reader = ReadShards(
             sidecars=sidecars, max_member_size=max_member_size, read_size=read_size
         )
-        stages = [self.shard_list] + ([ShuffleShards()] if shuffle_shards else [])
+        stages: list[Stage[Any]] = [self.shard_list]
+        stages += [ShuffleShards()] if shuffle_shards else []
         stages += [SplitByRank(even=even), SplitByWorker(), self.reader]
         super().__init__(*stages, seed=seed, rank=rank, world_size=world_size)
         self.sidecars = sidecars

@@ -66,7 +66,10 @@ def assert_resumable(
         tail = [comparable(x) for x in second]
         got = head + tail
         if got != full:
-            where = next((i for i, (a, b) in enumerate(zip(got, full)) if a != b), min(len(got), n))
+            where = next(
+                (i for i, (a, b) in enumerate(zip(got, full, strict=False)) if a != b),
+                min(len(got), n),
+            )
             raise AssertionError(
                 f"resumed at item {k}: items differ from the uninterrupted run at position "
                 f"{where} ({len(got)} items vs {n})"

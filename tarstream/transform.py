@@ -65,7 +65,10 @@ def _first_present(sample: Sample, names: list[str], spec: str) -> Any:
 
 
 class Select(Transform[Sample]):
-    """Keep only the named fields (``"jpg;png"``: whichever is present), plus ``__key__``/``__url__``."""
+    """Keep only the named fields (``"jpg;png"``: whichever is present) and the metadata.
+
+    ``__key__`` and ``__url__`` are kept.
+    """
 
     def __init__(self, *fields: str) -> None:
         super().__init__()

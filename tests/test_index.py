@@ -12,8 +12,8 @@ import pytest
 
 import tarstream
 from tarstream.index import ShardIndex
-from tarstream.sources import ShardSpec
 from tarstream.reader import read_shard
+from tarstream.sources import ShardSpec
 from tarstream.tar import build_index
 
 from .conftest import make_samples, write_dataset

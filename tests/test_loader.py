@@ -1,0 +1,136 @@
+"""Loader with worker processes (fork and spawn) and a real multi-rank DDP run."""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as tmp
+
+import tarstream
+
+from .conftest import write_dataset
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[str]]:
+    """5 shards, 87 samples of uneven shard sizes."""
+    directory = tmp_path_factory.mktemp("loader")
+    keys = []
+    start = 0
+    for shard, size in enumerate([20, 7, 25, 11, 24]):
+        samples = [{"__key__": f"k{start + i:04d}", "cls": start + i} for i in range(size)]
+        keys += [str(s["__key__"]) for s in samples]
+        write_dataset(directory, samples, start_index=shard, manifest=None)
+        start += size
+    return str(directory / "train-{000000..000004}.tar"), keys
+
+
+def _epoch_keys(loader: tarstream.Loader) -> list[str]:
+    return [key for batch in loader for key in batch["__key__"]]
+
+
+CONFIGS = [(0, None, False)] + [
+    (workers, context, persistent)
+    for workers in (1, 3)
+    for context in ("fork", "spawn")
+    for persistent in (False, True)
+]
+
+
+@pytest.mark.parametrize(("workers", "context", "persistent"), CONFIGS)
+def test_loader_delivers_each_sample_once_per_epoch_in_a_new_order_that_reruns_the_same(
+    shards: tuple[str, list[str]], workers: int, context: str | None, persistent: bool
+) -> None:
+    pattern, keys = shards
+    stream = tarstream.TarStream(pattern, seed=7, shuffle_shards=True).shuffle(16).batch(6)
+    loader = tarstream.Loader(
+        stream, num_workers=workers, multiprocessing_context=context, persistent_workers=persistent
+    )
+    assert len(loader) == len(list(loader))  # epoch 0, also counts batches per worker
+    loader.set_epoch(0)
+    first = _epoch_keys(loader)
+    second = _epoch_keys(loader)  # the next iter() is epoch 1
+    loader.set_epoch(0)
+    again = _epoch_keys(loader)
+    assert sorted(first) == sorted(second) == sorted(keys)
+    assert first != second
+    assert again == first
+
+
+def test_a_plain_torch_dataloader_iterates_a_pipeline(shards: tuple[str, list[str]]) -> None:
+    pattern, keys = shards
+    stream = tarstream.TarStream(pattern).decode().to_tuple("cls").batch(10)
+    loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=2)
+    labels = [int(v) for (batch,) in loader for v in batch]
+    assert sorted(labels) == list(range(len(keys)))
+    assert all(isinstance(batch, torch.Tensor) for (batch,) in loader)
+
+
+def test_numpy_batches_arrive_as_tensors(shards: tuple[str, list[str]]) -> None:
+    pattern, _ = shards
+    stream = tarstream.TarStream(pattern).decode().to_tuple("cls").batch(10)
+    (batch,) = next(iter(tarstream.Loader(stream, num_workers=1)))
+    assert isinstance(batch, torch.Tensor) and batch.shape == (10,)
+
+
+def test_loader_options_are_checked(shards: tuple[str, list[str]]) -> None:
+    pattern, _ = shards
+    with pytest.raises(ValueError, match="need num_workers > 0"):
+        tarstream.Loader(tarstream.TarStream(pattern), persistent_workers=True)
+    with pytest.raises(TypeError, match="needs a tarstream Pipeline"):
+        tarstream.Loader([1, 2, 3])  # type: ignore[arg-type]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ddp_rank(rank: int, world_size: int, port: int, pattern: str, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size, timeout=timedelta(seconds=30))
+    try:
+        stream = tarstream.TarStream(pattern, seed=1, shuffle_shards=True, even="drop").batch(4)
+        loader = tarstream.Loader(stream, num_workers=2, multiprocessing_context="fork")
+        keys: list[str] = []
+        steps = 0
+        for batch in loader:
+            keys += batch["__key__"]
+            total = torch.ones(1)
+            dist.all_reduce(total)  # hangs (and times out) if ranks ran different step counts
+            assert int(total.item()) == world_size
+            steps += 1
+        gathered: list[object] = [None] * world_size
+        dist.all_gather_object(gathered, (steps, keys))
+        if rank == 0:
+            Path(out).write_text(repr(gathered))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_three_ranks_with_two_workers_each_run_equal_steps_and_read_everything_once(
+    shards: tuple[str, list[str]], tmp_path: Path
+) -> None:
+    pattern, keys = shards  # 87 samples in 5 shards: shards not divisible by 3 ranks x 2 workers
+    out = tmp_path / "gathered.txt"
+    tmp.start_processes(
+        _ddp_rank,
+        args=(3, _free_port(), pattern, str(out)),
+        nprocs=3,
+        join=True,
+        start_method="spawn",
+    )
+    gathered = eval(out.read_text())
+    steps = [s for s, _ in gathered]
+    delivered = [k for _, ks in gathered for k in ks]
+    assert len(set(steps)) == 1, f"ranks ran different numbers of steps: {steps}"
+    assert sorted(delivered) == sorted(keys)  # even="drop" keeps all 87 = 3 x 29
