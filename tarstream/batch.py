@@ -17,7 +17,8 @@ def collate(items: Sequence[Any]) -> Any:
     """Combine items into one batch.
 
     Dicts become a dict of collated fields, tuples a tuple; numpy arrays of one shape are
-    stacked, as are torch tensors; numbers become a numpy array; anything else a list.
+    stacked, as are torch tensors (decoded CHW images into a channels_last batch, see
+    ``_stack_tensors``); numbers become a numpy array; anything else a list.
 
     >>> collate([{"x": np.zeros(2), "k": "a"}, {"x": np.ones(2), "k": "b"}])["x"].shape
     (2, 2)
@@ -36,13 +37,30 @@ def collate(items: Sequence[Any]) -> Any:
 
         if isinstance(first, torch.Tensor):
             if all(isinstance(i, torch.Tensor) and i.shape == first.shape for i in items):
-                return torch.stack(list(items))
+                return _stack_tensors(list(items))
             return list(items)
     if isinstance(first, (bool, int, float, np.number)) and all(
         isinstance(i, (bool, int, float, np.number)) for i in items
     ):
         return np.asarray(items)
     return list(items)
+
+
+def _stack_tensors(items: list[Any]) -> Any:
+    """Stack tensors; C x H x W views of H x W x C memory stack without transposing.
+
+    Decoded CHW images are such views. Stacking them in HWC order and permuting gives an
+    N x C x H x W batch in channels_last memory format (what convolutions prefer) at the cost
+    of a memory copy, where a plain stack would transpose every image (~7x slower).
+    """
+    import torch
+
+    first = items[0]
+    if first.dim() == 3 and not first.is_contiguous():
+        hwc = [t.permute(1, 2, 0) for t in items]
+        if all(t.is_contiguous() for t in hwc):
+            return torch.stack(hwc).permute(0, 3, 1, 2)
+    return torch.stack(items)
 
 
 class Batch(Stage[Any]):

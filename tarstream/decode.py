@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -96,16 +97,25 @@ def decode_image(data: bytes, spec: str = "rgb8", *, layout: str = "HWC") -> Any
     array = np.asarray(image)
     if as_float:
         array = array.astype(np.float32) / np.float32(255)
-    if array.ndim == 2:
-        array = array[:, :, None] if (torch_out or layout == "CHW") else array
-    if torch_out or layout == "CHW":
-        array = array.transpose(2, 0, 1)
+    if array.ndim == 2 and (torch_out or layout == "CHW"):
+        array = array[:, :, None]
     if torch_out:
-        import torch
+        return _tensor(array).permute(2, 0, 1)
+    return array.transpose(2, 0, 1) if layout == "CHW" else array
 
-        # one copy: Pillow's array is read-only, and torch wants writable, contiguous memory
-        return torch.from_numpy(np.ascontiguousarray(array) if as_float else array.copy())
-    return array
+
+def _tensor(array: np.ndarray) -> Any:
+    """Wrap an image array as a tensor without a copy (batching makes the one copy).
+
+    Pillow's array lies over a bytes object that only this array holds, so letting torch
+    write to it is safe; torch warns about read-only arrays regardless, and only that
+    warning is silenced here.
+    """
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array)
 
 
 class Decode(Transform[Sample]):

@@ -292,3 +292,11 @@ def test_state_is_small_json_and_versioned(data: Path) -> None:
     assert state["version"] == 1 and len(json.dumps(state)) < 1000
     with pytest.raises(ValueError, match="unknown pipeline state version 7"):
         stream.load_state_dict({"version": 7})
+
+
+def test_decoded_chw_images_batch_into_channels_last_tensors_with_the_same_values() -> None:
+    hwc = [torch.randint(0, 255, (5, 7, 3), dtype=torch.uint8) for _ in range(4)]
+    batch = collate([t.permute(2, 0, 1) for t in hwc])
+    assert batch.shape == (4, 3, 5, 7)
+    assert batch.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(batch, torch.stack([t.permute(2, 0, 1).contiguous() for t in hwc]))

@@ -3,6 +3,7 @@
 
     python3 tools/dev.py bench read  [--reps 5] [--wds-shards 2]
     python3 tools/dev.py bench write [--reps 3]
+    python3 tools/dev.py bench pipeline [--reps 3] [--image-shards 4]
 
 ``read``: the small workload streamed raw in one process: tarstream with sidecars, tarstream
 on plain webdataset shards (no sidecars), and webdataset on the same plain shards. Runs
@@ -12,6 +13,11 @@ pass of each reader runs first and is not counted.
 
 ``write``: ShardWriter against webdataset's ShardWriter writing the images workload (20,000
 JPEGs already in memory) to a temporary directory.
+
+``pipeline``: the small workload through shuffle(10,000) + batch(256) against webdataset's
+same pipeline; the images workload (``--image-shards`` shards) decoded to uint8 CHW tensors
+and batched by 64, in one process and through ``Loader(num_workers=2)``, against bare Pillow
+decoding the same JPEG bytes (``np.asarray(Image.open(...).convert("RGB"))``).
 
 Workloads are generated once (seeded) under .bench-cache/ or $TARSTREAM_BENCH_DIR.
 """
@@ -130,17 +136,96 @@ def bench_write(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def bench_pipeline(args: argparse.Namespace) -> dict[str, Any]:
+    import io
+
+    import numpy as np
+    import webdataset as wds
+    from PIL import Image
+
+    import tarstream
+
+    small = workloads.ensure(args.root, "small")
+    images = workloads.ensure(args.root, "images")
+    ts_small = workloads.shard_pattern(small, "tarstream")
+    wds_small = workloads.shard_pattern(small, "webdataset", args.wds_shards)
+
+    def run_tarstream_small() -> int:
+        stream = tarstream.TarStream(ts_small, seed=1, shuffle_shards=True)
+        return sum(len(b["__key__"]) for b in stream.shuffle(10_000).batch(256))
+
+    def run_webdataset_small() -> int:
+        dataset = wds.WebDataset(wds_small, shardshuffle=False).shuffle(10_000).batched(256)
+        return sum(len(b["__key__"]) for b in dataset)
+
+    image_pattern = workloads.shard_pattern(images, "tarstream", args.image_shards)
+    jpegs = [s["jpg"] for s in tarstream.TarStream(image_pattern)]
+
+    def run_bare_pillow() -> int:
+        for data in jpegs:
+            np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        return len(jpegs)
+
+    def image_pipeline() -> tarstream.Pipeline:
+        stream = tarstream.TarStream(image_pattern, seed=1, shuffle_shards=True)
+        return stream.decode("torchrgb8").to_tuple("jpg", "cls").batch(64)
+
+    def run_images_one_process() -> int:
+        return sum(len(images) for images, _ in image_pipeline())
+
+    loader = tarstream.Loader(image_pipeline(), num_workers=2, persistent_workers=True)
+
+    def run_images_two_workers() -> int:
+        return sum(len(images) for images, _ in loader)
+
+    runs: dict[str, Callable[[], int]] = {
+        "tarstream_shuffle_batch": run_tarstream_small,
+        "webdataset_shuffle_batch": run_webdataset_small,
+        "bare_pillow": run_bare_pillow,
+        "tarstream_images_1_process": run_images_one_process,
+        "tarstream_images_loader_2_workers": run_images_two_workers,
+    }
+    for run in runs.values():  # warm-up
+        run()
+    rates: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(args.reps):
+        for name, run in runs.items():
+            n, seconds = _timed(run)
+            rates[name].append(n / seconds)
+    result = {name: _summary(r) for name, r in rates.items()}
+    med = {name: r["median"] for name, r in result.items()}
+    return {
+        "unit": "samples/s",
+        "small_workload": "shuffle(10_000) + batch(256), shard shuffle on",
+        "images": f"{len(jpegs)} JPEGs 256x256 -> uint8 CHW tensors, batch(64)",
+        **result,
+        "ratios": {
+            "shuffle_batch_vs_webdataset": round(
+                med["tarstream_shuffle_batch"] / med["webdataset_shuffle_batch"], 1
+            ),
+            "images_1_process_vs_bare_pillow": round(
+                med["tarstream_images_1_process"] / med["bare_pillow"], 3
+            ),
+            "images_2_workers_vs_1_process": round(
+                med["tarstream_images_loader_2_workers"] / med["tarstream_images_1_process"], 2
+            ),
+        },
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("benchmark", choices=["read", "write"])
+    parser.add_argument("benchmark", choices=["read", "write", "pipeline"])
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--wds-shards", type=int, default=2)
+    parser.add_argument("--image-shards", type=int, default=4)
     parser.add_argument("--root", type=Path, default=workloads.default_root())
     args = parser.parse_args()
     args.root.mkdir(parents=True, exist_ok=True)
-    result = {"read": bench_read, "write": bench_write}[args.benchmark](args)
+    benchmarks = {"read": bench_read, "write": bench_write, "pipeline": bench_pipeline}
+    result = benchmarks[args.benchmark](args)
     result["machine"] = {"python": platform.python_version(), "cpus": __import__("os").cpu_count()}
     print(json.dumps(result, indent=1))
 
