@@ -260,42 +260,42 @@ class ReadShards(Stage[Sample]):
         self._plan = planner.plan()
         self._segment = state["segment"] if state else 0
         self._offset = state["offset"] if state else 0
+        self._generator = self._generate()
 
     def next(self) -> Sample:
-        while True:
-            if self._segment >= len(self._plan):
-                raise StopIteration
+        return next(self._generator)
+
+    def _generate(self) -> Iterator[Sample]:
+        # One generator for the whole plan: a sample costs one resume, not a method's checks.
+        while self._segment < len(self._plan):
             segment = self._plan[self._segment]
-            if segment.stop is not None and segment.start + self._offset >= segment.stop:
-                self._advance()
-                continue
-            if self._samples is None:
+            spec = self._specs[segment.shard]
+            remaining = None if segment.stop is None else segment.stop - segment.start - self._offset
+            if remaining is None or remaining > 0:
                 self._samples = read_shard(
-                    self._specs[segment.shard],
+                    spec,
                     sidecars=self.sidecars,
                     first=segment.start + self._offset,
                     max_member_size=self.max_member_size,
                     read_size=self.read_size,
                     stats=self.stats,
                 )
-            try:
-                sample = next(self._samples)
-            except StopIteration:
-                if segment.stop is not None:
+                for sample in self._samples:
+                    self._offset += 1
+                    yield sample
+                    if remaining is not None:
+                        remaining -= 1
+                        if remaining == 0:
+                            break
+                if remaining:
                     raise ShardFormatError(
                         f"shard has {segment.start + self._offset} samples, its count says "
                         f"at least {segment.stop}",
-                        shard=self._specs[segment.shard].url,
-                    ) from None
-                self._advance()
-                continue
-            self._offset += 1
-            return sample
-
-    def _advance(self) -> None:
-        self.close()
-        self._segment += 1
-        self._offset = 0
+                        shard=spec.url,
+                    )
+            self.close()
+            self._segment += 1
+            self._offset = 0
 
     def get_state(self) -> State:
         return {"segment": self._segment, "offset": self._offset}
