@@ -270,7 +270,9 @@ class ReadShards(Stage[Sample]):
         while self._segment < len(self._plan):
             segment = self._plan[self._segment]
             spec = self._specs[segment.shard]
-            remaining = None if segment.stop is None else segment.stop - segment.start - self._offset
+            remaining = (
+                None if segment.stop is None else segment.stop - segment.start - self._offset
+            )
             if remaining is None or remaining > 0:
                 self._samples = read_shard(
                     spec,
