@@ -156,22 +156,23 @@ class ShardList(PlanStage):
         super().__init__()
         self.specs = resolve_shards(source)
         self.sidecars = sidecars
-        self._counts: list[int | None] | None = None
+        # shared by the copies each iteration connects, so sidecars are read once
+        self._cache: dict[str, list[int | None]] = {}
 
     def shard_specs(self) -> list[ShardSpec]:
         return self.specs
 
     def counts(self) -> list[int | None]:
         """Sample count of each shard, None where unknown."""
-        if self._counts is None:
+        if "counts" not in self._cache:
             counts: list[int | None] = [s.count for s in self.specs]
             if self.sidecars != "ignore":
                 for i, spec in enumerate(self.specs):
                     if counts[i] is None:
                         index = load_index(spec)
                         counts[i] = None if index is None else index.count
-            self._counts = counts
-        return self._counts
+            self._cache["counts"] = counts
+        return self._cache["counts"]
 
     def plan(self) -> list[Segment]:
         return [Segment(i, 0, count) for i, count in enumerate(self.counts())]
