@@ -18,7 +18,7 @@ from braceexpand import braceexpand
 from .errors import TarstreamError
 from .index import SIDECAR_SUFFIX
 from .keys import split_member_name
-from .manifest import Manifest
+from .manifest import Manifest, compress_names
 from .storage import atomic_write, is_local, local_path, open_input
 from .tar import build_index
 from .writer import ShardWriter, default_manifest_path
@@ -244,8 +244,6 @@ def _run_write(args: argparse.Namespace) -> int:
 
 
 def _brace(names: list[str]) -> str:
-    from .manifest import compress_names
-
     compressed = compress_names(names)
     return compressed if isinstance(compressed, str) else ",".join(compressed)
 

@@ -20,7 +20,6 @@ __all__ = [
     "local_path",
     "open_input",
     "read_bytes",
-    "url_exists",
 ]
 
 
@@ -65,16 +64,6 @@ def read_bytes(url: str) -> bytes:
     f, _ = open_input(url)
     with f:
         return f.read()
-
-
-def url_exists(url: str) -> bool:
-    """Return True if ``url`` names an existing file."""
-    if is_local(url):
-        return os.path.isfile(local_path(url))
-    import fsspec
-
-    fs, path = fsspec.core.url_to_fs(url)
-    return bool(fs.isfile(path))
 
 
 def atomic_write(path: str, data: bytes) -> None:

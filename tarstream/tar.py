@@ -526,9 +526,11 @@ def read_samples(
                     yield sample
                 key = member_key
                 sample = {"__key__": member_key, "__url__": url}
-            if member_field in sample or member_field.startswith("__"):  # type: ignore[operator]
-                _reject_field(url, key, member_field, start, stats)
+            if member_field.startswith("__"):
+                stats.skipped["reserved_field"] += 1
                 continue
+            if member_field in sample:  # type: ignore[operator]
+                raise repeated_field_error(url, member_key, member_field, start)
             sample[member_field] = data  # type: ignore[index]
     if sample is not None:
         stats.samples += 1
@@ -544,16 +546,13 @@ def _raise_repeated_field(url: str, run: Run, b0: int, b1: int) -> None:
             key = run.buf[run.header[i] : run.header[i] + run.key_len[i]].decode(
                 "utf-8", "surrogateescape"
             )
-            _reject_field(url, key, field, run.base + run.start[i], ReadStats())
+            raise repeated_field_error(url, key, field, run.base + run.start[i])
         seen.add(run.field_id[i])
 
 
-def _reject_field(url: str, key: str | None, field: str, offset: int, stats: ReadStats) -> None:
-    """Count a reserved ``__x__`` field as skipped; raise for a field repeated in a sample."""
-    if field.startswith("__"):
-        stats.skipped["reserved_field"] += 1
-        return
-    raise ShardFormatError(
+def repeated_field_error(url: str, key: str, field: str, offset: int) -> ShardFormatError:
+    """The error for a field that appears twice in one sample."""
+    return ShardFormatError(
         f"field {field!r} appears twice in sample {key!r}",
         shard=url,
         member=f"{key}.{field}",
@@ -740,11 +739,6 @@ def build_index(
                 key = parts[0]
                 samples.append((key, start, []))
             elif any(parts[1] == f for f, _, _ in samples[-1][2]):
-                raise ShardFormatError(
-                    f"field {parts[1]!r} appears twice in sample {key!r}",
-                    shard=url,
-                    member=member,
-                    offset=start,
-                )
+                raise repeated_field_error(url, key, parts[1], start)
             samples[-1][2].append((parts[1], data_offset, len(data)))
     return ShardIndex.build(name, size, digest.hexdigest(), samples, end)
