@@ -20,7 +20,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .errors import ShardFormatError
-from .reader import SidecarMode, load_index, read_shard
+from .reader import SIDECAR_MODES, SidecarMode, load_index, read_shard
 from .sources import ShardSpec, Source, resolve_shards
 from .stage import Stage, State
 from .tar import DEFAULT_MAX_MEMBER_SIZE, DEFAULT_READ_SIZE, ReadStats, Sample
@@ -145,6 +145,11 @@ class PlanStage(Stage[Segment]):
         return source.plan()
 
 
+def _check_sidecar_mode(sidecars: str) -> None:
+    if sidecars not in SIDECAR_MODES:
+        raise ValueError(f"sidecars must be one of {SIDECAR_MODES}, got {sidecars!r}")
+
+
 class ShardList(PlanStage):
     """The dataset's shards, in order, with their sample counts where known.
 
@@ -154,6 +159,7 @@ class ShardList(PlanStage):
 
     def __init__(self, source: Source, *, sidecars: SidecarMode = "auto") -> None:
         super().__init__()
+        _check_sidecar_mode(sidecars)
         self.specs = resolve_shards(source)
         self.sidecars = sidecars
         # shared by the copies each iteration connects, so sidecars are read once
@@ -242,6 +248,11 @@ class ReadShards(Stage[Sample]):
         read_size: int = DEFAULT_READ_SIZE,
     ) -> None:
         super().__init__()
+        _check_sidecar_mode(sidecars)
+        if max_member_size < 1:
+            raise ValueError(f"max_member_size must be >= 1, got {max_member_size}")
+        if read_size < 512:
+            raise ValueError(f"read_size must be >= 512, got {read_size}")
         self.sidecars = sidecars
         self.max_member_size = max_member_size
         self.read_size = read_size

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .pipeline import Pipeline
-from .reader import SIDECAR_MODES, SidecarMode
+from .reader import SidecarMode
 from .shards import Even, ReadShards, ShardList, ShuffleShards, SplitByRank, SplitByWorker
 from .sources import Source
 from .stage import Stage
@@ -52,12 +52,6 @@ class TarStream(Pipeline):
         max_member_size: int = DEFAULT_MAX_MEMBER_SIZE,
         read_size: int = DEFAULT_READ_SIZE,
     ) -> None:
-        if sidecars not in SIDECAR_MODES:
-            raise ValueError(f"sidecars must be one of {SIDECAR_MODES}, got {sidecars!r}")
-        if max_member_size < 1:
-            raise ValueError(f"max_member_size must be >= 1, got {max_member_size}")
-        if read_size < 512:
-            raise ValueError(f"read_size must be >= 512, got {read_size}")
         self.shard_list = ShardList(source, sidecars=sidecars)
         self.reader = ReadShards(
             sidecars=sidecars, max_member_size=max_member_size, read_size=read_size
