@@ -10,6 +10,7 @@ from .errors import (
     InvalidKeyError,
     ManifestError,
     MemberTooLargeError,
+    ResumeError,
     ShardError,
     ShardFormatError,
     SidecarError,
@@ -49,6 +50,7 @@ _LAZY = {
     "ToTuple": "transform",
     "Unbatch": "batch",
     "World": "world",
+    "merge_states": "resume",
 }
 
 
@@ -80,6 +82,7 @@ __all__ = [
     "ReadStats",
     "Rename",
     "Repeat",
+    "ResumeError",
     "Select",
     "ShardError",
     "ShardFormatError",
@@ -102,4 +105,5 @@ __all__ = [
     "World",
     "WriteError",
     "__version__",
+    "merge_states",
 ]

@@ -11,6 +11,7 @@ error raised in a DataLoader worker reaches the trainer intact::
     │   │   └── MemberTooLargeError a member is larger than the reader's size limit
     │   └── SidecarError            the sidecar is unreadable or does not match its shard
     ├── ManifestError               unreadable or invalid dataset manifest
+    ├── ResumeError                 (also a ValueError) a state that cannot be resumed here
     └── WriteError                  (also a ValueError) the writer was given bad input
         ├── InvalidKeyError         a key that cannot be a tar member name
         ├── DuplicateKeyError       a key written twice
@@ -119,6 +120,12 @@ class SidecarError(ShardError):
 
 class ManifestError(TarstreamError):
     """A dataset manifest cannot be read or is not valid."""
+
+
+class ResumeError(TarstreamError, ValueError):
+    """A saved state cannot be loaded: another dataset or seed, an unknown version, or a
+    layout change that elastic resume cannot make (no sample counts, a stage without
+    positions)."""
 
 
 class WriteError(TarstreamError, ValueError):

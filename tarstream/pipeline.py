@@ -23,8 +23,6 @@ from .world import Context, World, detect_world
 
 __all__ = ["Pipeline"]
 
-STATE_VERSION = 1
-
 if TYPE_CHECKING:  # pragma: no cover - typing only
     _DatasetBase = object
 else:
@@ -77,6 +75,7 @@ class Pipeline(_DatasetBase):
         self._chain: Stage[Any] | None = None
         self._context: Context | None = None
         self._pending: State | None = None
+        self._base: State | None = None
 
     # -- composition -----------------------------------------------------------------------
     @property
@@ -225,13 +224,33 @@ class Pipeline(_DatasetBase):
         assert chain is not None
         return chain
 
-    def __iter__(self) -> Iterator[Any]:
+    def fingerprint(self) -> str:
+        """A short hash of the dataset's shard names and counts ("" without a shard list)."""
+        from .shards import ShardList
+
+        first = self._stages[0]
+        return first.fingerprint() if isinstance(first, ShardList) else ""
+
+    def _start(self) -> Stage[Any]:
+        """Connect and reset a chain for one iteration, from the loaded state if any."""
+        from .resume import plan_resume, rest_of_epoch
+
         pending, self._pending = self._pending, None
-        epoch = self.epoch if pending is None else int(pending["epoch"])
-        context = Context(self.seed, epoch, self.world())
+        world = self.world()
+        base: State | None = None
+        stages: State | None = None
+        epoch = self.epoch
+        if pending is not None:
+            epoch = int(pending["epoch"])
+            base, stages = plan_resume(pending, world)
+        context = Context(self.seed, epoch, world, rest_of_epoch(self, epoch, base))
         chain = self._connect(context)
-        self._chain, self._context = chain, context
-        chain.reset(pending["stages"] if pending is not None else None)
+        self._chain, self._context, self._base = chain, context, base
+        chain.reset(stages)
+        return chain
+
+    def __iter__(self) -> Iterator[Any]:
+        chain = self._start()
         try:
             while True:
                 try:
@@ -243,24 +262,48 @@ class Pipeline(_DatasetBase):
             chain.close()
 
     def state_dict(self) -> State:
-        """Return the state after the last item this process returned (JSON-serializable)."""
+        """Return the state after the last item this copy returned (JSON-serializable).
+
+        See ``tarstream.resume`` for its format. In a DataLoader worker it is the worker's
+        part (what torchdata's StatefulDataLoader saves); ``tarstream.Loader.state_dict``
+        gives the state of every worker of the rank.
+        """
+        from .resume import new_state
+
         if self._chain is None or self._context is None:
             if self._pending is not None:
                 return self._pending
-            return {"version": STATE_VERSION, "epoch": self.epoch, "stages": None}
-        return {
-            "version": STATE_VERSION,
-            "epoch": self._context.epoch,
-            "stages": self._chain.get_state(),
-        }
+            world = self.world()
+            return new_state(
+                self,
+                epoch=self.epoch,
+                world_size=world.world_size,
+                num_workers=world.num_workers,
+                parts=[(world.rank, world.worker, None)],
+            )
+        world = self._context.world
+        return new_state(
+            self,
+            epoch=self._context.epoch,
+            world_size=world.world_size,
+            num_workers=world.num_workers,
+            parts=[(world.rank, world.worker, self._chain.get_state())],
+            base=self._base,
+        )
 
     def load_state_dict(self, state: State) -> None:
-        """Continue from ``state`` at the next iteration."""
-        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
-            version = state.get("version") if isinstance(state, dict) else None
-            raise ValueError(
-                f"unknown pipeline state version {version!r} (expected {STATE_VERSION})"
-            )
+        """Continue from ``state`` at the next iteration.
+
+        In the layout it was saved in (world size and workers), the sequence continues
+        exactly; in another, the samples of the epoch not yet delivered are split over the
+        new layout (the state must then cover every copy; see ``tarstream.resume``).
+
+        Raises:
+            ResumeError: an unknown version, another dataset, seed or pipeline.
+        """
+        from .resume import check_state
+
+        check_state(state, self)
         self._pending = state
 
     # -- length ----------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Literal
 
 from .errors import SidecarError
@@ -18,7 +18,7 @@ from .tar import (
     read_samples,
 )
 
-__all__ = ["SIDECAR_MODES", "SidecarMode", "load_index", "read_shard"]
+__all__ = ["SIDECAR_MODES", "SidecarMode", "load_index", "read_shard", "read_shard_at"]
 
 SidecarMode = Literal["auto", "require", "ignore"]
 SIDECAR_MODES = ("auto", "require", "ignore")
@@ -61,13 +61,7 @@ def read_shard(
     records and ``first`` seeks; without one, headers are parsed and ``first`` samples are
     read and dropped.
     """
-    index = None if sidecars == "ignore" else load_index(spec)
-    if index is None and sidecars == "require":
-        raise SidecarError(
-            "shard has no sidecar index (sidecars='require'); build one with "
-            "`tarstream index PATTERN`",
-            shard=spec.url,
-        )
+    index = _index_for(spec, sidecars)
     f, size = open_input(spec.url)
     with f:
         if index is not None:
@@ -81,3 +75,64 @@ def read_shard(
         for position, sample in enumerate(samples):
             if position >= first:
                 yield sample
+
+
+#: Samples closer than this many bytes are read in one request by ``read_shard_at``.
+GAP_READ = 256 * 1024
+
+
+def read_shard_at(
+    spec: ShardSpec,
+    indices: Iterable[int],
+    *,
+    sidecars: SidecarMode = "auto",
+    max_member_size: int = DEFAULT_MAX_MEMBER_SIZE,
+) -> dict[int, Sample]:
+    """Return the samples of one shard at ``indices`` (sample numbers), by number.
+
+    With a sidecar only the bytes of those samples are read (neighbours closer than
+    ``GAP_READ`` in one request); without one the shard is parsed up to the last of them.
+    """
+    wanted = sorted(set(indices))
+    if not wanted:
+        return {}
+    index = _index_for(spec, sidecars)
+    out: dict[int, Sample] = {}
+    f, size = open_input(spec.url)
+    with f:
+        if index is None:
+            last = wanted[-1]
+            keep = set(wanted)
+            samples = read_samples(f, spec.url, max_member_size=max_member_size)
+            for position, sample in enumerate(samples):
+                if position in keep:
+                    out[position] = sample
+                if position >= last:
+                    break
+            return out
+        if wanted[-1] >= index.count:
+            raise SidecarError(
+                f"sample {wanted[-1]} asked for, the shard has {index.count}", shard=spec.url
+            )
+        offsets = index.offsets
+        run_start = 0
+        for k in range(1, len(wanted) + 1):
+            if k < len(wanted) and offsets[wanted[k]] - offsets[wanted[k - 1] + 1] < GAP_READ:
+                continue
+            first, stop = wanted[run_start], wanted[k - 1] + 1
+            run = read_indexed_samples(f, spec.url, index, first=first, stop=stop, file_size=size)
+            for position, sample in enumerate(run, first):
+                out[position] = sample
+            run_start = k
+    return {i: out[i] for i in wanted}
+
+
+def _index_for(spec: ShardSpec, sidecars: SidecarMode) -> ShardIndex | None:
+    index = None if sidecars == "ignore" else load_index(spec)
+    if index is None and sidecars == "require":
+        raise SidecarError(
+            "shard has no sidecar index (sidecars='require'); build one with "
+            "`tarstream index PATTERN`",
+            shard=spec.url,
+        )
+    return index

@@ -13,14 +13,16 @@ count equal. Without counts, whole shards are dealt round-robin.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
-from .errors import ShardFormatError
-from .reader import SIDECAR_MODES, SidecarMode, load_index, read_shard
+from .errors import ResumeError, ShardFormatError
+from .reader import SIDECAR_MODES, SidecarMode, load_index, read_shard, read_shard_at
 from .sources import ShardSpec, Source, resolve_shards
 from .stage import Stage, State
 from .tar import DEFAULT_MAX_MEMBER_SIZE, DEFAULT_READ_SIZE, ReadStats, Sample
@@ -121,9 +123,18 @@ class PlanStage(Stage[Segment]):
         raise NotImplementedError
 
     def shard_specs(self) -> list[ShardSpec]:
-        source = self.require_source()
-        assert isinstance(source, PlanStage), "plan stages read from plan stages"
-        return source.shard_specs()
+        return self._list().specs
+
+    def shard_counts(self) -> list[int | None]:
+        return self._list().counts()
+
+    def _list(self) -> ShardList:
+        node: Stage[Any] | None = self
+        while isinstance(node, PlanStage) and not isinstance(node, ShardList):
+            node = node.source
+        if not isinstance(node, ShardList):
+            raise TypeError(f"{type(self).__name__} must follow a shard list stage")
+        return node
 
     def reset(self, state: State | None = None) -> None:
         self._plan = self.plan()
@@ -165,9 +176,6 @@ class ShardList(PlanStage):
         # shared by the copies each iteration connects, so sidecars are read once
         self._cache: dict[str, list[int | None]] = {}
 
-    def shard_specs(self) -> list[ShardSpec]:
-        return self.specs
-
     def counts(self) -> list[int | None]:
         """Sample count of each shard, None where unknown."""
         if "counts" not in self._cache:
@@ -181,7 +189,15 @@ class ShardList(PlanStage):
         return self._cache["counts"]
 
     def plan(self) -> list[Segment]:
+        if self.context is not None and self.context.rest is not None:
+            return list(self.context.rest)
         return [Segment(i, 0, count) for i, count in enumerate(self.counts())]
+
+    def fingerprint(self) -> str:
+        """A short hash of the shard names and counts, to tell datasets apart in a state."""
+        names = [spec.url.rstrip("/").rsplit("/", 1)[-1] for spec in self.specs]
+        text = json.dumps([names, self.counts()], separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def __repr__(self) -> str:
         return f"ShardList({len(self.specs)} shards)"
@@ -197,6 +213,8 @@ class ShuffleShards(PlanStage):
     def plan(self) -> list[Segment]:
         context = self.require_context()
         segments = self._source_plan()
+        if context.rest is not None:
+            return segments  # the rest of a resumed epoch keeps its order
         seed = context.seed if self.seed is None else self.seed
         rng = np.random.default_rng(derive_seed(seed, context.epoch, _SALT_SHARD_SHUFFLE))
         return [segments[i] for i in rng.permutation(len(segments))]
@@ -269,7 +287,7 @@ class ReadShards(Stage[Sample]):
         self.close()
         planner = self._planner()
         self._specs = planner.shard_specs()
-        self._plan = planner.plan()
+        self._plan = self._current_plan()
         self._segment = state["segment"] if state else 0
         self._offset = state["offset"] if state else 0
         self._generator = self._generate()
@@ -313,6 +331,95 @@ class ReadShards(Stage[Sample]):
 
     def get_state(self) -> State:
         return {"segment": self._segment, "offset": self._offset}
+
+    # -- positions -------------------------------------------------------------------------
+    def _current_plan(self) -> list[Segment]:
+        """The plan in the current context (computed once per context)."""
+        cached = getattr(self, "_plan_for", None)
+        if cached is None or cached[0] is not self.context:
+            cached = (self.context, self._planner().plan())
+            self._plan_for = cached
+        return cached[1]
+
+    def _sizes(self) -> list[int] | None:
+        plan = self._current_plan()
+        if any(s.stop is None for s in plan):
+            return None
+        return [_known_size(s) for s in plan]
+
+    def _bounds(self) -> np.ndarray:
+        """Plan position where each segment starts, and the plan's size at the end."""
+        sizes = self._sizes()
+        if sizes is None:
+            raise ResumeError(
+                "shards have no sample counts (no sidecars or manifest), so items cannot "
+                "be located by position; build sidecars with `tarstream index PATTERN`"
+            )
+        return np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+
+    def addressable(self) -> bool:
+        return self.sidecars != "ignore" and self._sizes() is not None
+
+    def position(self, state: State | None) -> int:
+        """Plan position of ``state``: the number of items produced before it."""
+        if not state:
+            return 0
+        return int(self._bounds()[state["segment"]]) + int(state["offset"])
+
+    def remaining(self, state: State | None) -> int:
+        return int(self._bounds()[-1]) - self.position(state)
+
+    def advance(self, state: State | None, n: int) -> State:
+        bounds = self._bounds()
+        target = self.position(state) + n
+        if not 0 <= target <= bounds[-1]:
+            raise ValueError(f"position {target} is outside the plan (0..{bounds[-1]})")
+        segment = int(np.searchsorted(bounds, target, "right")) - 1
+        return {"segment": segment, "offset": target - int(bounds[segment])}
+
+    def fetch(self, state: State | None, offsets: list[int]) -> list[Any]:
+        bounds = self._bounds()
+        plan = self._current_plan()
+        specs = self._planner().shard_specs()
+        positions = self.position(state) + np.asarray(offsets, dtype=np.int64)
+        segments = np.searchsorted(bounds, positions, "right") - 1
+        wanted: dict[int, list[int]] = {}
+        refs = []
+        for segment, position in zip(segments.tolist(), positions.tolist(), strict=True):
+            shard = plan[segment].shard
+            sample = plan[segment].start + position - int(bounds[segment])
+            wanted.setdefault(shard, []).append(sample)
+            refs.append((shard, sample))
+        found = {
+            shard: read_shard_at(
+                specs[shard],
+                samples,
+                sidecars=self.sidecars,
+                max_member_size=self.max_member_size,
+            )
+            for shard, samples in wanted.items()
+        }
+        return [found[shard][sample] for shard, sample in refs]
+
+    def delivered(self, state: State | None) -> np.ndarray:
+        mask = np.zeros(int(self._bounds()[-1]), dtype=bool)
+        mask[: self.position(state)] = True
+        return mask
+
+    def plan_refs(self) -> np.ndarray:
+        """The dataset-wide number (shards' samples end to end) of each item of the plan."""
+        counts = self._planner().shard_counts()
+        if any(c is None for c in counts):
+            raise ResumeError(
+                "elastic resume needs every shard's sample count: give a manifest, or build "
+                "sidecars with `tarstream index PATTERN`"
+            )
+        first = np.concatenate([[0], np.cumsum(np.asarray(counts, dtype=np.int64))])
+        parts = [
+            np.arange(first[s.shard] + s.start, first[s.shard] + _known_size(s) + s.start)
+            for s in self._current_plan()
+        ]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
     def close(self) -> None:
         if self._samples is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -9,10 +10,14 @@ import numpy as np
 from .stage import Stage, State
 from .world import derive_seed
 
-__all__ = ["Shuffle"]
+__all__ = ["ResumeWarning", "Shuffle"]
 
 _SALT = 0x5B0F
 _DRAWS = 4096  # random numbers drawn from numpy at a time
+
+
+class ResumeWarning(UserWarning):
+    """Resuming costs more than it should: it re-reads data (shards without sidecars)."""
 
 
 class Shuffle(Stage[Any]):
@@ -24,8 +29,9 @@ class Shuffle(Stage[Any]):
     rank, worker), so the order is identical on every run and differs between epochs.
 
     State: the source's state when the epoch started and the number of items returned.
-    Resuming replays the buffer from there (reading, not decoding, when the shuffle comes
-    before decoding), so the sequence continues exactly as it would have.
+    Resuming replays the buffer on item positions, then fetches only the items that are
+    in it (by sidecar offsets), so the cost does not grow with the position in the epoch
+    beyond counting. Without sidecars it replays by reading (and warns).
     """
 
     preserves_count = True
@@ -42,23 +48,93 @@ class Shuffle(Stage[Any]):
         self.initial = buffer_size if initial is None else initial
         self.seed = seed
 
+    def _new_rng(self) -> np.random.Generator:
+        context = self.require_context()
+        seed = context.seed if self.seed is None else self.seed
+        world = context.world
+        return np.random.default_rng(
+            derive_seed(seed, context.epoch, world.rank, world.worker, _SALT)
+        )
+
     def reset(self, state: State | None = None) -> None:
         source = self.require_source()
-        context = self.require_context()
         self._start = state["start"] if state else None
         source.reset(self._start)
         self._start = source.get_state()
-        seed = context.seed if self.seed is None else self.seed
-        world = context.world
-        self._rng = np.random.default_rng(
-            derive_seed(seed, context.epoch, world.rank, world.worker, _SALT)
-        )
+        self._rng = self._new_rng()
         self._draws: list[float] = []
         self._buffer: list[Any] = []
         self._exhausted = False
         self._returned = 0
-        for _ in range(state["returned"] if state else 0):
+        returned = state["returned"] if state else 0
+        if not returned:
+            return
+        if source.addressable():
+            self._restore(returned)
+            return
+        warnings.warn(
+            f"{self!r}: resuming by re-reading the {returned} items returned since the epoch "
+            "started; with sidecars (`tarstream index PATTERN`) it would fetch only the "
+            "buffered ones",
+            ResumeWarning,
+            stacklevel=2,
+        )
+        for _ in range(returned):
             self.next()
+
+    def _restore(self, returned: int) -> None:
+        """Rebuild the buffer after ``returned`` items from positions, reading only its items."""
+        source = self.require_source()
+        positions, pulled = self._simulate(returned, source.remaining(self._start))
+        self._buffer = source.fetch(self._start, positions)
+        self._exhausted = pulled >= source.remaining(self._start)
+        self._returned = returned
+        source.reset(source.advance(self._start, pulled))
+
+    def _simulate(self, returned: int, available: int) -> tuple[list[int], int]:
+        """Run ``returned`` steps of ``next`` on item positions instead of items.
+
+        Returns the buffer (positions after the start state, in buffer order) and the
+        number of items pulled from the source; leaves ``_rng`` and ``_draws`` where the
+        real run would have them. Mirrors ``next`` step for step (the resume tests compare
+        the two).
+        """
+        draws = self._draws
+        buffer: list[int] = []
+        size = self.buffer_size
+        pulled = min(self.initial, available)
+        buffer.extend(range(pulled))
+        for step in range(returned):
+            if step:
+                for _ in range(2):
+                    if len(buffer) >= size or pulled >= available:
+                        break
+                    buffer.append(pulled)
+                    pulled += 1
+            if not buffer:
+                raise ValueError(f"state says {returned} items returned, the source had fewer")
+            if not draws:
+                draws = self._rng.random(_DRAWS).tolist()[::-1]
+            j = int(draws.pop() * len(buffer))
+            buffer[j] = buffer[-1]
+            buffer.pop()
+        self._draws = draws
+        return buffer, pulled
+
+    def delivered(self, state: State | None) -> np.ndarray:
+        source = self.require_source()
+        start = state["start"] if state else None
+        mask = source.delivered(start)
+        returned = state["returned"] if state else 0
+        if returned:
+            available = source.remaining(start)
+            self._rng, self._draws = self._new_rng(), []
+            buffer, pulled = self._simulate(returned, available)
+            out = np.ones(pulled, dtype=bool)
+            out[buffer] = False
+            first = len(mask) - available
+            mask[first : first + pulled] |= out
+        return mask
 
     def _pull(self) -> bool:
         try:

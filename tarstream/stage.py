@@ -88,6 +88,44 @@ class Stage(Generic[T]):
         clone._started = False
         return clone
 
+    # -- positions: what fast and elastic resume build on -------------------------------------
+    # A stage is *addressable* when its item number i can be fetched without producing the
+    # items before it: the reader (with sidecars) and 1:1 transforms over it. States passed
+    # to these methods are this stage's states; positions count the reader's plan.
+    def addressable(self) -> bool:
+        """Whether ``fetch``, ``advance`` and ``remaining`` work on this stage."""
+        return False
+
+    def remaining(self, state: State | None) -> int:
+        """Items left after ``state``."""
+        raise self._no_positions()
+
+    def advance(self, state: State | None, n: int) -> State:
+        """The state after ``n`` more items than ``state``, without producing them."""
+        raise self._no_positions()
+
+    def fetch(self, state: State | None, offsets: list[int]) -> list[Any]:
+        """The items ``offsets`` places after ``state`` (0: the next one), in that order."""
+        raise self._no_positions()
+
+    def delivered(self, state: State | None) -> Any:
+        """Which items of the reader's plan were consumed at ``state``: a numpy bool mask.
+
+        A stage whose state is only its source's (map, filter, decode, batch) consumed
+        what its source did; other stages say how, or raise ``ResumeError``.
+        """
+        if self.source is not None and (state is None or set(state) == {"source"}):
+            return self.source.delivered(state["source"] if state else None)
+        raise self._no_positions()
+
+    def _no_positions(self) -> Exception:
+        from .errors import ResumeError
+
+        return ResumeError(
+            f"{self!r} cannot locate its items by position, so elastic resume (a changed "
+            "number of workers or ranks) is not possible through it"
+        )
+
     def require_source(self) -> Stage[Any]:
         if self.source is None:
             raise TypeError(f"{type(self).__name__} needs a source stage before it")
@@ -112,6 +150,19 @@ class Transform(Stage[T]):
 
     def next(self) -> T:
         return self.apply(self.require_source().next())
+
+    def addressable(self) -> bool:
+        return self.require_source().addressable()
+
+    def remaining(self, state: State | None) -> int:
+        return self.require_source().remaining(state["source"] if state else None)
+
+    def advance(self, state: State | None, n: int) -> State:
+        return {"source": self.require_source().advance(state["source"] if state else None, n)}
+
+    def fetch(self, state: State | None, offsets: list[int]) -> list[Any]:
+        items = self.require_source().fetch(state["source"] if state else None, offsets)
+        return [self.apply(item) for item in items]
 
 
 class FunctionStage(Stage[Any]):

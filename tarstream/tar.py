@@ -566,25 +566,28 @@ def read_indexed_samples(
     index: ShardIndex,
     *,
     first: int = 0,
+    stop: int | None = None,
     file_size: int | None = None,
     read_size: int = DEFAULT_READ_SIZE,
     stats: ReadStats | None = None,
 ) -> Iterator[Sample]:
-    """Yield samples ``first..`` of a shard by slicing at the offsets its sidecar records.
+    """Yield samples ``first..stop`` of a shard by slicing at the offsets its sidecar records.
 
     Headers are not parsed. The shard is checked against the sidecar instead: its size
     (``file_size`` when known, else by reading to the end), the name in the header of each
-    sample's first member, and the zero end-of-archive marker. ``f`` must be positioned at
-    the start of the shard; it is read from sample ``first`` on (seeking when possible).
+    sample's first member, and, when read to its end, the zero end-of-archive marker. ``f``
+    must be positioned at the start of the shard; it is read from sample ``first`` on
+    (seeking when possible).
 
     Raises:
         TruncatedShardError: the shard is shorter than the sidecar says.
         SidecarError: the shard does not match its sidecar.
     """
     stats = stats if stats is not None else ReadStats()
-    n = index.count
-    if not 0 <= first <= n:
-        raise ValueError(f"first must be in 0..{n}, got {first}")
+    count = index.count
+    n = count if stop is None else stop
+    if not 0 <= first <= n <= count:
+        raise ValueError(f"need 0 <= first <= stop <= {count}, got {first}, {stop}")
     offsets: list[int] = index.offsets.tolist()
     mstart: list[int] = index.member_start.tolist()
     mfield: list[int] = index.member_field.tolist()
@@ -626,8 +629,9 @@ def read_indexed_samples(
         stats.samples += j - i
         stats.members += mstart[j] - mstart[i]
         i = j
-    _check_indexed_end(f, url, index, offsets[n], file_size is not None)
-    stats.shards += 1
+    if n == count:
+        _check_indexed_end(f, url, index, offsets[n], file_size is not None)
+        stats.shards += 1
 
 
 def _skip_to(f: BinaryIO, position: int) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -35,11 +36,16 @@ class World:
 
 @dataclass(frozen=True)
 class Context:
-    """What an iteration depends on besides the data: seed, epoch and world."""
+    """What an iteration depends on besides the data: seed, epoch and world.
+
+    ``rest`` replaces the epoch's plan after an elastic resume: the segments (shard, sample
+    range) of the epoch not yet delivered, to be split over the new layout.
+    """
 
     seed: int
     epoch: int
     world: World
+    rest: tuple[Any, ...] | None = None
 
 
 def derive_seed(*parts: int) -> int:

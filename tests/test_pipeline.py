@@ -289,8 +289,8 @@ def test_state_is_small_json_and_versioned(data: Path) -> None:
     iterator = iter(stream)
     next(iterator)
     state = stream.state_dict()
-    assert state["version"] == 1 and len(json.dumps(state)) < 1000
-    with pytest.raises(ValueError, match="unknown pipeline state version 7"):
+    assert state["version"] == 2 and len(json.dumps(state)) < 1000
+    with pytest.raises(tarstream.ResumeError, match="unknown state version 7"):
         stream.load_state_dict({"version": 7})
 
 
