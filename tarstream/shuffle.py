@@ -124,7 +124,7 @@ class Shuffle(Stage[Any]):
     def delivered(self, state: State | None) -> np.ndarray:
         source = self.require_source()
         start = state["start"] if state else None
-        mask = source.delivered(start)
+        mask: np.ndarray = source.delivered(start)
         returned = state["returned"] if state else 0
         if returned:
             available = source.remaining(start)
