@@ -1,15 +1,76 @@
-"""Loader: the DataLoader to use with tarstream pipelines."""
+"""Loader: the DataLoader to use with tarstream pipelines, with exact and elastic resume."""
 
 from __future__ import annotations
 
 import multiprocessing
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any, cast
 
-from .pipeline import Pipeline
+from .pipeline import Pipeline, _DatasetBase
+from .resume import (
+    base_of,
+    check_state,
+    merge_states,
+    new_state,
+    parts_of,
+    plan_resume,
+    same_layout,
+)
+from .stage import State
 from .world import World
 
 __all__ = ["Loader"]
+
+
+class _WorkerStream(_DatasetBase):
+    """What each DataLoader worker iterates: its copy of the pipeline, tagged items.
+
+    Yields ``(worker, stage state, item)``, so the main process knows the state after each
+    item it hands to the trainer, whatever the workers have prefetched. DataLoader worker
+    ``i`` plays pipeline worker ``(i + shift) % n`` so that a resumed epoch keeps the
+    round-robin order of the interrupted one.
+    """
+
+    def __init__(self, pipeline: Pipeline, world: World, resume: State | None, shift: int) -> None:
+        self.pipeline = pipeline
+        self.world = world
+        self.resume = resume
+        self.shift = shift
+        self._iterated = False
+
+    def __iter__(self) -> Iterator[tuple[int, State, Any]]:
+        from torch.utils.data import get_worker_info
+
+        info = get_worker_info()
+        first, self._iterated = not self._iterated, True
+        n = self.world.num_workers
+        worker = ((info.id if info is not None else 0) + (self.shift if first else 0)) % n
+        world = World(self.world.rank, self.world.world_size, worker, n)
+        pipeline = self.pipeline.in_world(world)
+        if first and self.resume is not None:
+            pipeline._pending = self.resume  # checked by Loader.load_state_dict
+        chain = pipeline._start()
+        try:
+            while True:
+                try:
+                    item = chain.next()
+                except StopIteration:
+                    return
+                yield worker, chain.get_state(), item
+        finally:
+            chain.close()
+
+
+@dataclass
+class _Progress:
+    """What the trainer has received in the current epoch, worker by worker."""
+
+    epoch: int
+    world: World
+    base: State | None
+    parts: dict[int, State | None] = field(default_factory=dict)
+    next_worker: int = 0
 
 
 class Loader:
@@ -20,8 +81,15 @@ class Loader:
     share of the epoch (split by rank, then worker), so every sample arrives exactly once.
 
     Epochs: each ``iter(loader)`` after the first starts the next epoch unless
-    ``set_epoch`` was called since; the epoch reaches workers, persistent or not, under fork
-    and spawn (through shared memory for persistent workers).
+    ``set_epoch`` or ``load_state_dict`` was called since; the epoch reaches workers,
+    persistent or not, under fork and spawn (through shared memory for persistent workers).
+
+    Resume: ``state_dict()`` after any item counts exactly what the trainer received (not
+    what workers prefetched); ``load_state_dict()`` before the next ``iter`` continues the
+    same sequence when the world size and number of workers are the same, and delivers
+    the rest of the epoch exactly once over the new layout when they are not. In DDP,
+    ``state_dict(all_ranks=True)`` gathers every rank's part (a collective call on all
+    ranks); save it from rank 0 and load it on every rank.
 
     Args:
         dataset: a Pipeline or TarStream.
@@ -51,13 +119,13 @@ class Loader:
             raise ValueError("persistent_workers and multiprocessing_context need num_workers > 0")
         self.dataset = dataset
         self.num_workers = num_workers
+        self.persistent_workers = persistent_workers
         if num_workers > 0:
             dataset.share_epoch(multiprocessing.get_context(multiprocessing_context))
         options: dict[str, Any] = {}
         if prefetch_factor is not None:
             options["prefetch_factor"] = prefetch_factor
-        self._loader: Any = DataLoader(
-            cast(Any, dataset),
+        self._options = dict(
             batch_size=None,
             num_workers=num_workers,
             multiprocessing_context=multiprocessing_context,
@@ -66,8 +134,13 @@ class Loader:
             timeout=timeout,
             **options,
         )
+        DataLoader(cast(Any, dataset), **self._options)  # checks the options now
+        self._loader: Any = None
+        self._loader_world: World | None = None
         self._iterations = 0
         self._epoch_given = False
+        self._pending: State | None = None
+        self._progress: _Progress | None = None
 
     @property
     def epoch(self) -> int:
@@ -79,11 +152,102 @@ class Loader:
         self._epoch_given = True
 
     def __iter__(self) -> Iterator[Any]:
+        from torch.utils.data import DataLoader
+
         if self._iterations and not self._epoch_given:
             self.dataset.set_epoch(self.dataset.epoch + 1)
         self._epoch_given = False
         self._iterations += 1
-        return iter(self._loader)
+        detected = self.dataset.world()
+        world = World(detected.rank, detected.world_size, 0, max(self.num_workers, 1))
+        resume, self._pending = self._pending, None
+        progress = _Progress(self.dataset.epoch, world, None)
+        shift = 0
+        if resume is not None:
+            parts = parts_of(resume)
+            mine = {
+                w: parts[(world.rank, w)]
+                for w in range(world.num_workers)
+                if (world.rank, w) in parts
+            }
+            if same_layout(resume, world) and len(mine) == world.num_workers:
+                progress.base, progress.parts = resume["base"], mine
+                shift = int(resume["next"].get(str(world.rank), 0))
+                progress.next_worker = shift
+            else:
+                plan_resume(resume, world)  # raises here, not in a worker, when it cannot
+                progress.base = base_of(resume)
+        stream = _WorkerStream(self.dataset, world, resume, shift)
+        if (
+            self._loader is None
+            or not self.persistent_workers
+            or resume is not None
+            or self._loader_world != world
+        ):
+            self._loader = DataLoader(cast(Any, stream), **self._options)
+            self._loader_world = world
+        iterator = iter(self._loader)
+        self._progress = progress
+        return self._deliver(iterator, progress)
+
+    @staticmethod
+    def _deliver(iterator: Iterator[Any], progress: _Progress) -> Iterator[Any]:
+        n = progress.world.num_workers
+        for worker, state, item in iterator:
+            progress.parts[worker] = state
+            progress.next_worker = (worker + 1) % n
+            yield item
+
+    def state_dict(self, *, all_ranks: bool = False) -> State:
+        """Return the state after the last item the trainer received (JSON-serializable).
+
+        Args:
+            all_ranks: gather every rank's state through torch.distributed (call it on
+                every rank) and return the merged state, which resumes in any layout.
+        """
+        state = self._own_state()
+        if all_ranks:
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized():
+                gathered: list[Any] = [None] * dist.get_world_size()
+                dist.all_gather_object(gathered, state)
+                state = merge_states(gathered)
+        return state
+
+    def _own_state(self) -> State:
+        if self._pending is not None:
+            return self._pending
+        progress = self._progress
+        if progress is None:
+            detected = self.dataset.world()
+            progress = _Progress(
+                self.dataset.epoch,
+                World(detected.rank, detected.world_size, 0, max(self.num_workers, 1)),
+                None,
+            )
+        world = progress.world
+        return new_state(
+            self.dataset,
+            epoch=progress.epoch,
+            world_size=world.world_size,
+            num_workers=world.num_workers,
+            parts=[(world.rank, w, progress.parts.get(w)) for w in range(world.num_workers)],
+            next_worker={world.rank: progress.next_worker},
+            base=progress.base,
+        )
+
+    def load_state_dict(self, state: State) -> None:
+        """Continue from ``state`` at the next ``iter(loader)`` (its epoch).
+
+        Raises:
+            ResumeError: an unknown version, another dataset, seed or pipeline.
+        """
+        check_state(state, self.dataset)
+        self._pending = state
+        self.dataset.set_epoch(int(state["epoch"]))
+        self._epoch_given = True
+        self._progress = None
 
     def __len__(self) -> int:
         world = self.dataset.world()

@@ -268,18 +268,21 @@ class Pipeline(_DatasetBase):
         part (what torchdata's StatefulDataLoader saves); ``tarstream.Loader.state_dict``
         gives the state of every worker of the rank.
         """
-        from .resume import new_state
+        from .resume import new_state, plan_resume
 
         if self._chain is None or self._context is None:
-            if self._pending is not None:
-                return self._pending
             world = self.world()
+            epoch, base, stages = self.epoch, None, None
+            if self._pending is not None:  # loaded, not started: this copy's part of it
+                epoch = int(self._pending["epoch"])
+                base, stages = plan_resume(self._pending, world)
             return new_state(
                 self,
-                epoch=self.epoch,
+                epoch=epoch,
                 world_size=world.world_size,
                 num_workers=world.num_workers,
-                parts=[(world.rank, world.worker, None)],
+                parts=[(world.rank, world.worker, stages)],
+                base=base,
             )
         world = self._context.world
         return new_state(
