@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Literal
 
-from .errors import SidecarError
+from .errors import ShardFormatError, SidecarError
 from .index import ShardIndex
 from .sources import ShardSpec
 from .storage import open_input, read_bytes
@@ -77,10 +77,6 @@ def read_shard(
                 yield sample
 
 
-#: Samples closer than this many bytes are read in one request by ``read_shard_at``.
-GAP_READ = 256 * 1024
-
-
 def read_shard_at(
     spec: ShardSpec,
     indices: Iterable[int],
@@ -90,41 +86,29 @@ def read_shard_at(
 ) -> dict[int, Sample]:
     """Return the samples of one shard at ``indices`` (sample numbers), by number.
 
-    With a sidecar only the bytes of those samples are read (neighbours closer than
-    ``GAP_READ`` in one request); without one the shard is parsed up to the last of them.
+    With a sidecar only the regions holding those samples are read (seeking over gaps
+    longer than a read); without one the shard is parsed up to the last of them.
     """
     wanted = sorted(set(indices))
     if not wanted:
         return {}
     index = _index_for(spec, sidecars)
-    out: dict[int, Sample] = {}
     f, size = open_input(spec.url)
     with f:
-        if index is None:
-            last = wanted[-1]
-            keep = set(wanted)
-            samples = read_samples(f, spec.url, max_member_size=max_member_size)
-            for position, sample in enumerate(samples):
-                if position in keep:
-                    out[position] = sample
-                if position >= last:
-                    break
-            return out
-        if wanted[-1] >= index.count:
-            raise SidecarError(
-                f"sample {wanted[-1]} asked for, the shard has {index.count}", shard=spec.url
-            )
-        offsets = index.offsets
-        run_start = 0
-        for k in range(1, len(wanted) + 1):
-            if k < len(wanted) and offsets[wanted[k]] - offsets[wanted[k - 1] + 1] < GAP_READ:
-                continue
-            first, stop = wanted[run_start], wanted[k - 1] + 1
-            run = read_indexed_samples(f, spec.url, index, first=first, stop=stop, file_size=size)
-            for position, sample in enumerate(run, first):
+        if index is not None:
+            run = read_indexed_samples(f, spec.url, index, only=wanted, file_size=size)
+            return dict(zip(wanted, run, strict=True))
+        keep = set(wanted)
+        out: dict[int, Sample] = {}
+        samples = read_samples(f, spec.url, max_member_size=max_member_size)
+        for position, sample in enumerate(samples):
+            if position in keep:
                 out[position] = sample
-            run_start = k
-    return {i: out[i] for i in wanted}
+                if len(out) == len(keep):
+                    return out
+    raise ShardFormatError(
+        f"sample {max(keep - set(out))} asked for, the shard has fewer", shard=spec.url
+    )
 
 
 def _index_for(spec: ShardSpec, sidecars: SidecarMode) -> ShardIndex | None:

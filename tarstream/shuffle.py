@@ -97,14 +97,20 @@ class Shuffle(Stage[Any]):
         Returns the buffer (positions after the start state, in buffer order) and the
         number of items pulled from the source; leaves ``_rng`` and ``_draws`` where the
         real run would have them. Mirrors ``next`` step for step (the resume tests compare
-        the two).
+        the two). The steady part, where each step pulls one item into a full buffer,
+        runs vectorized, so a resume late in a long epoch costs little more than early.
         """
-        draws = self._draws
-        buffer: list[int] = []
         size = self.buffer_size
-        pulled = min(self.initial, available)
-        buffer.extend(range(pulled))
-        for step in range(returned):
+        buffer: list[int] = list(range(min(self.initial, available)))
+        pulled = len(buffer)
+        step = 0
+        while step < returned:
+            if step and len(buffer) == size - 1 and pulled < available:
+                steady = min(returned - step, available - pulled)
+                buffer = self._steady(buffer, pulled, steady)
+                pulled += steady
+                step += steady
+                continue
             if step:
                 for _ in range(2):
                     if len(buffer) >= size or pulled >= available:
@@ -113,13 +119,35 @@ class Shuffle(Stage[Any]):
                     pulled += 1
             if not buffer:
                 raise ValueError(f"state says {returned} items returned, the source had fewer")
-            if not draws:
-                draws = self._rng.random(_DRAWS).tolist()[::-1]
-            j = int(draws.pop() * len(buffer))
+            if not self._draws:
+                self._draws = self._rng.random(_DRAWS).tolist()[::-1]
+            j = int(self._draws.pop() * len(buffer))
             buffer[j] = buffer[-1]
             buffer.pop()
-        self._draws = draws
+            step += 1
         return buffer, pulled
+
+    def _steady(self, buffer: list[int], pulled: int, steps: int) -> list[int]:
+        """``steps`` steps that each add item ``pulled + t`` to a full buffer and draw one.
+
+        Step t draws slot j: the new item goes to slot j (the item there is returned), or
+        is returned at once when j is the last slot. So each slot ends up holding the
+        item of the last step that drew it, or what it held before.
+        """
+        size = self.buffer_size
+        queued = self._draws[::-1]  # drawn earlier, in the order next() uses them
+        fresh = -(-(steps - len(queued)) // _DRAWS) * _DRAWS if steps > len(queued) else 0
+        draws = np.concatenate([np.asarray(queued, dtype=np.float64), self._rng.random(fresh)])
+        slots = (draws[:steps] * size).astype(np.int64)  # = int(u * size), as next() does
+        self._draws = draws[steps:][::-1].tolist()
+        t = np.flatnonzero(slots < size - 1)
+        last = np.full(size - 1, -1, dtype=np.int64)
+        np.maximum.at(last, slots[t], t)
+        out = np.asarray(buffer, dtype=np.int64)
+        hit = last >= 0
+        out[hit] = pulled + last[hit]
+        result: list[int] = out.tolist()
+        return result
 
     def delivered(self, state: State | None) -> np.ndarray:
         source = self.require_source()

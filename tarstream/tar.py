@@ -18,9 +18,9 @@ from __future__ import annotations
 import hashlib
 import re
 import zlib
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections import Counter
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import BinaryIO
@@ -566,12 +566,12 @@ def read_indexed_samples(
     index: ShardIndex,
     *,
     first: int = 0,
-    stop: int | None = None,
+    only: Sequence[int] | None = None,
     file_size: int | None = None,
     read_size: int = DEFAULT_READ_SIZE,
     stats: ReadStats | None = None,
 ) -> Iterator[Sample]:
-    """Yield samples ``first..stop`` of a shard by slicing at the offsets its sidecar records.
+    """Yield samples ``first..`` of a shard by slicing at the offsets its sidecar records.
 
     Headers are not parsed. The shard is checked against the sidecar instead: its size
     (``file_size`` when known, else by reading to the end), the name in the header of each
@@ -579,15 +579,21 @@ def read_indexed_samples(
     must be positioned at the start of the shard; it is read from sample ``first`` on
     (seeking when possible).
 
+    ``only``: yield just these samples (sorted sample numbers); reading seeks over gaps
+    longer than ``read_size`` and stops after the last of them.
+
     Raises:
         TruncatedShardError: the shard is shorter than the sidecar says.
         SidecarError: the shard does not match its sidecar.
     """
     stats = stats if stats is not None else ReadStats()
-    count = index.count
-    n = count if stop is None else stop
-    if not 0 <= first <= n <= count:
-        raise ValueError(f"need 0 <= first <= stop <= {count}, got {first}, {stop}")
+    count = n = index.count
+    if only is not None and len(only):
+        first, n = only[0], only[-1] + 1
+        if not 0 <= first < n <= count:
+            raise ValueError(f"samples {first}..{n - 1} asked for, the shard has {count}")
+    if not 0 <= first <= n:
+        raise ValueError(f"first must be in 0..{n}, got {first}")
     offsets: list[int] = index.offsets.tolist()
     mstart: list[int] = index.member_start.tolist()
     mfield: list[int] = index.member_field.tolist()
@@ -600,14 +606,22 @@ def read_indexed_samples(
     if position:
         _skip_to(f, position)
     i = first
+    k = 0  # the next of ``only``
     while i < n:
+        if only is not None and offsets[only[k]] - offsets[i] > read_size:
+            i = only[k]
+            _skip_to(f, offsets[i])
         j = max(bisect_right(offsets, offsets[i] + read_size, i + 1, n + 1) - 1, i + 1)
         chunk = _read_exact(f, offsets[j] - offsets[i])
         stats.bytes_read += len(chunk)
         base = offsets[i]
         if len(chunk) < offsets[j] - base:
             _raise_size_mismatch(url, index, base + len(chunk), offsets, mstart, mfield, moff)
-        for s in range(i, j):
+        chosen: Sequence[int] = range(i, j)
+        if only is not None:
+            k, start = bisect_left(only, j, k), k
+            chosen = only[start:k]
+        for s in chosen:
             m0 = mstart[s]
             key = keys[s]
             expect = f"{key}.{fields[mfield[m0]]}\x00".encode("utf-8", "surrogateescape")
@@ -626,7 +640,7 @@ def read_indexed_samples(
                 o = moff[m] - base
                 sample[fields[mfield[m]]] = chunk[o : o + msize[m]]
             yield sample
-        stats.samples += j - i
+        stats.samples += len(chosen)
         stats.members += mstart[j] - mstart[i]
         i = j
     if n == count:

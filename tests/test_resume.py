@@ -182,6 +182,18 @@ def test_resuming_a_shuffle_fetches_only_the_buffered_samples(
     assert sorted(head + tail) == sorted(s["__key__"] for s in make())
 
 
+@pytest.mark.parametrize(("size", "initial"), [(1, None), (5, 2), (16, None), (40, 1), (200, 30)])
+def test_a_shuffle_resumed_from_positions_continues_exactly_at_every_item(
+    shards: tuple[str, list[str]], size: int, initial: int | None
+) -> None:
+    pattern, _ = shards
+
+    def make() -> tarstream.Pipeline:
+        return tarstream.TarStream(pattern, seed=8).shuffle(size, initial=initial)
+
+    assert_resumable(make, at=range(88), epochs=2)
+
+
 def test_without_sidecars_a_shuffle_resumes_by_rereading_and_says_so(
     shards: tuple[str, list[str]],
 ) -> None:
