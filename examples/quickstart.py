@@ -7,8 +7,8 @@
 2. Reads them back through TarStream and checks every sample and its bytes.
 3. Streams a shuffled, decoded, batched pipeline through a DataLoader with 2 workers and
    checks that every sample arrives exactly once.
-4. Stops a pipeline mid-epoch, saves its state as JSON, resumes in a new pipeline, and
-   checks that the two halves are exactly the uninterrupted epoch.
+4. Stops a 2-worker DataLoader mid-epoch, saves its state as JSON, resumes in a new one,
+   and checks that the two halves are exactly the uninterrupted epoch.
 """
 
 from __future__ import annotations
@@ -91,22 +91,24 @@ def main() -> None:
         f"a batch: images {tuple(images.shape)} {images.dtype}, labels {tuple(labels.shape)}"
     )
 
-    def epoch_pipeline() -> tarstream.Pipeline:
+    def epoch_loader() -> tarstream.Loader:
         stream = tarstream.TarStream(str(OUT / "train.manifest.json"), seed=7, shuffle_shards=True)
-        return stream.shuffle(64).map(lambda s: s["__key__"])
+        return tarstream.Loader(stream.shuffle(64).batch(8), num_workers=2)
 
-    full = list(epoch_pipeline())
-    first = epoch_pipeline()
+    full = [batch["__key__"] for batch in epoch_loader()]
+    first = epoch_loader()
     iterator = iter(first)
-    head = [next(iterator) for _ in range(77)]
+    head = [next(iterator)["__key__"] for _ in range(9)]
     saved = json.dumps(first.state_dict())  # what a checkpoint would store
-    resumed = epoch_pipeline()
+    del iterator  # the job stops; its workers had prefetched batches the trainer never saw
+    resumed = epoch_loader()
     resumed.load_state_dict(json.loads(saved))
-    tail = list(resumed)
+    tail = [batch["__key__"] for batch in resumed]
     assert head + tail == full, "resume did not continue the epoch exactly"
     print(
-        f"resume: stopped after {len(head)} samples, saved {len(saved)} bytes of state, "
-        f"resumed {len(tail)} more: exactly the uninterrupted epoch"
+        f"resume: stopped after {len(head)} batches, saved {len(saved)} bytes of state, "
+        f"a new 2-worker loader delivered the other {len(tail)}: exactly the uninterrupted "
+        "epoch"
     )
     print("quickstart OK")
 
