@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from .pipeline import Pipeline, _DatasetBase
+from .pipeline import Pipeline, _DatasetBase, _drop_if_other_epoch
 from .resume import (
     base_of,
     check_state,
@@ -147,7 +147,12 @@ class Loader:
         return self.dataset.epoch
 
     def set_epoch(self, epoch: int) -> None:
-        """Make the next ``iter(loader)`` run epoch ``epoch``."""
+        """Make the next ``iter(loader)`` run epoch ``epoch``.
+
+        After ``load_state_dict``, another epoch than the state's starts that epoch from its
+        beginning and drops the loaded state (with a warning).
+        """
+        self._pending = _drop_if_other_epoch(self._pending, epoch)
         self.dataset.set_epoch(epoch)
         self._epoch_given = True
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import multiprocessing
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from multiprocessing.context import get_spawning_popen
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,18 @@ def _as_stage(item: Stage[Any] | Callable[..., Any]) -> Stage[Any]:
     if callable(item):
         return FunctionStage(item)
     raise TypeError(f"pipeline items must be stages or generator functions, got {item!r}")
+
+
+def _drop_if_other_epoch(pending: State | None, epoch: int) -> State | None:
+    """The loaded state to keep when epoch ``epoch`` is asked for next."""
+    if pending is None or int(pending["epoch"]) == epoch:
+        return pending
+    warnings.warn(
+        f"set_epoch({epoch}) after loading a state of epoch {pending['epoch']}: epoch {epoch} "
+        "starts from its beginning and the loaded state is not used",
+        stacklevel=3,
+    )
+    return None
 
 
 class Pipeline(_DatasetBase):
@@ -178,9 +191,14 @@ class Pipeline(_DatasetBase):
         return int(shared.value) if shared is not None else self._epoch
 
     def set_epoch(self, epoch: int) -> None:
-        """Set the epoch of the next iteration (in the main process; workers follow)."""
+        """Set the epoch of the next iteration (in the main process; workers follow).
+
+        After ``load_state_dict``, another epoch than the state's starts that epoch from its
+        beginning and drops the loaded state (with a warning).
+        """
         if epoch < 0:
             raise ValueError(f"epoch must be >= 0, got {epoch}")
+        self._pending = _drop_if_other_epoch(self._pending, epoch)
         self._epoch = epoch
         if self._shared_epoch is not None:
             self._shared_epoch.value = epoch
@@ -307,6 +325,8 @@ class Pipeline(_DatasetBase):
         from .resume import check_state
 
         check_state(state, self)
+        self._pending = None
+        self.set_epoch(int(state["epoch"]))
         self._pending = state
 
     # -- length ----------------------------------------------------------------------------
