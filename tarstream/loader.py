@@ -14,7 +14,7 @@ from .resume import (
     merge_states,
     new_state,
     parts_of,
-    plan_resume,
+    require_complete,
     same_layout,
 )
 from .stage import State
@@ -180,7 +180,7 @@ class Loader:
                 shift = int(resume["next"].get(str(world.rank), 0))
                 progress.next_worker = shift
             else:
-                plan_resume(resume, world)  # raises here, not in a worker, when it cannot
+                require_complete(resume, world)  # raised here, not in a worker
                 progress.base = base_of(resume)
         stream = _WorkerStream(self.dataset, world, resume, shift)
         if (

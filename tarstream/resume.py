@@ -119,8 +119,14 @@ def plan_resume(state: State, world: World) -> tuple[State | None, State | None]
         return state["base"], parts[(world.rank, world.worker)]
     if _untouched(state):
         return None, None
-    if not _complete(state):
-        have = sorted(parts)
+    require_complete(state, world)
+    return base_of(state), None
+
+
+def require_complete(state: State, world: World) -> None:
+    """Raise ResumeError unless ``state`` covers every copy of its layout (or none started)."""
+    if not _complete(state) and not _untouched(state):
+        have = sorted(parts_of(state))
         raise ResumeError(
             f"the state covers copies {have} (rank, worker) of a layout of "
             f"{state['world_size']} ranks x {state['num_workers']} workers; resuming as rank "
@@ -128,7 +134,6 @@ def plan_resume(state: State, world: World) -> tuple[State | None, State | None]
             "every rank's part: save Loader.state_dict(all_ranks=True), or merge the ranks' "
             "states with tarstream.merge_states"
         )
-    return base_of(state), None
 
 
 def rest_of_epoch(pipeline: Pipeline, epoch: int, base: State | None) -> tuple[Segment, ...] | None:
@@ -138,7 +143,8 @@ def rest_of_epoch(pipeline: Pipeline, epoch: int, base: State | None) -> tuple[S
     from .shards import ShardList
 
     shard_list = pipeline.stages[0]
-    assert isinstance(shard_list, ShardList)
+    if not isinstance(shard_list, ShardList):
+        raise ResumeError("elastic resume needs a pipeline that starts with a ShardList")
     return _segments(_rest_refs(pipeline, epoch, base), shard_list.counts())
 
 

@@ -329,6 +329,14 @@ def test_a_state_is_rejected_with_a_clear_error_when_it_cannot_be_resumed(
     with pytest.raises(ResumeError, match="needs every rank's part"):
         next(iter(moved))
 
+    loader = tarstream.Loader(_stream(pattern, rank=1, world_size=2).batch(4), num_workers=1)
+    iterator = iter(loader)
+    next(iterator)
+    elsewhere = tarstream.Loader(_stream(pattern, rank=1, world_size=3).batch(4))
+    elsewhere.load_state_dict(loader.state_dict())
+    with pytest.raises(ResumeError, match="needs every rank's part"):
+        iter(elsewhere)
+
     # without sample counts, positions cannot be mapped to samples in another layout
     blind = _stream(pattern, sidecars="ignore").in_world(World(0, 1, 0, 1))
     iterator = iter(blind)
