@@ -50,16 +50,8 @@ class _WorkerStream(_DatasetBase):
         pipeline = self.pipeline.in_world(world)
         if first and self.resume is not None:
             pipeline._pending = self.resume  # checked by Loader.load_state_dict
-        chain = pipeline._start()
-        try:
-            while True:
-                try:
-                    item = chain.next()
-                except StopIteration:
-                    return
-                yield worker, chain.get_state(), item
-        finally:
-            chain.close()
+        for state, item in pipeline._items(with_state=True):
+            yield worker, state, item
 
 
 @dataclass

@@ -268,6 +268,10 @@ class Pipeline(_DatasetBase):
         return chain
 
     def __iter__(self) -> Iterator[Any]:
+        return self._items(with_state=False)
+
+    def _items(self, *, with_state: bool) -> Iterator[Any]:
+        """Iterate from the loaded state if any; ``with_state``: yield (stage state, item)."""
         chain = self._start()
         try:
             while True:
@@ -275,7 +279,7 @@ class Pipeline(_DatasetBase):
                     item = chain.next()
                 except StopIteration:
                     return
-                yield item
+                yield (chain.get_state(), item) if with_state else item
         finally:
             chain.close()
 
