@@ -274,6 +274,10 @@ class Pipeline(_DatasetBase):
         """Iterate from the loaded state if any; ``with_state``: yield (stage state, item)."""
         chain = self._start()
         try:
+            items = None if with_state else chain.items()
+            if items is not None:
+                yield from items
+                return
             while True:
                 try:
                     item = chain.next()

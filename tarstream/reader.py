@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from itertools import islice
 from typing import Literal
 
 from .errors import ShardFormatError, SidecarError
@@ -72,9 +73,9 @@ def read_shard(
         samples = read_samples(
             f, spec.url, max_member_size=max_member_size, read_size=read_size, stats=stats
         )
-        for position, sample in enumerate(samples):
-            if position >= first:
-                yield sample
+        if first:
+            samples = islice(samples, first, None)
+        yield from samples
 
 
 def read_shard_at(

@@ -295,6 +295,9 @@ class ReadShards(Stage[Sample]):
     def next(self) -> Sample:
         return next(self._generator)
 
+    def items(self) -> Iterator[Sample]:
+        return self._generator
+
     def _generate(self) -> Iterator[Sample]:
         # One generator for the whole plan: a sample costs one resume, not a method's checks.
         while self._segment < len(self._plan):

@@ -49,6 +49,11 @@ class Stage(Generic[T]):
         """Return the next item; raise StopIteration at the end."""
         raise NotImplementedError
 
+    def items(self) -> Iterator[T] | None:
+        """An iterator over the items ``next`` would return (after ``reset``), when the
+        stage has one; a pipeline ending in this stage then iterates it directly."""
+        return None
+
     def get_state(self) -> State:
         """Return the state ``reset`` continues from."""
         return {"source": self.source.get_state()} if self.source is not None else {}
