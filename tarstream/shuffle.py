@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import ResumeError
 from .stage import Stage, State
 from .world import derive_seed
 
@@ -151,6 +152,11 @@ class Shuffle(Stage[Any]):
 
     def delivered(self, state: State | None) -> np.ndarray:
         source = self.require_source()
+        if not source.addressable():
+            raise ResumeError(
+                f"{self!r} reads from {source!r}: elastic resume through a shuffle needs the "
+                "reader (with sidecars), or 1:1 stages over it such as map or decode, before it"
+            )
         start = state["start"] if state else None
         mask: np.ndarray = source.delivered(start)
         returned = state["returned"] if state else 0

@@ -337,6 +337,18 @@ def test_a_state_is_rejected_with_a_clear_error_when_it_cannot_be_resumed(
     with pytest.raises(ResumeError, match="needs every rank's part"):
         iter(elsewhere)
 
+    # a filter before the shuffle: its positions are not the reader's
+    early = tarstream.TarStream(pattern, seed=3).filter(lambda s: True).shuffle(16)
+    iterator = iter(early)
+    next(iterator)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResumeWarning)
+        moved = tarstream.TarStream(pattern, seed=3).filter(lambda s: True).shuffle(16)
+        moved = moved.in_world(World(0, 2, 0, 1))
+        moved.load_state_dict(early.state_dict())
+        with pytest.raises(ResumeError, match="elastic resume through a shuffle"):
+            next(iter(moved))
+
     # without sample counts, positions cannot be mapped to samples in another layout
     blind = _stream(pattern, sidecars="ignore").in_world(World(0, 1, 0, 1))
     iterator = iter(blind)
