@@ -31,6 +31,8 @@ def load_index(spec: ShardSpec) -> ShardIndex | None:
     Raises:
         SidecarError: the sidecar exists but is invalid, or disagrees with the manifest.
     """
+    if not spec.sidecar:
+        return None
     try:
         data = read_bytes(spec.sidecar)
     except FileNotFoundError:

@@ -165,13 +165,16 @@ class ShardList(PlanStage):
     """The dataset's shards, in order, with their sample counts where known.
 
     Counts come from a manifest, else from sidecars (read once, when the plan is first
-    needed) unless ``sidecars="ignore"``.
+    needed) unless ``sidecars="ignore"``. ``allow_pipe`` accepts ``pipe:COMMAND`` shards
+    (see ``tarstream.sources.resolve_shards``).
     """
 
-    def __init__(self, source: Source, *, sidecars: SidecarMode = "auto") -> None:
+    def __init__(
+        self, source: Source, *, sidecars: SidecarMode = "auto", allow_pipe: bool = False
+    ) -> None:
         super().__init__()
         _check_sidecar_mode(sidecars)
-        self.specs = resolve_shards(source)
+        self.specs = resolve_shards(source, allow_pipe=allow_pipe)
         self.sidecars = sidecars
         # shared by the copies each iteration connects, so sidecars are read once
         self._cache: dict[str, list[int | None]] = {}

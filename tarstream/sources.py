@@ -11,7 +11,7 @@ from braceexpand import braceexpand
 from .errors import ManifestError
 from .index import SIDECAR_SUFFIX
 from .manifest import MANIFEST_SUFFIX, Manifest
-from .storage import join_url, read_bytes
+from .storage import is_pipe, join_url, read_bytes
 
 __all__ = ["ShardSpec", "Source", "resolve_shards"]
 
@@ -20,7 +20,7 @@ Source = str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
 
 @dataclass(frozen=True)
 class ShardSpec:
-    """One shard to read: its URL, where its sidecar is, and its sample count if known."""
+    """One shard to read: its URL, where its sidecar is ("": none), and its count if known."""
 
     url: str
     sidecar: str
@@ -32,16 +32,18 @@ def _is_manifest(name: str) -> bool:
     return name.endswith((MANIFEST_SUFFIX, ".json"))
 
 
-def resolve_shards(source: Source) -> list[ShardSpec]:
+def resolve_shards(source: Source, *, allow_pipe: bool = False) -> list[ShardSpec]:
     """Return the shards named by ``source``, in order.
 
     ``source`` is a brace pattern (``d/train-{000000..000019}.tar``), a manifest path or
     URL (``*.json``), or a list of those. Manifests contribute their shards, relative to the
-    manifest, with sample counts and sizes.
+    manifest, with sample counts and sizes. ``pipe:COMMAND`` names a shard that is the
+    output of COMMAND (run as an argument list, without a shell; no sidecar); it needs
+    ``allow_pipe=True`` and is never taken from a manifest.
 
     Raises:
-        ValueError: ``source`` names no shard.
-        ManifestError: a manifest cannot be read or is invalid.
+        ValueError: ``source`` names no shard, or a ``pipe:`` without ``allow_pipe``.
+        ManifestError: a manifest cannot be read or is invalid (a ``pipe:`` in it is).
     """
     items = [source] if isinstance(source, (str, os.PathLike)) else list(source)
     specs: list[ShardSpec] = []
@@ -50,7 +52,13 @@ def resolve_shards(source: Source) -> list[ShardSpec]:
         if not isinstance(text, str):
             raise TypeError(f"shard sources must be str or path-like, got {type(item).__name__}")
         for name in braceexpand(text):
-            if _is_manifest(name):
+            if is_pipe(name):
+                if not allow_pipe:
+                    raise ValueError(
+                        f"{name!r} runs a command: pass allow_pipe=True to read pipe: shards"
+                    )
+                specs.append(ShardSpec(url=name, sidecar=""))
+            elif _is_manifest(name):
                 specs.extend(_manifest_shards(name))
             else:
                 specs.append(ShardSpec(url=name, sidecar=name + SIDECAR_SUFFIX))

@@ -7,15 +7,21 @@ URL goes through ``fsspec``.
 
 from __future__ import annotations
 
+import io
 import os
 import posixpath
-from typing import BinaryIO
+import shlex
+import subprocess
+import tempfile
+from typing import Any, BinaryIO, cast
 
-from .errors import redact_url
+from .errors import ShardError, redact_url
 
 __all__ = [
+    "PipeInput",
     "atomic_write",
     "is_local",
+    "is_pipe",
     "join_url",
     "local_path",
     "open_input",
@@ -25,7 +31,7 @@ __all__ = [
 
 def is_local(url: str) -> bool:
     """Return True for a plain path or a ``file://`` URL."""
-    return "://" not in url or url.startswith("file://")
+    return ("://" not in url and not is_pipe(url)) or url.startswith("file://")
 
 
 def local_path(url: str) -> str:
@@ -40,12 +46,79 @@ def join_url(base: str, relative: str) -> str:
     return posixpath.join(posixpath.dirname(base), relative)
 
 
+PIPE_PREFIX = "pipe:"
+
+
+def is_pipe(url: str) -> bool:
+    """Return True for a ``pipe:COMMAND`` URL (a command whose output is the shard)."""
+    return url.startswith(PIPE_PREFIX)
+
+
+class PipeInput(io.RawIOBase):
+    """The output of ``pipe:COMMAND``, run as an argument list (no shell).
+
+    At the end of the output the command's exit status is checked; closing early stops
+    the command and waits for it, so no child process outlives the read.
+    """
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+        self.argv = shlex.split(url[len(PIPE_PREFIX) :])
+        if not self.argv:
+            raise ValueError(f"{url!r}: pipe: needs a command")
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
+        try:
+            self._process = subprocess.Popen(
+                self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._stderr
+            )
+        except OSError as e:
+            self._stderr.close()
+            raise ShardError(f"cannot run {self.argv[0]!r}: {e}", shard=url) from e
+        self._stdout = cast(io.BufferedReader, self._process.stdout)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._stdout.readinto(buffer)
+        if not n:
+            status = self._process.wait()
+            if status:
+                self._stderr.seek(0)
+                said = self._stderr.read()[-500:].decode("utf-8", "replace").strip()
+                raise ShardError(
+                    f"command {self.argv[0]!r} exited with status {status}"
+                    + (f": {said}" if said else ""),
+                    shard=self.url,
+                )
+        return n or 0
+
+    def close(self) -> None:
+        if not self.closed:
+            self._stdout.close()
+            if self._process.poll() is None:
+                self._process.terminate()
+                try:
+                    self._process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self._process.kill()
+                    self._process.wait()
+            self._stderr.close()
+        super().close()
+
+
 def open_input(url: str) -> tuple[BinaryIO, int | None]:
     """Open ``url`` for reading; return the file and its size where known cheaply.
+
+    ``pipe:`` URLs run their command (callers allow them explicitly; see
+    ``sources.resolve_shards``).
 
     Raises:
         FileNotFoundError: with the redacted URL, where the object does not exist.
     """
+    if is_pipe(url):
+        return cast(BinaryIO, PipeInput(url)), None
     if is_local(url):
         f = open(local_path(url), "rb", buffering=0)  # noqa: SIM115 - caller closes
         return f, os.fstat(f.fileno()).st_size

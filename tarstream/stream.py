@@ -37,6 +37,9 @@ class TarStream(Pipeline):
         rank, world_size: override the world detected when iteration starts.
         max_member_size: largest member accepted, in bytes.
         read_size: bytes per read from storage.
+        allow_pipe: accept ``pipe:COMMAND`` shards (the command's output is the shard; it
+            runs as an argument list, without a shell). Off by default: a source string
+            could otherwise run commands.
     """
 
     def __init__(
@@ -51,8 +54,9 @@ class TarStream(Pipeline):
         world_size: int | None = None,
         max_member_size: int = DEFAULT_MAX_MEMBER_SIZE,
         read_size: int = DEFAULT_READ_SIZE,
+        allow_pipe: bool = False,
     ) -> None:
-        self.shard_list = ShardList(source, sidecars=sidecars)
+        self.shard_list = ShardList(source, sidecars=sidecars, allow_pipe=allow_pipe)
         self.reader = ReadShards(
             sidecars=sidecars, max_member_size=max_member_size, read_size=read_size
         )
