@@ -155,8 +155,7 @@ class Loader:
             self.dataset.set_epoch(self.dataset.epoch + 1)
         self._epoch_given = False
         self._iterations += 1
-        detected = self.dataset.world()
-        world = World(detected.rank, detected.world_size, 0, max(self.num_workers, 1))
+        world = self._world()
         resume, self._pending = self._pending, None
         progress = _Progress(self.dataset.epoch, world, None)
         shift = 0
@@ -217,12 +216,7 @@ class Loader:
             return self._pending
         progress = self._progress
         if progress is None:
-            detected = self.dataset.world()
-            progress = _Progress(
-                self.dataset.epoch,
-                World(detected.rank, detected.world_size, 0, max(self.num_workers, 1)),
-                None,
-            )
+            progress = _Progress(self.dataset.epoch, self._world(), None)
         world = progress.world
         return new_state(
             self.dataset,
@@ -246,10 +240,14 @@ class Loader:
         self._epoch_given = True
         self._progress = None
 
+    def _world(self) -> World:
+        """This rank, with the loader's pipeline copies (worker 0 of them)."""
+        detected = self.dataset.world()
+        return World(detected.rank, detected.world_size, 0, max(self.num_workers, 1))
+
     def __len__(self) -> int:
-        world = self.dataset.world()
-        workers = max(self.num_workers, 1)
+        world = self._world()
         return sum(
-            self.dataset.length(World(world.rank, world.world_size, w, workers))
-            for w in range(workers)
+            self.dataset.length(World(world.rank, world.world_size, w, world.num_workers))
+            for w in range(world.num_workers)
         )

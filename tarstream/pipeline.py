@@ -251,21 +251,24 @@ class Pipeline(_DatasetBase):
 
     def _start(self) -> Stage[Any]:
         """Connect and reset a chain for one iteration, from the loaded state if any."""
-        from .resume import plan_resume, rest_of_epoch
+        from .resume import rest_of_epoch
 
-        pending, self._pending = self._pending, None
         world = self.world()
-        base: State | None = None
-        stages: State | None = None
-        epoch = self.epoch
-        if pending is not None:
-            epoch = int(pending["epoch"])
-            base, stages = plan_resume(pending, world)
+        epoch, base, stages = self._resume_point(world)
+        self._pending = None
         context = Context(self.seed, epoch, world, rest_of_epoch(self, epoch, base))
         chain = self._connect(context)
         self._chain, self._context, self._base = chain, context, base
         chain.reset(stages)
         return chain
+
+    def _resume_point(self, world: World) -> tuple[int, State | None, State | None]:
+        """Epoch, base layout and stage state the next iteration starts from in ``world``."""
+        from .resume import plan_resume
+
+        if self._pending is None:
+            return self.epoch, None, None
+        return int(self._pending["epoch"]), *plan_resume(self._pending, world)
 
     def __iter__(self) -> Iterator[Any]:
         return self._items(with_state=False)
@@ -294,30 +297,21 @@ class Pipeline(_DatasetBase):
         part (what torchdata's StatefulDataLoader saves); ``tarstream.Loader.state_dict``
         gives the state of every worker of the rank.
         """
-        from .resume import new_state, plan_resume
+        from .resume import new_state
 
-        if self._chain is None or self._context is None:
+        if self._chain is None or self._context is None:  # not started: where it would
             world = self.world()
-            epoch, base, stages = self.epoch, None, None
-            if self._pending is not None:  # loaded, not started: this copy's part of it
-                epoch = int(self._pending["epoch"])
-                base, stages = plan_resume(self._pending, world)
-            return new_state(
-                self,
-                epoch=epoch,
-                world_size=world.world_size,
-                num_workers=world.num_workers,
-                parts=[(world.rank, world.worker, stages)],
-                base=base,
-            )
-        world = self._context.world
+            epoch, base, stages = self._resume_point(world)
+        else:
+            world, epoch = self._context.world, self._context.epoch
+            base, stages = self._base, self._chain.get_state()
         return new_state(
             self,
-            epoch=self._context.epoch,
+            epoch=epoch,
             world_size=world.world_size,
             num_workers=world.num_workers,
-            parts=[(world.rank, world.worker, self._chain.get_state())],
-            base=self._base,
+            parts=[(world.rank, world.worker, stages)],
+            base=base,
         )
 
     def load_state_dict(self, state: State) -> None:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import ResumeError
-from .stage import Stage, State
+from .stage import State, upstream
 from .world import Context, World
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -57,7 +57,7 @@ def new_state(
         "version": STATE_VERSION,
         "dataset": pipeline.fingerprint(),
         "seed": pipeline.seed,
-        "stages": [type(s).__name__ for s in pipeline.stages],
+        "stages": _stage_names(pipeline),
         "epoch": epoch,
         "world_size": world_size,
         "num_workers": num_workers,
@@ -65,6 +65,10 @@ def new_state(
         "next": {str(rank): w for rank, w in (next_worker or {}).items()},
         "base": base,
     }
+
+
+def _stage_names(pipeline: Pipeline) -> list[str]:
+    return [type(s).__name__ for s in pipeline.stages]
 
 
 def check_state(state: Any, pipeline: Pipeline) -> None:
@@ -81,7 +85,7 @@ def check_state(state: Any, pipeline: Pipeline) -> None:
         )
     if state["seed"] != pipeline.seed:
         raise ResumeError(f"the state was saved with seed {state['seed']}, not {pipeline.seed}")
-    stages = [type(s).__name__ for s in pipeline.stages]
+    stages = _stage_names(pipeline)
     if state["stages"] != stages:
         raise ResumeError(f"the state is from a pipeline of {state['stages']}, not {stages}")
 
@@ -145,7 +149,7 @@ def rest_of_epoch(pipeline: Pipeline, epoch: int, base: State | None) -> tuple[S
     shard_list = pipeline.stages[0]
     if not isinstance(shard_list, ShardList):
         raise ResumeError("elastic resume needs a pipeline that starts with a ShardList")
-    return _segments(_rest_refs(pipeline, epoch, base), shard_list.counts())
+    return _segments(_rest_refs(pipeline, epoch, base), shard_list.sample_starts())
 
 
 def _rest_refs(pipeline: Pipeline, epoch: int, layout: State) -> np.ndarray:
@@ -158,12 +162,10 @@ def _rest_refs(pipeline: Pipeline, epoch: int, layout: State) -> np.ndarray:
         for worker in range(layout["num_workers"]):
             world = World(rank, layout["world_size"], worker, layout["num_workers"])
             chain = pipeline._connect(Context(pipeline.seed, epoch, world, inner))
-            node: Stage[Any] | None = chain
-            while node is not None and not isinstance(node, ReadShards):
-                node = node.source
-            if node is None:
+            reader = upstream(chain, ReadShards)
+            if reader is None:
                 raise ResumeError("elastic resume needs a ReadShards stage in the pipeline")
-            refs = node.plan_refs()
+            refs = reader.plan_refs()
             stages = parts.get((rank, worker))
             if stages is not None:
                 refs = refs[~chain.delivered(stages)]
@@ -171,13 +173,13 @@ def _rest_refs(pipeline: Pipeline, epoch: int, layout: State) -> np.ndarray:
     return np.sort(np.concatenate(rest), kind="stable")
 
 
-def _segments(refs: np.ndarray, counts: list[int | None]) -> tuple[Segment, ...]:
-    """Runs of consecutive dataset-wide sample numbers, as shard segments."""
+def _segments(refs: np.ndarray, first: np.ndarray) -> tuple[Segment, ...]:
+    """Runs of consecutive dataset-wide sample numbers (``first``: each shard's first), as
+    shard segments."""
     from .shards import Segment
 
     if not len(refs):
         return ()
-    first = np.concatenate([[0], np.cumsum(np.asarray(counts, dtype=np.int64))])
     shard = np.searchsorted(first, refs, "right") - 1
     breaks = np.flatnonzero((np.diff(refs) != 1) | (np.diff(shard) != 0)) + 1
     starts = np.concatenate([[0], breaks])

@@ -123,12 +123,10 @@ class PlanStage(Stage[Segment]):
         raise NotImplementedError
 
     def shard_specs(self) -> list[ShardSpec]:
-        return self._list().specs
+        return self.shard_list().specs
 
-    def shard_counts(self) -> list[int | None]:
-        return self._list().counts()
-
-    def _list(self) -> ShardList:
+    def shard_list(self) -> ShardList:
+        """The ShardList this plan starts from."""
         node: Stage[Any] | None = self
         while isinstance(node, PlanStage) and not isinstance(node, ShardList):
             node = node.source
@@ -195,6 +193,20 @@ class ShardList(PlanStage):
         if self.context is not None and self.context.rest is not None:
             return list(self.context.rest)
         return [Segment(i, 0, count) for i, count in enumerate(self.counts())]
+
+    def sample_starts(self) -> np.ndarray:
+        """The dataset-wide number of each shard's first sample, and the total at the end.
+
+        Raises:
+            ResumeError: a shard's count is unknown.
+        """
+        counts = self.counts()
+        if any(c is None for c in counts):
+            raise ResumeError(
+                "elastic resume needs every shard's sample count: give a manifest, or build "
+                "sidecars with `tarstream index PATTERN`"
+            )
+        return np.concatenate([[0], np.cumsum(np.asarray(counts, dtype=np.int64))])
 
     def fingerprint(self) -> str:
         """A short hash of the shard names and counts, to tell datasets apart in a state."""
@@ -339,32 +351,34 @@ class ReadShards(Stage[Sample]):
         return {"segment": self._segment, "offset": self._offset}
 
     # -- positions -------------------------------------------------------------------------
-    def _current_plan(self) -> list[Segment]:
-        """The plan in the current context (computed once per context)."""
+    def _planned(self) -> tuple[list[Segment], np.ndarray | None]:
+        """The plan in the current context and, when every size is known, the plan position
+        where each segment starts plus the plan's size at the end (once per context)."""
         cached = getattr(self, "_plan_for", None)
         if cached is None or cached[0] is not self.context:
-            cached = (self.context, self._planner().plan())
+            plan = self._planner().plan()
+            bounds = None
+            if all(s.stop is not None for s in plan):
+                sizes = [_known_size(s) for s in plan]
+                bounds = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+            cached = (self.context, plan, bounds)
             self._plan_for = cached
-        return cached[1]
+        return cached[1], cached[2]
 
-    def _sizes(self) -> list[int] | None:
-        plan = self._current_plan()
-        if any(s.stop is None for s in plan):
-            return None
-        return [_known_size(s) for s in plan]
+    def _current_plan(self) -> list[Segment]:
+        return self._planned()[0]
 
     def _bounds(self) -> np.ndarray:
-        """Plan position where each segment starts, and the plan's size at the end."""
-        sizes = self._sizes()
-        if sizes is None:
+        bounds = self._planned()[1]
+        if bounds is None:
             raise ResumeError(
                 "shards have no sample counts (no sidecars or manifest), so items cannot "
                 "be located by position; build sidecars with `tarstream index PATTERN`"
             )
-        return np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+        return bounds
 
     def addressable(self) -> bool:
-        return self.sidecars != "ignore" and self._sizes() is not None
+        return self.sidecars != "ignore" and self._planned()[1] is not None
 
     def position(self, state: State | None) -> int:
         """Plan position of ``state``: the number of items produced before it."""
@@ -414,15 +428,9 @@ class ReadShards(Stage[Sample]):
 
     def plan_refs(self) -> np.ndarray:
         """The dataset-wide number (shards' samples end to end) of each item of the plan."""
-        counts = self._planner().shard_counts()
-        if any(c is None for c in counts):
-            raise ResumeError(
-                "elastic resume needs every shard's sample count: give a manifest, or build "
-                "sidecars with `tarstream index PATTERN`"
-            )
-        first = np.concatenate([[0], np.cumsum(np.asarray(counts, dtype=np.int64))])
+        first = self._planner().shard_list().sample_starts()
         parts = [
-            np.arange(first[s.shard] + s.start, first[s.shard] + _known_size(s) + s.start)
+            first[s.shard] + np.arange(s.start, s.start + _known_size(s))
             for s in self._current_plan()
         ]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
@@ -434,10 +442,8 @@ class ReadShards(Stage[Sample]):
 
     def plan_size(self) -> int | None:
         """Samples this stage yields in the current context, if counts are known."""
-        plan = self._planner().plan()
-        if any(s.stop is None for s in plan):
-            return None
-        return sum(_known_size(s) for s in plan)
+        bounds = self._planned()[1]
+        return None if bounds is None else int(bounds[-1])
 
 
 def with_context(stage: Stage[Any], context: Context) -> None:

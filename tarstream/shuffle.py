@@ -86,9 +86,10 @@ class Shuffle(Stage[Any]):
     def _restore(self, returned: int) -> None:
         """Rebuild the buffer after ``returned`` items from positions, reading only its items."""
         source = self.require_source()
-        positions, pulled = self._simulate(returned, source.remaining(self._start))
+        available = source.remaining(self._start)
+        positions, pulled = self._simulate(returned, available)
         self._buffer = source.fetch(self._start, positions)
-        self._exhausted = pulled >= source.remaining(self._start)
+        self._exhausted = pulled >= available
         self._returned = returned
         source.reset(source.advance(self._start, pulled))
 

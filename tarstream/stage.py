@@ -21,7 +21,7 @@ from typing import Any, Generic, TypeVar
 
 from .world import Context
 
-__all__ = ["FunctionStage", "Stage", "State", "Transform"]
+__all__ = ["FunctionStage", "Stage", "State", "Transform", "upstream"]
 
 T = TypeVar("T")
 State = dict[str, Any]
@@ -143,6 +143,16 @@ class Stage(Generic[T]):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+S = TypeVar("S", bound="Stage[Any]")
+
+
+def upstream(stage: Stage[Any] | None, kind: type[S]) -> S | None:
+    """The nearest stage of ``kind`` at or before ``stage`` in a connected chain."""
+    while stage is not None and not isinstance(stage, kind):
+        stage = stage.source
+    return stage
 
 
 class Transform(Stage[T]):

@@ -8,7 +8,7 @@ from .pipeline import Pipeline
 from .reader import SidecarMode
 from .shards import Even, ReadShards, ShardList, ShuffleShards, SplitByRank, SplitByWorker
 from .sources import Source
-from .stage import Stage
+from .stage import Stage, upstream
 from .tar import DEFAULT_MAX_MEMBER_SIZE, DEFAULT_READ_SIZE, ReadStats
 
 __all__ = ["TarStream"]
@@ -75,7 +75,5 @@ class TarStream(Pipeline):
     @property
     def stats(self) -> ReadStats:
         """What the reader saw in this process (skipped members, samples, bytes)."""
-        chain = self._chain
-        while chain is not None and not isinstance(chain, ReadShards):
-            chain = chain.source
-        return chain.stats if isinstance(chain, ReadShards) else self.reader.stats
+        reader = upstream(self._chain, ReadShards)
+        return reader.stats if reader is not None else self.reader.stats
