@@ -9,7 +9,10 @@ error raised in a DataLoader worker reaches the trainer intact::
     │   ├── ShardFormatError        not a tar, corrupt header, zero block in the middle, ...
     │   │   ├── TruncatedShardError the shard ends early (inside a member or at a boundary)
     │   │   └── MemberTooLargeError a member is larger than the reader's size limit
-    │   └── SidecarError            the sidecar is unreadable or does not match its shard
+    │   ├── SidecarError            the sidecar is unreadable or does not match its shard
+    │   └── ShardChangedError       the object changed while it was read (ETag, size)
+    ├── StorageError                (also an OSError) remote storage failed: a permanent
+    │                               error, retries used up, credentials not available
     ├── ManifestError               unreadable or invalid dataset manifest
     ├── ResumeError                 (also a ValueError) a state that cannot be resumed here
     └── WriteError                  (also a ValueError) the writer was given bad input
@@ -28,9 +31,11 @@ __all__ = [
     "InvalidKeyError",
     "ManifestError",
     "MemberTooLargeError",
+    "ShardChangedError",
     "ShardError",
     "ShardFormatError",
     "SidecarError",
+    "StorageError",
     "TarstreamError",
     "TruncatedShardError",
     "WriteError",
@@ -116,6 +121,15 @@ class MemberTooLargeError(ShardFormatError):
 
 class SidecarError(ShardError):
     """A sidecar index cannot be read, or it does not match its shard."""
+
+
+class ShardChangedError(ShardError):
+    """The shard's object changed while it was read; no bytes of two versions are mixed."""
+
+
+class StorageError(TarstreamError, OSError):
+    """Remote storage failed: a permanent error (403), retries used up, or credentials that
+    this process was not given. The message names the URL with credentials redacted."""
 
 
 class ManifestError(TarstreamError):

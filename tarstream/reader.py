@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from itertools import islice
-from typing import Literal
+from typing import BinaryIO, Literal, NamedTuple
 
-from .errors import ShardFormatError, SidecarError
+from .errors import ShardFormatError, SidecarError, redact_url
 from .index import ShardIndex
 from .sources import ShardSpec
-from .storage import open_input, read_bytes
+from .storage import is_local, is_pipe, open_input, read_bytes
 from .tar import (
     DEFAULT_MAX_MEMBER_SIZE,
     DEFAULT_READ_SIZE,
@@ -19,7 +19,15 @@ from .tar import (
     read_samples,
 )
 
-__all__ = ["SIDECAR_MODES", "SidecarMode", "load_index", "read_shard", "read_shard_at"]
+__all__ = [
+    "SIDECAR_MODES",
+    "OpenShard",
+    "SidecarMode",
+    "load_index",
+    "open_shard",
+    "read_shard",
+    "read_shard_at",
+]
 
 SidecarMode = Literal["auto", "require", "ignore"]
 SIDECAR_MODES = ("auto", "require", "ignore")
@@ -34,10 +42,10 @@ def load_index(spec: ShardSpec) -> ShardIndex | None:
     if not spec.sidecar:
         return None
     try:
-        data = read_bytes(spec.sidecar)
+        data = read_bytes(spec.sidecar, spec.storage)
     except FileNotFoundError:
         return None
-    index = ShardIndex.from_bytes(data, url=spec.sidecar)
+    index = ShardIndex.from_bytes(data, url=redact_url(spec.sidecar))
     if spec.count is not None and spec.count != index.count:
         raise SidecarError(
             f"manifest says {spec.count} samples, sidecar says {index.count}", shard=spec.url
@@ -49,6 +57,38 @@ def load_index(spec: ShardSpec) -> ShardIndex | None:
     return index
 
 
+class OpenShard(NamedTuple):
+    """A shard opened for reading: its sidecar index (None: none), file and size if known."""
+
+    sidecar: ShardIndex | None
+    file: BinaryIO
+    size: int | None
+
+
+def open_shard(
+    spec: ShardSpec, *, sidecars: SidecarMode = "auto", background: bool = False
+) -> OpenShard:
+    """Load the sidecar of ``spec`` (as ``sidecars`` says) and open the shard.
+
+    A remote shard starts arriving in the background at once; ``background=True`` also
+    fills a cache entry in the background (to open the next shard while one is read).
+    """
+    index = _index_for(spec, sidecars)
+    f, size = open_input(
+        spec.url,
+        spec.storage,
+        size=index.size if index is not None else spec.size,
+        sha256=index.sha256 if index is not None else None,
+        background=background,
+    )
+    return OpenShard(index, f, size)
+
+
+def is_remote(spec: ShardSpec) -> bool:
+    """Return True for a shard read over the network (worth opening ahead of time)."""
+    return not (is_local(spec.url) or is_pipe(spec.url))
+
+
 def read_shard(
     spec: ShardSpec,
     *,
@@ -57,23 +97,24 @@ def read_shard(
     max_member_size: int = DEFAULT_MAX_MEMBER_SIZE,
     read_size: int = DEFAULT_READ_SIZE,
     stats: ReadStats | None = None,
+    opened: OpenShard | None = None,
 ) -> Iterator[Sample]:
     """Yield the samples of one shard, from sample ``first`` on, closing the file at the end.
 
     With a sidecar (``sidecars`` "auto" or "require") members are sliced at the offsets it
     records and ``first`` seeks; without one, headers are parsed and ``first`` samples are
-    read and dropped.
+    read and dropped. ``opened``: the shard as ``open_shard`` opened it ahead of time.
     """
-    index = _index_for(spec, sidecars)
-    f, size = open_input(spec.url)
+    index, f, size = opened if opened is not None else open_shard(spec, sidecars=sidecars)
+    label = redact_url(spec.url)
     with f:
         if index is not None:
             yield from read_indexed_samples(
-                f, spec.url, index, first=first, file_size=size, read_size=read_size, stats=stats
+                f, label, index, first=first, file_size=size, read_size=read_size, stats=stats
             )
             return
         samples = read_samples(
-            f, spec.url, max_member_size=max_member_size, read_size=read_size, stats=stats
+            f, label, max_member_size=max_member_size, read_size=read_size, stats=stats
         )
         if first:
             samples = islice(samples, first, None)
@@ -95,15 +136,15 @@ def read_shard_at(
     wanted = sorted(set(indices))
     if not wanted:
         return {}
-    index = _index_for(spec, sidecars)
-    f, size = open_input(spec.url)
+    index, f, size = open_shard(spec, sidecars=sidecars)
+    label = redact_url(spec.url)
     with f:
         if index is not None:
-            run = read_indexed_samples(f, spec.url, index, only=wanted, file_size=size)
+            run = read_indexed_samples(f, label, index, only=wanted, file_size=size)
             return dict(zip(wanted, run, strict=True))
         keep = set(wanted)
         out: dict[int, Sample] = {}
-        samples = read_samples(f, spec.url, max_member_size=max_member_size)
+        samples = read_samples(f, label, max_member_size=max_member_size)
         for position, sample in enumerate(samples):
             if position in keep:
                 out[position] = sample

@@ -17,16 +17,28 @@ import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from .errors import ResumeError, ShardFormatError
-from .reader import SIDECAR_MODES, SidecarMode, load_index, read_shard, read_shard_at
+from .reader import (
+    SIDECAR_MODES,
+    OpenShard,
+    SidecarMode,
+    is_remote,
+    load_index,
+    open_shard,
+    read_shard,
+    read_shard_at,
+)
 from .sources import ShardSpec, Source, resolve_shards
 from .stage import Stage, State
 from .tar import DEFAULT_MAX_MEMBER_SIZE, DEFAULT_READ_SIZE, ReadStats, Sample
 from .world import Context, derive_seed
+
+if TYPE_CHECKING:
+    from .remote import Storage
 
 __all__ = [
     "Even",
@@ -164,15 +176,26 @@ class ShardList(PlanStage):
 
     Counts come from a manifest, else from sidecars (read once, when the plan is first
     needed) unless ``sidecars="ignore"``. ``allow_pipe`` accepts ``pipe:COMMAND`` shards
-    (see ``tarstream.sources.resolve_shards``).
+    (see ``tarstream.sources.resolve_shards``). ``storage`` says how remote URLs are read
+    (options, credentials, retries, read-ahead, cache; see ``tarstream.Storage``).
     """
 
     def __init__(
-        self, source: Source, *, sidecars: SidecarMode = "auto", allow_pipe: bool = False
+        self,
+        source: Source,
+        *,
+        sidecars: SidecarMode = "auto",
+        allow_pipe: bool = False,
+        storage: Storage | None = None,
     ) -> None:
         super().__init__()
         _check_sidecar_mode(sidecars)
-        self.specs = resolve_shards(source, allow_pipe=allow_pipe)
+        if storage is None:
+            from .remote import Storage
+
+            storage = Storage()
+        self.storage = storage
+        self.specs = resolve_shards(source, allow_pipe=allow_pipe, storage=storage)
         self.sidecars = sidecars
         # shared by the copies each iteration connects, so sidecars are read once
         self._cache: dict[str, list[int | None]] = {}
@@ -271,6 +294,10 @@ class ReadShards(Stage[Sample]):
 
     State: the segment number and the samples read from it. Resuming seeks to that sample
     with the shard's sidecar (without one, it reads and drops the samples before it).
+
+    A remote shard is read in blocks fetched ahead in the background, and the next remote
+    shard of the plan is opened (its first block fetched, or its cache entry filled) while
+    the current one is read; see ``tarstream.Storage`` for the memory this holds.
     """
 
     def __init__(
@@ -291,6 +318,7 @@ class ReadShards(Stage[Sample]):
         self.read_size = read_size
         self.stats = ReadStats()
         self._samples: Iterator[Sample] | None = None
+        self._ahead: tuple[int, OpenShard] | None = None
 
     def _planner(self) -> PlanStage:
         source = self.require_source()
@@ -329,6 +357,7 @@ class ReadShards(Stage[Sample]):
                     max_member_size=self.max_member_size,
                     read_size=self.read_size,
                     stats=self.stats,
+                    opened=self._open(self._segment),
                 )
                 for sample in self._samples:
                     self._offset += 1
@@ -346,6 +375,25 @@ class ReadShards(Stage[Sample]):
             self.close()
             self._segment += 1
             self._offset = 0
+
+    def _open(self, number: int) -> OpenShard:
+        """Open segment ``number``'s shard (or take it, opened ahead), and open the next
+        segment's shard ahead if it is remote and read from its start."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] != number:
+            ahead[1].file.close()
+            ahead = None
+        spec = self._specs[self._plan[number].shard]
+        opened = ahead[1] if ahead is not None else open_shard(spec, sidecars=self.sidecars)
+        if number + 1 < len(self._plan) and self._plan[number + 1].start == 0:
+            following = self._specs[self._plan[number + 1].shard]
+            storage = following.storage
+            if is_remote(following) and storage is not None and storage.prefetch:
+                self._ahead = (
+                    number + 1,
+                    open_shard(following, sidecars=self.sidecars, background=True),
+                )
+        return opened
 
     def get_state(self) -> State:
         return {"segment": self._segment, "offset": self._offset}
@@ -439,6 +487,9 @@ class ReadShards(Stage[Sample]):
         if self._samples is not None:
             self._samples.close()  # type: ignore[attr-defined]
             self._samples = None
+        if self._ahead is not None:
+            self._ahead[1].file.close()
+            self._ahead = None
 
     def plan_size(self) -> int | None:
         """Samples this stage yields in the current context, if counts are known."""

@@ -5,13 +5,17 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from braceexpand import braceexpand
 
-from .errors import ManifestError
+from .errors import ManifestError, redact_url
 from .index import SIDECAR_SUFFIX
 from .manifest import MANIFEST_SUFFIX, Manifest
 from .storage import is_pipe, join_url, read_bytes
+
+if TYPE_CHECKING:
+    from .remote import Storage
 
 __all__ = ["ShardSpec", "Source", "resolve_shards"]
 
@@ -20,26 +24,31 @@ Source = str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
 
 @dataclass(frozen=True)
 class ShardSpec:
-    """One shard to read: its URL, where its sidecar is ("": none), and its count if known."""
+    """One shard to read: its URL, where its sidecar is ("": none), its count and size if
+    known, and the storage that reaches remote URLs (None: defaults)."""
 
     url: str
     sidecar: str
     count: int | None = None
     size: int | None = None
+    storage: Storage | None = None
 
 
 def _is_manifest(name: str) -> bool:
     return name.endswith((MANIFEST_SUFFIX, ".json"))
 
 
-def resolve_shards(source: Source, *, allow_pipe: bool = False) -> list[ShardSpec]:
+def resolve_shards(
+    source: Source, *, allow_pipe: bool = False, storage: Storage | None = None
+) -> list[ShardSpec]:
     """Return the shards named by ``source``, in order.
 
     ``source`` is a brace pattern (``d/train-{000000..000019}.tar``), a manifest path or
     URL (``*.json``), or a list of those. Manifests contribute their shards, relative to the
     manifest, with sample counts and sizes. ``pipe:COMMAND`` names a shard that is the
     output of COMMAND (run as an argument list, without a shell; no sidecar); it needs
-    ``allow_pipe=True`` and is never taken from a manifest.
+    ``allow_pipe=True`` and is never taken from a manifest. Remote URLs (any fsspec URL,
+    brace patterns included) are reached through ``storage``.
 
     Raises:
         ValueError: ``source`` names no shard, or a ``pipe:`` without ``allow_pipe``.
@@ -59,22 +68,22 @@ def resolve_shards(source: Source, *, allow_pipe: bool = False) -> list[ShardSpe
                     )
                 specs.append(ShardSpec(url=name, sidecar=""))
             elif _is_manifest(name):
-                specs.extend(_manifest_shards(name))
+                specs.extend(_manifest_shards(name, storage))
             else:
-                specs.append(ShardSpec(url=name, sidecar=name + SIDECAR_SUFFIX))
+                specs.append(ShardSpec(name, name + SIDECAR_SUFFIX, storage=storage))
     if not specs:
         raise ValueError(f"source {source!r} names no shard")
     return specs
 
 
-def _manifest_shards(url: str) -> list[ShardSpec]:
+def _manifest_shards(url: str, storage: Storage | None) -> list[ShardSpec]:
     try:
-        text = read_bytes(url)
+        text = read_bytes(url, storage)
     except OSError as e:
-        raise ManifestError(f"{url}: cannot read manifest ({e})") from e
-    manifest = Manifest.from_json(text, url=url)
+        raise ManifestError(f"{redact_url(url)}: cannot read manifest ({e})") from e
+    manifest = Manifest.from_json(text, url=redact_url(url))
     out = []
     for name, count, size in zip(manifest.shards, manifest.samples, manifest.sizes, strict=True):
         shard = join_url(url, name)
-        out.append(ShardSpec(shard, shard + manifest.sidecar_suffix, count, size))
+        out.append(ShardSpec(shard, shard + manifest.sidecar_suffix, count, size, storage))
     return out

@@ -6,6 +6,7 @@ from typing import Any
 
 from .pipeline import Pipeline
 from .reader import SidecarMode
+from .remote import Storage
 from .shards import Even, ReadShards, ShardList, ShuffleShards, SplitByRank, SplitByWorker
 from .sources import Source
 from .stage import Stage, upstream
@@ -40,6 +41,8 @@ class TarStream(Pipeline):
         allow_pipe: accept ``pipe:COMMAND`` shards (the command's output is the shard; it
             runs as an argument list, without a shell). Off by default: a source string
             could otherwise run commands.
+        storage: how remote (fsspec) URLs are read: options, credentials, retries,
+            read-ahead and a local cache (see ``tarstream.Storage``).
     """
 
     def __init__(
@@ -55,8 +58,11 @@ class TarStream(Pipeline):
         max_member_size: int = DEFAULT_MAX_MEMBER_SIZE,
         read_size: int = DEFAULT_READ_SIZE,
         allow_pipe: bool = False,
+        storage: Storage | None = None,
     ) -> None:
-        self.shard_list = ShardList(source, sidecars=sidecars, allow_pipe=allow_pipe)
+        self.shard_list = ShardList(
+            source, sidecars=sidecars, allow_pipe=allow_pipe, storage=storage
+        )
         self.reader = ReadShards(
             sidecars=sidecars, max_member_size=max_member_size, read_size=read_size
         )
