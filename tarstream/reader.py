@@ -94,12 +94,14 @@ def read_shard(
     *,
     sidecars: SidecarMode = "auto",
     first: int = 0,
+    stop: int | None = None,
     max_member_size: int = DEFAULT_MAX_MEMBER_SIZE,
     read_size: int = DEFAULT_READ_SIZE,
     stats: ReadStats | None = None,
     opened: OpenShard | None = None,
 ) -> Iterator[Sample]:
-    """Yield the samples of one shard, from sample ``first`` on, closing the file at the end.
+    """Yield samples ``first:stop`` of one shard (``stop`` None: to its end), closing the
+    file at the end.
 
     With a sidecar (``sidecars`` "auto" or "require") members are sliced at the offsets it
     records and ``first`` seeks; without one, headers are parsed and ``first`` samples are
@@ -110,14 +112,21 @@ def read_shard(
     with f:
         if index is not None:
             yield from read_indexed_samples(
-                f, label, index, first=first, file_size=size, read_size=read_size, stats=stats
+                f,
+                label,
+                index,
+                first=first,
+                stop=stop,
+                file_size=size,
+                read_size=read_size,
+                stats=stats,
             )
             return
         samples = read_samples(
             f, label, max_member_size=max_member_size, read_size=read_size, stats=stats
         )
-        if first:
-            samples = islice(samples, first, None)
+        if first or stop is not None:
+            samples = islice(samples, first, stop)
         yield from samples
 
 

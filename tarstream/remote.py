@@ -281,6 +281,7 @@ class RemoteInput(io.RawIOBase):
         self._block_start = start
         self._ahead: deque[tuple[int, Future[bytes]]] = deque()
         self._next_fetch = start
+        self._stream_end: int | None = None
         self._fill_ahead()  # starts opening the object and fetching its first block
 
     # -- the background side (called with the lock held) ------------------------------------
@@ -393,9 +394,10 @@ class RemoteInput(io.RawIOBase):
     def _fill_ahead(self) -> None:
         if not self.prefetch:
             return  # blocks are fetched when read, in the reader's thread
-        # Until the object is open (and for a stream of unknown size) one block at a time.
+        # ``prefetch`` blocks beyond the one being read; until the object is open (and for
+        # a stream of unknown size) one block at a time.
         known = self._identity is not None and self.size is not None
-        limit = 1 + self.prefetch if known else 1
+        limit = self.prefetch if known else 1
         while len(self._ahead) < limit and (not known or self._next_fetch < (self.size or 0)):
             start, n = self._next_fetch, self.storage.block_size
             self._ahead.append((start, self.storage.executor().submit(self._fetch, start, n)))
@@ -433,7 +435,8 @@ class RemoteInput(io.RawIOBase):
         return n
 
     def _next_block(self) -> bool:
-        if self.size is not None and self._pos >= self.size:
+        end = self.size if self.size is not None else self._stream_end
+        if end is not None and self._pos >= end:
             return False
         if not self._ahead:
             self._next_fetch = self._pos
@@ -445,6 +448,9 @@ class RemoteInput(io.RawIOBase):
             start = self._next_fetch
             self._block, self._block_start = self._fetch(start, self.storage.block_size), start
             self._next_fetch += self.storage.block_size
+        if len(self._block) < self.storage.block_size and self.size is None:
+            self._stream_end = start + len(self._block)  # a short block ends a stream
+            self._cancel_ahead()
         self._fill_ahead()
         return bool(self._block) and self._pos < start + len(self._block)
 

@@ -346,14 +346,14 @@ class ReadShards(Stage[Sample]):
         while self._segment < len(self._plan):
             segment = self._plan[self._segment]
             spec = self._specs[segment.shard]
-            remaining = (
-                None if segment.stop is None else segment.stop - segment.start - self._offset
-            )
-            if remaining is None or remaining > 0:
+            if segment.stop is None or segment.start + self._offset < segment.stop:
+                # The reader stops at ``stop`` itself: a segment that ends the shard is then
+                # read to its end-of-archive marker, which checks what no size told us.
                 self._samples = read_shard(
                     spec,
                     sidecars=self.sidecars,
                     first=segment.start + self._offset,
+                    stop=segment.stop,
                     max_member_size=self.max_member_size,
                     read_size=self.read_size,
                     stats=self.stats,
@@ -362,17 +362,13 @@ class ReadShards(Stage[Sample]):
                 for sample in self._samples:
                     self._offset += 1
                     yield sample
-                    if remaining is not None:
-                        remaining -= 1
-                        if remaining == 0:
-                            break
-                if remaining:
+                if segment.stop is not None and segment.start + self._offset < segment.stop:
                     raise ShardFormatError(
                         f"shard has {segment.start + self._offset} samples, its count says "
                         f"at least {segment.stop}",
                         shard=spec.url,
                     )
-            self.close()
+            self._close_samples()
             self._segment += 1
             self._offset = 0
 
@@ -483,10 +479,13 @@ class ReadShards(Stage[Sample]):
         ]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
-    def close(self) -> None:
+    def _close_samples(self) -> None:
         if self._samples is not None:
             self._samples.close()  # type: ignore[attr-defined]
             self._samples = None
+
+    def close(self) -> None:
+        self._close_samples()
         if self._ahead is not None:
             self._ahead[1].file.close()
             self._ahead = None

@@ -566,12 +566,13 @@ def read_indexed_samples(
     index: ShardIndex,
     *,
     first: int = 0,
+    stop: int | None = None,
     only: Sequence[int] | None = None,
     file_size: int | None = None,
     read_size: int = DEFAULT_READ_SIZE,
     stats: ReadStats | None = None,
 ) -> Iterator[Sample]:
-    """Yield samples ``first..`` of a shard by slicing at the offsets its sidecar records.
+    """Yield samples ``first:stop`` of a shard by slicing at the offsets its sidecar records.
 
     Headers are not parsed. The shard is checked against the sidecar instead: its size
     (``file_size`` when known, else by reading to the end), the name in the header of each
@@ -587,7 +588,8 @@ def read_indexed_samples(
         SidecarError: the shard does not match its sidecar.
     """
     stats = stats if stats is not None else ReadStats()
-    count = n = index.count
+    count = index.count
+    n = count if stop is None else min(stop, count)
     if only is not None and len(only):
         first, n = only[0], only[-1] + 1
         if not 0 <= first < n <= count:
@@ -680,6 +682,10 @@ def _check_indexed_end(
     total = end + BLOCK
     while more := f.read(DEFAULT_READ_SIZE):
         total += len(more)
+    if total < index.size:
+        raise TruncatedShardError(
+            f"shard is truncated: {total} of {index.size} bytes present", shard=url, offset=total
+        )
     if total != index.size:
         raise SidecarError(
             f"shard is {total} bytes, its sidecar says {index.size}", shard=url, offset=total

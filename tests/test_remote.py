@@ -1,0 +1,254 @@
+"""Remote shards: a real S3 endpoint on loopback, injected faults, secrets, read-ahead."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import tarstream
+from tarstream import ShardChangedError, StorageError, TruncatedShardError
+from tarstream.remote import RemoteInput, Retry, Storage, is_transient
+
+from .conftest import make_samples, write_dataset
+from .remote_helpers import JOURNAL, Fault, http_server, moto_server, s3_credentials, upload
+
+NO_WAIT = Retry(attempts=4, backoff=0.0)
+
+
+def _rows(stream: Any) -> list[tuple[str, bytes, bytes]]:
+    return [(s["__key__"], s["txt"], s["json"]) for s in stream]
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """moto's S3 server on 127.0.0.1 holding a 4-shard dataset under s3://data/train/."""
+    directory = tmp_path_factory.mktemp("s3-dataset")
+    write_dataset(directory, make_samples(120), max_samples=30)
+    with moto_server() as endpoint:
+        upload(endpoint, "data", directory, "train")
+        yield endpoint, directory
+
+
+def _s3_storage(endpoint: str, **options: Any) -> Storage:
+    return Storage({"endpoint_url": endpoint}, credentials=s3_credentials, **options)
+
+
+@pytest.fixture
+def flaky(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A 3-shard dataset read through the fault-injecting ``flaky://`` file system."""
+    write_dataset(tmp_path, make_samples(60), max_samples=20)
+    JOURNAL.faults.clear()
+    JOURNAL.ranges.clear()
+    JOURNAL.replaced.clear()
+    JOURNAL.opens = 0
+    yield "flaky://" + str(tmp_path), tmp_path
+    JOURNAL.faults.clear()
+
+
+# -- a real S3 endpoint ------------------------------------------------------------------------
+def test_s3_stream_gives_exactly_the_samples_of_the_local_copy(s3: tuple[str, Path]) -> None:
+    endpoint, directory = s3
+    local = _rows(tarstream.TarStream(str(directory / "train.manifest.json")))
+    storage = _s3_storage(endpoint, block_size=16 << 10)
+    assert _rows(tarstream.TarStream("s3://data/train/train.manifest.json", storage=storage)) == (
+        local
+    )
+    pattern = "s3://data/train/train-{000000..000003}.tar"  # sidecars found beside the shards
+    stream = tarstream.TarStream(pattern, storage=storage, seed=5, shuffle_shards=True)
+    assert len(stream) == 120
+    assert sorted(_rows(stream.shuffle(50))) == sorted(local)
+
+
+def test_s3_stream_through_two_spawned_workers(s3: tuple[str, Path]) -> None:
+    endpoint, directory = s3
+    local = _rows(tarstream.TarStream(str(directory / "train.manifest.json")))
+    stream = tarstream.TarStream(
+        "s3://data/train/train.manifest.json", storage=_s3_storage(endpoint, block_size=16 << 10)
+    )
+    loader = tarstream.Loader(stream.batch(8), num_workers=2, multiprocessing_context="spawn")
+    got = [row for b in loader for row in zip(b["__key__"], b["txt"], b["json"], strict=True)]
+    assert sorted(got) == sorted(local)  # every sample once
+
+
+def test_s3_missing_object_fails_at_once_naming_it(s3: tuple[str, Path]) -> None:
+    endpoint, _ = s3
+    storage = _s3_storage(endpoint, retry=Retry(attempts=6, backoff=1.0))
+    started = time.monotonic()
+    with pytest.raises(FileNotFoundError, match="s3://data/train/missing-000000.tar"):
+        list(tarstream.TarStream("s3://data/train/missing-000000.tar", storage=storage))
+    assert time.monotonic() - started < 5  # not retried
+
+
+def test_s3_warm_cache_gives_the_same_samples(s3: tuple[str, Path], tmp_path: Path) -> None:
+    endpoint, directory = s3
+    local = _rows(tarstream.TarStream(str(directory / "train.manifest.json")))
+    storage = _s3_storage(endpoint, cache_dir=tmp_path / "cache")
+    stream = tarstream.TarStream("s3://data/train/train.manifest.json", storage=storage)
+    assert _rows(stream) == local
+    assert storage.cache is not None and len(storage.cache.entries()) == 4
+    assert _rows(stream) == local  # from the cache
+
+
+# -- injected faults ---------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["reset", "short"])
+@pytest.mark.parametrize("prefetch", [0, 2])
+def test_transient_faults_are_retried_from_the_byte_reached(
+    flaky: tuple[str, Path], kind: str, prefetch: int
+) -> None:
+    url, directory = flaky
+    expected = _rows(tarstream.TarStream(str(directory / "train.manifest.json")))
+    shard = str(directory / "train-000001.tar").lstrip("/")
+    JOURNAL.faults += [Fault(shard, at=5000, attempts=(1, 2), kind=kind), Fault(shard, at=40000)]
+    storage = Storage(retry=NO_WAIT, block_size=8192, prefetch=prefetch)
+    got = _rows(tarstream.TarStream(f"{url}/train.manifest.json", storage=storage))
+    assert got == expected  # every sample exactly once, in order
+    assert JOURNAL.faults[0].seen >= 3 and JOURNAL.faults[1].seen >= 2  # faults were met
+
+
+def test_retries_used_up_is_a_storage_error_naming_the_shard(flaky: tuple[str, Path]) -> None:
+    url, directory = flaky
+    shard = str(directory / "train-000000.tar").lstrip("/")
+    JOURNAL.faults.append(Fault(shard, at=100, attempts=(1, 2, 3, 4)))
+    storage = Storage(retry=NO_WAIT, block_size=8192)
+    with pytest.raises(StorageError, match=r"train-000000\.tar: read at byte 0 failed after 4"):
+        list(tarstream.TarStream(f"{url}/train.manifest.json", storage=storage))
+
+
+def test_a_permanent_fault_fails_within_seconds(flaky: tuple[str, Path]) -> None:
+    url, directory = flaky
+    shard = str(directory / "train-000002.tar").lstrip("/")
+    JOURNAL.faults.append(Fault(shard, at=0, attempts=(1,), kind="forbidden"))
+    storage = Storage(retry=Retry(attempts=6, backoff=2.0), block_size=8192)
+    started = time.monotonic()
+    with pytest.raises(StorageError, match="403 Forbidden") as caught:
+        list(tarstream.TarStream(f"{url}/train.manifest.json", storage=storage))
+    assert time.monotonic() - started < 5
+    assert "train-000002.tar" in str(caught.value)
+
+
+def test_an_object_replaced_during_the_read_is_an_error_not_mixed_bytes(
+    flaky: tuple[str, Path],
+) -> None:
+    url, directory = flaky
+    shard = str(directory / "train-000001.tar").lstrip("/")
+    JOURNAL.faults.append(Fault(shard, at=20000, kind="change"))
+    storage = Storage(retry=NO_WAIT, block_size=8192)
+    seen = []
+    with pytest.raises(ShardChangedError, match="object changed during the read"):
+        for sample in tarstream.TarStream(f"{url}/train.manifest.json", storage=storage):
+            seen.append(sample["__key__"])
+    assert seen == [f"s/{i:05d}" for i in range(len(seen))]  # nothing after the change
+
+
+def test_read_ahead_holds_at_most_prefetch_blocks_beyond_the_reader(
+    flaky: tuple[str, Path],
+) -> None:
+    url, directory = flaky
+    block = 4096
+    f = RemoteInput(f"{url}/train-000000.tar", Storage(block_size=block, prefetch=2))
+    with f:
+        first = f.read(100)
+        for _, fetching in list(f._ahead):
+            fetching.result()
+        furthest = max(end for _, _, end in JOURNAL.ranges)
+        assert furthest == 3 * block  # the block being read and two ahead, no more
+        rest = f.read()
+    assert first + rest == (directory / "train-000000.tar").read_bytes()
+
+
+def test_the_next_remote_shard_is_opened_while_the_current_one_is_read(
+    flaky: tuple[str, Path],
+) -> None:
+    url, directory = flaky
+    storage = Storage(block_size=4096, prefetch=1)
+    list(tarstream.TarStream(f"{url}/train-{{000000..000002}}.tar", storage=storage))
+    order = [path.rsplit("/", 1)[-1] for path, start, _ in JOURNAL.ranges]
+    last_of_first = len(order) - 1 - order[::-1].index("train-000000.tar")
+    assert (directory / "train-000000.tar").stat().st_size > 4 * 4096
+    assert "train-000001.tar" in order[:last_of_first]  # fetched while shard 0 was read
+
+
+def test_truncation_without_content_length_is_caught_by_the_sidecar(tmp_path: Path) -> None:
+    write_dataset(tmp_path, make_samples(30), max_samples=15)
+    size = (tmp_path / "train-000001.tar").stat().st_size
+    with http_server(tmp_path, cut={"train-000001.tar": size - 3000}) as base:
+        stream = tarstream.TarStream(
+            f"{base}/train.manifest.json", storage=Storage(retry=NO_WAIT, block_size=8192)
+        )
+        with pytest.raises(TruncatedShardError, match=r"train-000001\.tar"):
+            list(stream)
+        intact = tarstream.TarStream(
+            f"{base}/train-000000.tar", storage=Storage(retry=NO_WAIT, block_size=8192)
+        )
+        assert [s["__key__"] for s in intact] == [f"s/{i:05d}" for i in range(15)]
+
+
+def test_transient_and_permanent_errors_are_told_apart() -> None:
+    assert is_transient(ConnectionResetError(104, "reset"))
+    assert is_transient(TimeoutError())
+    assert is_transient(OSError(16, "SlowDown"))  # s3fs maps SlowDown/503 to EBUSY
+    assert not is_transient(PermissionError("403"))
+    assert not is_transient(FileNotFoundError("404"))
+    assert not is_transient(ValueError("bad"))
+
+
+# -- secrets -----------------------------------------------------------------------------------
+SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCY-EXAMPLEKEY"
+
+
+def test_secrets_stay_out_of_pickles_state_repr_and_errors(flaky: tuple[str, Path]) -> None:
+    url, _ = flaky
+    storage = Storage(
+        {"key": "AKIAEXAMPLE", "secret": SECRET, "client_kwargs": {"region_name": "x"}},
+        retry=NO_WAIT,
+    )
+    stream = tarstream.TarStream(f"{url}/train.manifest.json", storage=storage).shuffle(5)
+    it = iter(stream)
+    next(it)
+    texts = [
+        pickle.dumps(stream),
+        json.dumps(stream.state_dict()).encode(),
+        repr(stream).encode(),
+        repr(storage).encode(),
+    ]
+    with pytest.raises(FileNotFoundError) as caught:
+        list(tarstream.TarStream("flaky:///no/such-000000.tar", storage=storage))
+    texts.append(str(caught.value).encode())
+    for text in texts:
+        assert SECRET.encode() not in text and b"AKIAEXAMPLE" not in text
+    assert "secrets=[key, secret: ***]" in repr(storage)
+
+
+def test_secrets_do_not_reach_a_process_that_unpickles_the_storage() -> None:
+    storage = pickle.loads(pickle.dumps(Storage({"secret": SECRET})))
+    with pytest.raises(StorageError, match=r"credentials=FUNCTION"):
+        storage.filesystem("s3://bucket/x.tar")
+
+
+def test_credentials_in_a_url_are_redacted_in_samples_and_errors(tmp_path: Path) -> None:
+    write_dataset(tmp_path, make_samples(5), max_samples=5)
+    with http_server(tmp_path) as base:
+        secret_url = base.replace("http://", f"http://user:{SECRET}@") + "/train-000000.tar"
+        stream = tarstream.TarStream(secret_url, storage=Storage(retry=NO_WAIT))
+        urls = {s["__url__"] for s in stream}
+        assert urls == {secret_url.replace(f"user:{SECRET}", "***")}
+        with pytest.raises(FileNotFoundError) as caught:
+            list(tarstream.TarStream(secret_url.replace("000000", "000009"), storage=Storage()))
+        assert SECRET not in str(caught.value)
+
+
+def test_storage_options_are_validated() -> None:
+    with pytest.raises(ValueError, match="block_size must be >= 4096, got 10"):
+        Storage(block_size=10)
+    with pytest.raises(ValueError, match="prefetch must be >= 0, got -1"):
+        Storage(prefetch=-1)
+    with pytest.raises(ValueError, match="attempts must be >= 1, got 0"):
+        Retry(attempts=0)
+    with pytest.raises(ValueError, match="cache_limit needs cache_dir"):
+        Storage(cache_limit=10)
