@@ -5,6 +5,7 @@ Write shards with ``ShardWriter`` or the ``tarstream-write`` command; read them 
 """
 
 from .errors import (
+    DecodeError,
     DuplicateKeyError,
     EncodeError,
     InvalidKeyError,
@@ -28,6 +29,7 @@ from .writer import ShardWriter
 __version__ = "0.1.0"
 
 _LAZY = {
+    "AudioOptions": "media",
     # Pipeline modules import torch when it is installed (a Pipeline is then an
     # IterableDataset); loading them on first use keeps `import tarstream` and the writer light.
     "Batch": "batch",
@@ -53,6 +55,7 @@ _LAZY = {
     "TarStream": "stream",
     "ToTuple": "transform",
     "Unbatch": "batch",
+    "VideoOptions": "media",
     "World": "world",
     "merge_states": "resume",
 }
@@ -70,8 +73,10 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "AudioOptions",
     "Batch",
     "Decode",
+    "DecodeError",
     "DuplicateKeyError",
     "EncodeError",
     "Filter",
@@ -110,6 +115,7 @@ __all__ = [
     "ToTuple",
     "TruncatedShardError",
     "Unbatch",
+    "VideoOptions",
     "World",
     "WriteError",
     "__version__",

@@ -10,6 +10,7 @@ error raised in a DataLoader worker reaches the trainer intact::
     │   │   ├── TruncatedShardError the shard ends early (inside a member or at a boundary)
     │   │   └── MemberTooLargeError a member is larger than the reader's size limit
     │   ├── SidecarError            the sidecar is unreadable or does not match its shard
+    │   ├── DecodeError             a field cannot be decoded (member is KEY.FIELD)
     │   └── ShardChangedError       the object changed while it was read (ETag, size)
     ├── StorageError                (also an OSError) remote storage failed: a permanent
     │                               error, retries used up, credentials not available
@@ -26,6 +27,7 @@ from __future__ import annotations
 import re
 
 __all__ = [
+    "DecodeError",
     "DuplicateKeyError",
     "EncodeError",
     "InvalidKeyError",
@@ -121,6 +123,10 @@ class MemberTooLargeError(ShardFormatError):
 
 class SidecarError(ShardError):
     """A sidecar index cannot be read, or it does not match its shard."""
+
+
+class DecodeError(ShardError):
+    """A field of a sample cannot be decoded; ``member`` is ``KEY.FIELD``."""
 
 
 class ShardChangedError(ShardError):

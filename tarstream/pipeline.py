@@ -15,9 +15,9 @@ from __future__ import annotations
 import copy
 import multiprocessing
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from multiprocessing.context import get_spawning_popen
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from .stage import FunctionStage, Stage, State
 from .world import Context, World, detect_world
@@ -25,6 +25,8 @@ from .world import Context, World, detect_world
 __all__ = ["Pipeline"]
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
+    from .media import AudioOptions, VideoOptions
+
     _DatasetBase = object
 else:
     try:
@@ -111,12 +113,39 @@ class Pipeline(_DatasetBase):
         return self.then(Shuffle(buffer_size, initial=initial))
 
     def decode(
-        self, image: str = "rgb8", *, layout: str = "HWC", only: Iterable[str] | None = None
+        self,
+        image: str = "rgb8",
+        *,
+        layout: str = "HWC",
+        size: int | tuple[int, int] | None = None,
+        video: VideoOptions | None = None,
+        audio: AudioOptions | None = None,
+        only: Iterable[str] | None = None,
+        drop_others: bool = False,
+        decoders: Mapping[str, Callable[[bytes], Any] | None] | None = None,
+        unsafe: Iterable[str] = (),
+        errors: Literal["strict", "skip"] = "strict",
+        max_errors: int | None = None,
     ) -> Pipeline:
-        """Decode fields by extension (``tarstream.decode.Decode``)."""
+        """Decode fields by extension (``tarstream.decode.Decode``, which takes the limits
+        ``max_pixels`` and ``max_size`` too)."""
         from .decode import Decode
 
-        return self.then(Decode(image, layout=layout, only=only))
+        return self.then(
+            Decode(
+                image,
+                layout=layout,
+                size=size,
+                video=video,
+                audio=audio,
+                only=only,
+                drop_others=drop_others,
+                decoders=decoders,
+                unsafe=unsafe,
+                errors=errors,
+                max_errors=max_errors,
+            )
+        )
 
     def map(self, fn: Callable[[Any], Any]) -> Pipeline:
         """Apply ``fn`` to every item."""

@@ -80,7 +80,7 @@ def test_s3_missing_object_fails_at_once_naming_it(s3: tuple[str, Path]) -> None
     endpoint, _ = s3
     storage = _s3_storage(endpoint, retry=Retry(attempts=6, backoff=1.0))
     started = time.monotonic()
-    with pytest.raises(FileNotFoundError, match="s3://data/train/missing-000000.tar"):
+    with pytest.raises(FileNotFoundError, match=r"s3://data/train/missing-000000\.tar"):
         list(tarstream.TarStream("s3://data/train/missing-000000.tar", storage=storage))
     assert time.monotonic() - started < 5  # not retried
 

@@ -5,6 +5,7 @@
     python3 tools/dev.py bench write [--reps 3]
     python3 tools/dev.py bench pipeline [--reps 3] [--image-shards 4]
     python3 tools/dev.py bench resume [--reps 3]
+    python3 tools/dev.py bench remote [--reps 3]
 
 ``read``: the small workload streamed raw in one process: tarstream with sidecars, tarstream
 on plain webdataset shards (no sidecars), and webdataset on the same plain shards. Runs
@@ -26,6 +27,9 @@ in one process and through ``Loader(num_workers=2)`` (worker start included), an
 of the JSON state. For contrast, the same in one process with ``sidecars="ignore"``, where a
 resume replays by reading. Each resumed first batch is checked against the uninterrupted run.
 
+``remote``: the small workload from moto's S3 server (its own process, on 127.0.0.1) beside
+local disk: with and without read-ahead, and through a warm cache (see bench_remote.py).
+
 Workloads are generated once (seeded) under .bench-cache/ or $TARSTREAM_BENCH_DIR.
 """
 
@@ -45,6 +49,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import workloads
+from bench_remote import bench_remote
 
 
 def _count(samples: Iterable[Any]) -> int:
@@ -294,7 +299,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("benchmark", choices=["read", "write", "pipeline", "resume"])
+    parser.add_argument("benchmark", choices=["read", "write", "pipeline", "resume", "remote"])
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--wds-shards", type=int, default=2)
     parser.add_argument("--image-shards", type=int, default=4)
@@ -306,6 +311,7 @@ def main() -> None:
         "write": bench_write,
         "pipeline": bench_pipeline,
         "resume": bench_resume,
+        "remote": bench_remote,
     }
     result = benchmarks[args.benchmark](args)
     result["machine"] = {"python": platform.python_version(), "cpus": __import__("os").cpu_count()}
