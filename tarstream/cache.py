@@ -95,9 +95,10 @@ class ShardCache:
                     with self._locked(entry) as exclusive:
                         if not self._valid(entry):
                             self._fill(url, entry, fill, size, sha256, exclusive)
-                f = open(entry, "rb", buffering=0)  # noqa: SIM115 - the caller closes it
-            except FileNotFoundError:
-                continue
+                try:
+                    f = open(entry, "rb", buffering=0)  # noqa: SIM115 - the caller closes it
+                except FileNotFoundError:
+                    continue
             except OSError as e:
                 if e.errno not in _UNWRITABLE:
                     raise

@@ -42,7 +42,7 @@ def load_index(spec: ShardSpec) -> ShardIndex | None:
     if not spec.sidecar:
         return None
     try:
-        data = read_bytes(spec.sidecar, spec.storage)
+        data = read_bytes(spec.sidecar, spec.storage, cached=True)
     except FileNotFoundError:
         return None
     index = ShardIndex.from_bytes(data, url=redact_url(spec.sidecar))

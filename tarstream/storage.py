@@ -201,15 +201,24 @@ class BackgroundInput(io.RawIOBase):
         super().close()
 
 
-def read_bytes(url: str, storage: Storage | None = None) -> bytes:
-    """Return the whole content of a small file (a sidecar or manifest)."""
+def read_bytes(url: str, storage: Storage | None = None, *, cached: bool = False) -> bytes:
+    """Return the whole content of a small file (a sidecar or manifest).
+
+    ``cached``: keep a remote file in the storage's cache, if it has one (sidecars, which
+    are read again every epoch, like the shards they describe).
+    """
     if is_local(url) or is_pipe(url):
         f, _ = open_input(url)
         with f:
             return f.read()
     from .remote import RemoteInput, Storage
 
-    with RemoteInput(url, storage if storage is not None else Storage(), prefetch=0) as r:
+    storage = storage if storage is not None else Storage()
+    if cached and storage.cache is not None:
+        f, _ = open_input(url, storage)
+        with f:
+            return f.read()
+    with RemoteInput(url, storage, prefetch=0) as r:
         return r.read()
 
 

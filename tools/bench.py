@@ -6,6 +6,7 @@
     python3 tools/dev.py bench pipeline [--reps 3] [--image-shards 4]
     python3 tools/dev.py bench resume [--reps 3]
     python3 tools/dev.py bench remote [--reps 3]
+    python3 tools/dev.py bench decode [--reps 3] [--image-shards 4]
 
 ``read``: the small workload streamed raw in one process: tarstream with sidecars, tarstream
 on plain webdataset shards (no sidecars), and webdataset on the same plain shards. Runs
@@ -30,6 +31,8 @@ resume replays by reading. Each resumed first batch is checked against the unint
 ``remote``: the small workload from moto's S3 server (its own process, on 127.0.0.1) beside
 local disk: with and without read-ahead, and through a warm cache (see bench_remote.py).
 
+``decode``: the decoders beside bare Pillow and bare PyAV (see bench_decode.py).
+
 Workloads are generated once (seeded) under .bench-cache/ or $TARSTREAM_BENCH_DIR.
 """
 
@@ -49,6 +52,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import workloads
+from bench_decode import bench_decode
 from bench_remote import bench_remote
 
 
@@ -299,7 +303,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("benchmark", choices=["read", "write", "pipeline", "resume", "remote"])
+    parser.add_argument(
+        "benchmark", choices=["read", "write", "pipeline", "resume", "remote", "decode"]
+    )
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--wds-shards", type=int, default=2)
     parser.add_argument("--image-shards", type=int, default=4)
@@ -312,6 +318,7 @@ def main() -> None:
         "pipeline": bench_pipeline,
         "resume": bench_resume,
         "remote": bench_remote,
+        "decode": bench_decode,
     }
     result = benchmarks[args.benchmark](args)
     result["machine"] = {"python": platform.python_version(), "cpus": __import__("os").cpu_count()}

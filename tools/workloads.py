@@ -110,6 +110,33 @@ def image_samples(n: int = 20_000, seed: int = 0) -> Iterator[dict[str, Any]]:
         yield {"__key__": f"{i:08d}", "jpg": _jpeg(rng), "cls": int(rng.integers(0, 1000))}
 
 
+def _clip(rng: np.random.Generator, frames: int = 48, size: int = 256) -> bytes:
+    import av
+
+    out = io.BytesIO()
+    with av.open(out, "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=24)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        base = rng.integers(0, 256, size=(size // 16, size // 16, 3), dtype=np.uint8)
+        for t in range(frames):
+            moved = np.roll(base, t, axis=1).repeat(16, axis=0).repeat(16, axis=1)
+            noise = rng.integers(-8, 9, size=moved.shape, dtype=np.int16)
+            pixels = np.clip(moved.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return out.getvalue()
+
+
+def video_samples(n: int = 40, seed: int = 0) -> Iterator[dict[str, Any]]:
+    """Clips of 48 frames, 256x256 at 24 fps (2 s), H.264 in mp4."""
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        yield {"__key__": f"{i:08d}", "mp4": _clip(rng), "cls": int(rng.integers(0, 10))}
+
+
 def _encode_for_webdataset(sample: dict[str, Any]) -> dict[str, Any]:
     out = dict(sample)
     if "json" in out:
@@ -140,7 +167,7 @@ def ensure(root: Path, name: str) -> Path:
     done = root / name / "DONE"
     if not done.exists():
         print(f"generating the {name} workload under {root / name} (once)", flush=True)
-        generate = {"small": small_samples, "images": image_samples}[name]
+        generate = {"small": small_samples, "images": image_samples, "video": video_samples}[name]
         _write(root, name, list(generate()))
         done.write_text("ok\n")
     return root / name
