@@ -205,3 +205,33 @@ def test_a_full_disk_falls_back_to_streaming(tmp_path: Path) -> None:
     with pytest.warns(CacheWarning, match="No space left on device"):
         assert cache.open(URL, fill) is None
     assert _leftovers(tmp_path) == []
+
+
+def _fill_without_locks(directory: str, start: Any, out: Any) -> None:
+    import fcntl
+
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(37, "No locks available")  # ENOLCK, as on some network file systems
+
+    fcntl.flock = no_locks
+    _fill_and_read(directory, start, out)
+
+
+def test_concurrent_fills_without_locking_still_leave_one_complete_entry(tmp_path: Path) -> None:
+    context = multiprocessing.get_context("fork")
+    start, out = context.Event(), context.Queue()
+    workers = [
+        context.Process(target=_fill_without_locks, args=(str(tmp_path), start, out))
+        for _ in range(4)
+    ]
+    for worker in workers:
+        worker.start()
+    start.set()
+    results = [out.get(timeout=60) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    assert {digest for digest, _ in results} == {SHA}  # every process read a whole shard
+    entries = ShardCache(tmp_path).entries()
+    assert len(entries) == 1 and entries[0][1] == len(DATA)
+    assert _leftovers(tmp_path) == []
