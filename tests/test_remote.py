@@ -65,13 +65,14 @@ def test_s3_stream_gives_exactly_the_samples_of_the_local_copy(s3: tuple[str, Pa
     assert sorted(_rows(stream.shuffle(50))) == sorted(local)
 
 
-def test_s3_stream_through_two_spawned_workers(s3: tuple[str, Path]) -> None:
+@pytest.mark.parametrize("start", ["fork", "spawn"])
+def test_s3_stream_through_two_workers(s3: tuple[str, Path], start: str) -> None:
     endpoint, directory = s3
     local = _rows(tarstream.TarStream(str(directory / "train.manifest.json")))
     stream = tarstream.TarStream(
         "s3://data/train/train.manifest.json", storage=_s3_storage(endpoint, block_size=16 << 10)
     )
-    loader = tarstream.Loader(stream.batch(8), num_workers=2, multiprocessing_context="spawn")
+    loader = tarstream.Loader(stream.batch(8), num_workers=2, multiprocessing_context=start)
     got = [row for b in loader for row in zip(b["__key__"], b["txt"], b["json"], strict=True)]
     assert sorted(got) == sorted(local)  # every sample once
 
