@@ -59,8 +59,22 @@ def _stack_tensors(items: list[Any]) -> Any:
     if first.dim() == 3 and not first.is_contiguous():
         hwc = [t.permute(1, 2, 0) for t in items]
         if all(t.is_contiguous() for t in hwc):
-            return torch.stack(hwc).permute(0, 3, 1, 2)
-    return torch.stack(items)
+            return torch.stack(hwc, out=_output(hwc)).permute(0, 3, 1, 2)
+    return torch.stack(items, out=_output(items))
+
+
+def _output(items: list[Any]) -> Any:
+    """The tensor a batch is stacked into: in a DataLoader worker, in shared memory, so the
+    batch reaches the trainer without another copy (as torch's default collate does)."""
+    import torch
+    from torch.utils.data import get_worker_info
+
+    first = items[0]
+    shape = (len(items), *first.shape)
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=first.dtype, device=first.device)
+    storage = first._typed_storage()._new_shared(len(items) * first.numel(), device=first.device)
+    return first.new(storage).resize_(shape)
 
 
 class Batch(Stage[Any]):

@@ -134,3 +134,20 @@ def test_three_ranks_with_two_workers_each_run_equal_steps_and_read_everything_o
     delivered = [k for _, ks in gathered for k in ks]
     assert len(set(steps)) == 1, f"ranks ran different numbers of steps: {steps}"
     assert sorted(delivered) == sorted(keys)  # even="drop" keeps all 87 = 3 x 29
+
+
+def _tensor_of_class(sample: dict[str, object]) -> torch.Tensor:
+    return torch.full((3, 4, 5), int(sample["cls"]), dtype=torch.uint8)  # type: ignore[call-overload]
+
+
+def test_workers_stack_batches_straight_into_shared_memory(shards: tuple[str, list[str]]) -> None:
+    pattern, keys = shards
+    stream = tarstream.TarStream(pattern).map(_tensor_of_class).batch(8)
+    # A batch built in a worker is already shared: it reaches the trainer without a copy.
+    in_worker = stream.map(lambda batch: (batch.is_shared(), batch))
+    loader = tarstream.Loader(in_worker, num_workers=2, multiprocessing_context="fork")
+    seen = list(loader)
+    assert all(shared for shared, _ in seen)
+    values = sorted(int(v) for _, batch in seen for v in batch[:, 0, 0, 0])
+    assert values == list(range(len(keys)))
+    assert not next(iter(stream)).is_shared()  # in one process, plain memory
