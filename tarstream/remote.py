@@ -422,6 +422,19 @@ class RemoteInput(io.RawIOBase):
         self._pos = offset
         return offset
 
+    def read(self, size: int = -1) -> bytes:
+        """Up to ``size`` bytes (all to the end for -1), sliced from the fetched blocks."""
+        if size is None or size < 0:
+            return self.readall()
+        at = self._pos - self._block_start
+        if at >= len(self._block):
+            if not size or not self._next_block():
+                return b""
+            at = self._pos - self._block_start
+        data = self._block[at : at + size]
+        self._pos += len(data)
+        return data
+
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
         at = self._pos - self._block_start

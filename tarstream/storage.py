@@ -183,6 +183,9 @@ class BackgroundInput(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         return self._get().readinto(buffer)  # type: ignore[attr-defined, no-any-return]
 
+    def read(self, size: int = -1) -> bytes:
+        return self._get().read(size)  # the file's own read: no copy through a buffer
+
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         return self._get().seek(offset, whence)
 
