@@ -58,10 +58,17 @@ def _leftovers(directory: Path) -> list[str]:
 def test_concurrent_fills_from_several_processes_leave_one_verified_entry(
     tmp_path: Path,
 ) -> None:
+    results = _fill_at_once(_fill_and_read, tmp_path, 6)
+    assert sum(fills for _, fills in results) == 1  # one process filled, the others waited
+
+
+def _fill_at_once(target: Any, directory: Path, processes: int) -> list[tuple[str, int]]:
+    """Run ``target`` in ``processes`` forked processes released together; check that each
+    read the whole shard and that one complete entry and no temporary file remain."""
     context = multiprocessing.get_context("fork")
     start, out = context.Event(), context.Queue()
     workers = [
-        context.Process(target=_fill_and_read, args=(str(tmp_path), start, out)) for _ in range(6)
+        context.Process(target=target, args=(str(directory), start, out)) for _ in range(processes)
     ]
     for worker in workers:
         worker.start()
@@ -71,10 +78,10 @@ def test_concurrent_fills_from_several_processes_leave_one_verified_entry(
         worker.join(timeout=60)
         assert worker.exitcode == 0
     assert {digest for digest, _ in results} == {SHA}
-    assert sum(fills for _, fills in results) == 1  # one process filled, the others waited
-    entries = ShardCache(tmp_path).entries()
+    entries = ShardCache(directory).entries()
     assert len(entries) == 1 and entries[0][1] == len(DATA)
-    assert _leftovers(tmp_path) == []
+    assert _leftovers(directory) == []
+    return results
 
 
 def test_a_killed_fill_leaves_nothing_that_is_used_and_is_cleaned_up(tmp_path: Path) -> None:
@@ -218,20 +225,4 @@ def _fill_without_locks(directory: str, start: Any, out: Any) -> None:
 
 
 def test_concurrent_fills_without_locking_still_leave_one_complete_entry(tmp_path: Path) -> None:
-    context = multiprocessing.get_context("fork")
-    start, out = context.Event(), context.Queue()
-    workers = [
-        context.Process(target=_fill_without_locks, args=(str(tmp_path), start, out))
-        for _ in range(4)
-    ]
-    for worker in workers:
-        worker.start()
-    start.set()
-    results = [out.get(timeout=60) for _ in workers]
-    for worker in workers:
-        worker.join(timeout=60)
-        assert worker.exitcode == 0
-    assert {digest for digest, _ in results} == {SHA}  # every process read a whole shard
-    entries = ShardCache(tmp_path).entries()
-    assert len(entries) == 1 and entries[0][1] == len(DATA)
-    assert _leftovers(tmp_path) == []
+    _fill_at_once(_fill_without_locks, tmp_path, 4)
