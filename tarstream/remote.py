@@ -282,6 +282,7 @@ class RemoteInput(io.RawIOBase):
         self._ahead: deque[tuple[int, Future[bytes]]] = deque()
         self._next_fetch = start
         self._stream_end: int | None = None
+        self._closing = False  # set by close(): a fetch still running stops at its next try
         self._fill_ahead()  # starts opening the object and fetching its first block
 
     # -- the background side (called with the lock held) ------------------------------------
@@ -327,7 +328,7 @@ class RemoteInput(io.RawIOBase):
         def attempt() -> None:
             nonlocal got
             with self._lock:
-                while got < n:
+                while got < n and not self._closing:
                     position = start + got
                     if self._file is None:
                         self._reopen(position)
@@ -389,6 +390,8 @@ class RemoteInput(io.RawIOBase):
                 if on_retry is not None:
                     on_retry()
                 time.sleep(retry.delay(attempt, self._rng))
+                if self._closing:
+                    return  # closed while waiting: nobody reads this block
 
     # -- the reader's side ------------------------------------------------------------------
     def _fill_ahead(self) -> None:
@@ -473,6 +476,7 @@ class RemoteInput(io.RawIOBase):
 
     def close(self) -> None:
         if not self.closed:
+            self._closing = True
             self._cancel_ahead()
             self._block = b""
             self._drop_file()
