@@ -103,6 +103,8 @@ class Batch(Stage[Any]):
 
     def next(self) -> Any:
         source = self.require_source()
+        if self.collate is collate:
+            return self._next_stacked(source)
         items = []
         for _ in range(self.size):
             try:
@@ -113,11 +115,119 @@ class Batch(Stage[Any]):
             raise StopIteration
         return self.collate(items)
 
+    def _next_stacked(self, source: Stage[Any]) -> Any:
+        """The default collate, built as items arrive: each array or tensor is copied into
+        the batch at once and let go, so a batch's decoded images are never all alive
+        beside the batch (that doubled the memory in use and faulted in fresh pages)."""
+        builder = _builder(source.next(), self.size)
+        n = 1
+        while n < self.size:
+            try:
+                builder.add(source.next())
+            except StopIteration:
+                break
+            n += 1
+        if n < self.size and not self.partial:
+            raise StopIteration
+        return builder.finish(n)
+
     def length(self, n: int) -> int:
         return -(-n // self.size) if self.partial else n // self.size
 
     def __repr__(self) -> str:
         return f"Batch({self.size}, partial={self.partial})"
+
+
+class _Items:
+    """A batch column kept as a list, combined by ``collate`` at the end."""
+
+    def __init__(self, first: Any) -> None:
+        self.items = [first]
+
+    def add(self, value: Any) -> None:
+        self.items.append(value)
+
+    def finish(self, n: int) -> Any:
+        return collate(self.items)
+
+
+class _Stacked:
+    """A column of same-shape arrays or tensors, copied into the batch as they arrive; a
+    value of another shape, dtype or type turns it back into a list of items."""
+
+    def __init__(self, first: Any, size: int) -> None:
+        self.first = first
+        self.chw = False
+        if isinstance(first, np.ndarray):
+            self.out: Any = np.empty((size, *first.shape), dtype=first.dtype)
+        else:
+            self.chw = first.dim() == 3 and first.permute(1, 2, 0).is_contiguous()
+            self.chw = self.chw and not first.is_contiguous()
+            like = first.permute(1, 2, 0) if self.chw else first
+            self.out = _output([like] * size)
+        self.n = 0
+        self.fallback: list[Any] | None = None
+        self.add(first)
+
+    def add(self, value: Any) -> None:
+        if self.fallback is not None:
+            self.fallback.append(value)
+        elif (
+            type(value) is type(self.first)
+            and value.shape == self.first.shape
+            and value.dtype == self.first.dtype
+        ):
+            self.out[self.n] = value.permute(1, 2, 0) if self.chw else value
+            self.n += 1
+        else:
+            self.fallback = [self._row(i) for i in range(self.n)] + [value]
+
+    def _row(self, i: int) -> Any:
+        return self.out[i].permute(2, 0, 1) if self.chw else self.out[i]
+
+    def finish(self, n: int) -> Any:
+        if self.fallback is not None:
+            return collate(self.fallback)
+        out = self.out[:n]
+        return out.permute(0, 3, 1, 2) if self.chw else out
+
+
+class _Mapping:
+    def __init__(self, first: dict[Any, Any], size: int) -> None:
+        self.columns = {key: _builder(value, size) for key, value in first.items()}
+
+    def add(self, value: Any) -> None:
+        for key, column in self.columns.items():
+            column.add(value[key])
+
+    def finish(self, n: int) -> Any:
+        return {key: column.finish(n) for key, column in self.columns.items()}
+
+
+class _Tuple:
+    def __init__(self, first: tuple[Any, ...], size: int) -> None:
+        self.columns = [_builder(value, size) for value in first]
+
+    def add(self, value: Any) -> None:
+        if len(value) != len(self.columns):
+            raise ValueError(f"tuples of {len(value)} and {len(self.columns)} in one batch")
+        for column, part in zip(self.columns, value, strict=True):
+            column.add(part)
+
+    def finish(self, n: int) -> Any:
+        return tuple(column.finish(n) for column in self.columns)
+
+
+def _builder(first: Any, size: int) -> Any:
+    """What builds a batch column like ``collate`` would, from its first item."""
+    if isinstance(first, dict):
+        return _Mapping(first, size)
+    if isinstance(first, tuple):
+        return _Tuple(first, size)
+    torch = sys.modules.get("torch")
+    if isinstance(first, np.ndarray) or (torch is not None and isinstance(first, torch.Tensor)):
+        return _Stacked(first, size)
+    return _Items(first)
 
 
 class Unbatch(Stage[Any]):

@@ -300,3 +300,72 @@ def test_decoded_chw_images_batch_into_channels_last_tensors_with_the_same_value
     assert batch.shape == (4, 3, 5, 7)
     assert batch.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(batch, torch.stack([t.permute(2, 0, 1).contiguous() for t in hwc]))
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (tuple, list)):
+        return type(a) is type(b) and len(a) == len(b) and all(map(_same, a, b))
+    if isinstance(a, torch.Tensor):
+        return (
+            isinstance(b, torch.Tensor)
+            and a.dtype == b.dtype
+            and a.shape == b.shape
+            and a.stride() == b.stride()
+            and torch.equal(a, b)
+        )
+    if isinstance(a, np.ndarray):
+        return isinstance(b, np.ndarray) and a.dtype == b.dtype and np.array_equal(a, b)
+    return bool(a == b)
+
+
+def _chw(seed: int, shape: tuple[int, int] = (5, 7)) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 255, (*shape, 3), dtype=torch.uint8, generator=generator).permute(
+        2, 0, 1
+    )
+
+
+class _ListStage(tarstream.Stage[Any]):
+    """The items of a list, as a first stage."""
+
+    def __init__(self, items: list[Any]) -> None:
+        super().__init__()
+        self.items = items
+
+    def reset(self, state: dict[str, Any] | None = None) -> None:
+        self.position = state["position"] if state else 0
+
+    def next(self) -> Any:
+        if self.position >= len(self.items):
+            raise StopIteration
+        self.position += 1
+        return self.items[self.position - 1]
+
+    def get_state(self) -> dict[str, Any]:
+        return {"position": self.position}
+
+
+BATCH_ITEMS = {
+    "arrays, tensors, numbers, strings": [
+        {"a": np.full((2, 3), i), "t": torch.full((4,), i), "n": i, "s": str(i)} for i in range(7)
+    ],
+    "chw image views": [(_chw(i), i) for i in range(7)],
+    "a shape changes midway": [np.zeros(3)] * 3 + [np.zeros(4)] + [np.zeros(3)] * 3,
+    "a dtype changes midway": [np.zeros(3, np.float32)] * 4 + [np.zeros(3, np.int64)] * 3,
+    "an image of another size midway": [_chw(i, (5, 7) if i != 4 else (6, 7)) for i in range(7)],
+    "a tensor then an array": [torch.zeros(2)] * 2 + [np.zeros(2)] + [torch.zeros(2)] * 4,
+    "contiguous tensors": [torch.full((3, 2, 2), i) for i in range(7)],
+}
+
+
+@pytest.mark.parametrize("name", BATCH_ITEMS)
+@pytest.mark.parametrize("size", [1, 3, 7, 10])
+def test_batches_built_as_items_arrive_equal_collate_of_the_list(name: str, size: int) -> None:
+    items = BATCH_ITEMS[name]
+    batches = list(Pipeline(_ListStage(items), Batch(size)))
+    expected = [collate(items[i : i + size]) for i in range(0, len(items), size)]
+    assert len(batches) == len(expected)
+    for got, want in zip(batches, expected, strict=True):
+        assert _same(got, want), (name, size)
