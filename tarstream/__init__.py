@@ -41,7 +41,7 @@ _LAZY = {
     "ReadShards": "shards",
     "Rename": "transform",
     "Repeat": "slicing",
-    "Retry": "remote",
+    "Retry": "retry",
     "Select": "transform",
     "ShardList": "shards",
     "Shuffle": "shuffle",

@@ -15,7 +15,8 @@ import pytest
 import tarstream
 from tarstream.cache import CacheWarning, ShardCache
 from tarstream.errors import SidecarError
-from tarstream.remote import Retry, Storage
+from tarstream.remote import Storage
+from tarstream.retry import Retry
 
 from .conftest import make_samples, write_dataset
 from .remote_helpers import JOURNAL

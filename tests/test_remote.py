@@ -13,7 +13,8 @@ import pytest
 
 import tarstream
 from tarstream import ShardChangedError, StorageError, TruncatedShardError
-from tarstream.remote import RemoteInput, Retry, Storage, is_transient
+from tarstream.remote import RemoteInput, Storage
+from tarstream.retry import Retry, is_transient
 
 from .conftest import make_samples, write_dataset
 from .remote_helpers import JOURNAL, Fault, http_server, moto_server, s3_credentials, upload
