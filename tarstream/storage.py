@@ -141,7 +141,8 @@ def open_input(
         return f, os.fstat(f.fileno()).st_size
     from .remote import RemoteInput, Storage
 
-    storage = storage if storage is not None else Storage()
+    if storage is None:  # defaults, read in this thread: no fetch threads for a one-off open
+        return cast(BinaryIO, RemoteInput(url, Storage(), prefetch=0)), None
     cache = storage.cache
     if cache is None:
         return cast(BinaryIO, RemoteInput(url, storage)), None
