@@ -337,3 +337,22 @@ def test_lenient_decode_resumes_exactly(tmp_path: Path) -> None:
 
     run = assert_resumable(make, at=[0, 1, 50, 120, 195], epochs=2)
     assert len(run) == 196
+
+
+@pytest.mark.parametrize(
+    ("ext", "container", "codec", "rate"),
+    [
+        ("mp3", "mp3", "mp3", 16000),
+        ("ogg", "ogg", "libopus", 48000),
+        ("opus", "ogg", "libopus", 48000),
+    ],
+)
+def test_lossy_audio_decodes_within_codec_tolerance(
+    ext: str, container: str, codec: str, rate: int
+) -> None:
+    sound = _decode({ext: _audio(container, codec, rate=rate)})[ext]
+    assert sound.rate == rate and sound.samples.dtype == np.float32
+    assert sound.samples.shape[0] == 2
+    assert abs(sound.samples.shape[1] - rate // 2) <= rate // 20  # 0.5 s, codec padding aside
+    peaks = np.abs(sound.samples).max(axis=1)
+    np.testing.assert_allclose(peaks, [0.5, 0.25], atol=0.06)  # the two tones' amplitudes
