@@ -55,12 +55,17 @@ def _stack_tensors(items: list[Any]) -> Any:
     """
     import torch
 
-    first = items[0]
-    if first.dim() == 3 and not first.is_contiguous():
+    if all(_is_chw_view(t) for t in items):
         hwc = [t.permute(1, 2, 0) for t in items]
-        if all(t.is_contiguous() for t in hwc):
-            return torch.stack(hwc, out=_output(hwc)).permute(0, 3, 1, 2)
+        return torch.stack(hwc, out=_output(hwc)).permute(0, 3, 1, 2)
     return torch.stack(items, out=_output(items))
+
+
+def _is_chw_view(tensor: Any) -> bool:
+    """Whether ``tensor`` is a C x H x W view of contiguous H x W x C memory."""
+    return bool(
+        tensor.dim() == 3 and not tensor.is_contiguous() and tensor.permute(1, 2, 0).is_contiguous()
+    )
 
 
 def _output(items: list[Any]) -> Any:
@@ -161,8 +166,7 @@ class _Stacked:
         if isinstance(first, np.ndarray):
             self.out: Any = np.empty((size, *first.shape), dtype=first.dtype)
         else:
-            self.chw = first.dim() == 3 and first.permute(1, 2, 0).is_contiguous()
-            self.chw = self.chw and not first.is_contiguous()
+            self.chw = _is_chw_view(first)
             like = first.permute(1, 2, 0) if self.chw else first
             self.out = _output([like] * size)
         self.n = 0

@@ -138,7 +138,6 @@ class ShardCache:
         sha256: str | None,
         exclusive: bool,
     ) -> None:
-        os.makedirs(self.directory, exist_ok=True)
         if exclusive:  # no one else is filling this entry: temporary files are a killed fill's
             for stale in glob.glob(glob.escape(self._partial_prefix(entry)) + "*"):
                 with contextlib.suppress(OSError):

@@ -30,10 +30,24 @@ __all__ = [
     "decode_video",
 ]
 
-VIDEO_FORMATS = {"mp4": "mp4", "m4v": "mp4", "mov": "mov", "webm": "matroska", "mkv": "matroska"}
-VIDEO_FORMATS |= {"avi": "avi"}
-AUDIO_FORMATS = {"wav": "wav", "flac": "flac", "mp3": "mp3", "ogg": "ogg", "opus": "ogg"}
-AUDIO_FORMATS |= {"m4a": "mp4", "aac": "aac"}
+# extension -> the FFmpeg demuxer that reads it
+VIDEO_FORMATS = {
+    "mp4": "mp4",
+    "m4v": "mp4",
+    "mov": "mov",
+    "webm": "matroska",
+    "mkv": "matroska",
+    "avi": "avi",
+}
+AUDIO_FORMATS = {
+    "wav": "wav",
+    "flac": "flac",
+    "mp3": "mp3",
+    "ogg": "ogg",
+    "opus": "ogg",
+    "m4a": "mp4",
+    "aac": "aac",
+}
 _SAFE_OPTIONS = {"protocol_whitelist": "none"}  # no nested opens of files or URLs
 
 

@@ -264,7 +264,7 @@ class RemoteInput(io.RawIOBase):
                     parts.append(chunk)
                     got += len(chunk)
 
-        self._with_retries(f"read at byte {start + got}", attempt, on_retry=self._drop_file)
+        self._with_retries(f"read at byte {start}", attempt, on_retry=self._drop_file)
         return b"".join(parts)
 
     def _drop_file(self) -> None:
@@ -357,15 +357,9 @@ class RemoteInput(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
-        at = self._pos - self._block_start
-        if at >= len(self._block):
-            if not self._next_block():
-                return 0
-            at = self._pos - self._block_start
-        n = min(len(view), len(self._block) - at)
-        view[:n] = self._block[at : at + n]
-        self._pos += n
-        return n
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
 
     def _next_block(self) -> bool:
         end = self.size if self.size is not None else self._stream_end
