@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
+from .buffers import BatchMemory
+from .decode import Decode, PendingImage
 from .stage import Stage, State
+from .transform import Rename, Select, ToTuple
+from .world import Context
 
 __all__ = ["Batch", "Unbatch", "collate"]
 
@@ -69,17 +73,9 @@ def _is_chw_view(tensor: Any) -> bool:
 
 
 def _output(items: list[Any]) -> Any:
-    """The tensor a batch is stacked into: in a DataLoader worker, in shared memory, so the
-    batch reaches the trainer without another copy (as torch's default collate does)."""
-    import torch
-    from torch.utils.data import get_worker_info
-
+    """The tensor ``collate`` stacks a batch into (in shared memory in a DataLoader worker)."""
     first = items[0]
-    shape = (len(items), *first.shape)
-    if get_worker_info() is None:
-        return torch.empty(shape, dtype=first.dtype, device=first.device)
-    storage = first._typed_storage()._new_shared(len(items) * first.numel(), device=first.device)
-    return first.new(storage).resize_(shape)
+    return BatchMemory(keep=0).tensor((len(items), *first.shape), first.dtype, first.device)
 
 
 class Batch(Stage[Any]):
@@ -105,6 +101,20 @@ class Batch(Stage[Any]):
         self.size = size
         self.partial = partial
         self.collate = collate if collate is not None else globals()["collate"]
+        self._memory = BatchMemory()
+
+    def connect(self, source: Stage[Any] | None, context: Context) -> Stage[Any]:
+        """A copy reading from ``source``; with the default collate, a ``Decode`` that feeds
+        it directly (through to_tuple, select or rename only) leaves its images for the
+        batch to decode into place (``Decode.defer_images``)."""
+        clone = cast(Batch, super().connect(source, context))
+        clone._memory = BatchMemory()
+        node: Stage[Any] | None = source
+        while isinstance(node, (ToTuple, Select, Rename)):
+            node = node.source
+        if clone.collate is collate and isinstance(node, Decode):
+            node.defer_images()
+        return clone
 
     def next(self) -> Any:
         source = self.require_source()
@@ -124,7 +134,7 @@ class Batch(Stage[Any]):
         """The default collate, built as items arrive: each array or tensor is copied into
         the batch at once and let go, so a batch's decoded images are never all alive
         beside the batch (that doubled the memory in use and faulted in fresh pages)."""
-        builder = _builder(source.next(), self.size)
+        builder = _builder(source.next(), self.size, self._memory)
         n = 1
         while n < self.size:
             try:
@@ -147,33 +157,58 @@ class _Items:
     """A batch column kept as a list, combined by ``collate`` at the end."""
 
     def __init__(self, first: Any) -> None:
-        self.items = [first]
+        self.items = [_settled(first)]
 
     def add(self, value: Any) -> None:
-        self.items.append(value)
+        self.items.append(_settled(value))
 
     def finish(self, n: int) -> Any:
         return collate(self.items)
 
 
+def _settled(value: Any) -> Any:
+    """``value``, or the decoded value of a ``PendingImage``."""
+    return value.value() if isinstance(value, PendingImage) else value
+
+
 class _Stacked:
     """A column of same-shape arrays or tensors, copied into the batch as they arrive; a
-    value of another shape, dtype or type turns it back into a list of items."""
+    value of another shape, dtype or type turns it back into a list of items.
 
-    def __init__(self, first: Any, size: int) -> None:
+    A ``PendingImage`` of the first value's shape is decoded straight into its row.
+    """
+
+    def __init__(self, first: Any, size: int, memory: BatchMemory) -> None:
+        first = _settled(first)
         self.first = first
         self.chw = False
         if isinstance(first, np.ndarray):
-            self.out: Any = np.empty((size, *first.shape), dtype=first.dtype)
+            self.out: Any = memory.array((size, *first.shape), first.dtype)
+            self.rows: Any = self.out
         else:
             self.chw = _is_chw_view(first)
             like = first.permute(1, 2, 0) if self.chw else first
-            self.out = _output([like] * size)
+            self.out = memory.tensor((size, *like.shape), like.dtype, like.device)
+            self.rows = self.out.numpy() if self.out.device.type == "cpu" else None
+        # Whether a decoded image can be packed straight into a row (of first's shape).
+        self.packable = (
+            self.rows is not None
+            and self.rows.dtype == np.uint8
+            and self.rows[0].flags.c_contiguous
+        )
+        self.shape = tuple(first.shape)
         self.n = 0
         self.fallback: list[Any] | None = None
         self.add(first)
 
     def add(self, value: Any) -> None:
+        if isinstance(value, PendingImage):
+            image = value.open()
+            if self.packable and self.fallback is None and value.shape(image) == self.shape:
+                value.pack(image, self.rows[self.n])
+                self.n += 1
+                return
+            value = value.value(image)
         if self.fallback is not None:
             self.fallback.append(value)
         elif (
@@ -197,8 +232,8 @@ class _Stacked:
 
 
 class _Mapping:
-    def __init__(self, first: dict[Any, Any], size: int) -> None:
-        self.columns = {key: _builder(value, size) for key, value in first.items()}
+    def __init__(self, first: dict[Any, Any], size: int, memory: BatchMemory) -> None:
+        self.columns = {key: _builder(value, size, memory) for key, value in first.items()}
 
     def add(self, value: Any) -> None:
         for key, column in self.columns.items():
@@ -209,8 +244,8 @@ class _Mapping:
 
 
 class _Tuple:
-    def __init__(self, first: tuple[Any, ...], size: int) -> None:
-        self.columns = [_builder(value, size) for value in first]
+    def __init__(self, first: tuple[Any, ...], size: int, memory: BatchMemory) -> None:
+        self.columns = [_builder(value, size, memory) for value in first]
 
     def add(self, value: Any) -> None:
         if len(value) != len(self.columns):
@@ -222,15 +257,17 @@ class _Tuple:
         return tuple(column.finish(n) for column in self.columns)
 
 
-def _builder(first: Any, size: int) -> Any:
+def _builder(first: Any, size: int, memory: BatchMemory) -> Any:
     """What builds a batch column like ``collate`` would, from its first item."""
     if isinstance(first, dict):
-        return _Mapping(first, size)
+        return _Mapping(first, size, memory)
     if isinstance(first, tuple):
-        return _Tuple(first, size)
+        return _Tuple(first, size, memory)
     torch = sys.modules.get("torch")
-    if isinstance(first, np.ndarray) or (torch is not None and isinstance(first, torch.Tensor)):
-        return _Stacked(first, size)
+    if isinstance(first, (np.ndarray, PendingImage)) or (
+        torch is not None and isinstance(first, torch.Tensor)
+    ):
+        return _Stacked(first, size, memory)
     return _Items(first)
 
 

@@ -40,7 +40,16 @@ import msgpack
 import numpy as np
 
 from .errors import DecodeError
-from .images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, Size, check_image_spec, check_size
+from .images import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_EXTENSIONS,
+    Size,
+    check_image_spec,
+    check_size,
+    image_value,
+    open_image,
+    pack_image,
+)
 from .images import decode_image as decode_image
 from .media import AUDIO_FORMATS, VIDEO_FORMATS, AudioOptions, VideoOptions
 from .stage import State, Transform
@@ -51,7 +60,7 @@ __all__ = ["IMAGE_EXTENSIONS", "PICKLE_EXTENSIONS", "Decode", "DecodeStats", "de
 Decoder = Callable[[bytes], Any]
 PICKLE_EXTENSIONS = frozenset({"pkl", "pickle", "pyd"})
 DEFAULT_MAX_SIZE = 1 << 30
-_KEEP, _DROP, _DECODE = 0, 1, 2
+_KEEP, _DROP, _DECODE, _IMAGE = 0, 1, 2, 3
 
 
 def _npy(data: bytes) -> Any:
@@ -179,6 +188,7 @@ class Decode(Transform[Sample]):
         self.max_errors = max_errors
         self.preserves_count = errors == "strict"
         self.stats = DecodeStats()
+        self._defer = False
         self._plans: dict[str, tuple[int, Decoder | None]] = {}
 
     # -- choosing a decoder -----------------------------------------------------------------
@@ -192,7 +202,8 @@ class Decode(Transform[Sample]):
         return self._plan(name)[1]
 
     def _plan(self, name: str) -> tuple[int, Decoder | None]:
-        """(what to do with field ``name``: _KEEP, _DROP or _DECODE; its decoder), memoized."""
+        """(what to do with field ``name``: _KEEP, _DROP, _DECODE or _IMAGE (the built-in
+        image decoder); its decoder), memoized."""
         plan = self._plans.get(name)
         if plan is None:
             wanted = self.only is None or any(
@@ -201,8 +212,11 @@ class Decode(Transform[Sample]):
             decoder = self._choose(name) if wanted else None
             if not wanted:
                 plan = (_DROP if self.drop_others else _KEEP, None)
+            elif decoder is None:
+                plan = (_KEEP, None)
             else:
-                plan = (_KEEP, None) if decoder is None else (_DECODE, decoder)
+                image = getattr(decoder, "__func__", None) is Decode._image
+                plan = (_IMAGE if image else _DECODE, decoder)
             self._plans[name] = plan
         return plan
 
@@ -219,9 +233,7 @@ class Decode(Transform[Sample]):
 
     def _builtin(self, ext: str) -> Decoder | None:
         if ext in IMAGE_EXTENSIONS:
-            return lambda data: decode_image(
-                data, self.image, layout=self.layout, size=self.size, max_pixels=self.max_pixels
-            )
+            return self._image
         if ext in VIDEO_FORMATS:
             from .media import decode_video
 
@@ -234,6 +246,22 @@ class Decode(Transform[Sample]):
             return _unpickle if ext in self.unsafe else None
         return _RECORDS.get(ext)
 
+    def _image(self, data: bytes) -> Any:
+        return decode_image(
+            data, self.image, layout=self.layout, size=self.size, max_pixels=self.max_pixels
+        )
+
+    def defer_images(self) -> None:
+        """Leave built-in image decoding to the ``Batch`` this stage feeds directly (through
+        to_tuple, select or rename only): images become ``PendingImage`` values, which the
+        batch decodes straight into its memory, saving a copy of every image. Only for
+        uint8 forms that batch in the layout they are decoded in, and strict errors (a
+        failure then surfaces from the batch, with the same ``DecodeError``)."""
+        mode, as_float, torch_out = check_image_spec(self.image)
+        if mode is not None and not as_float and (torch_out or self.layout == "HWC"):
+            self._defer = self.errors == "strict"
+            self._image_mode, self._image_torch = mode, torch_out
+
     # -- decoding ---------------------------------------------------------------------------
     def apply(self, item: Sample) -> Sample:
         out: Sample = {}
@@ -244,7 +272,9 @@ class Decode(Transform[Sample]):
             action, decoder = self._plan(name)
             if action == _KEEP:
                 out[name] = value
-            elif action == _DECODE:
+            elif action == _IMAGE and self._defer:
+                out[name] = PendingImage(value, self, _label(item, name))
+            elif action != _DROP:
                 try:
                     out[name] = decoder(value)  # type: ignore[misc]
                 except Exception as e:
@@ -293,7 +323,57 @@ def _gunzip(data: bytes, max_size: int, inner: Decoder | None) -> Any:
     return out if inner is None else inner(out)
 
 
+def _label(item: Sample, name: str) -> tuple[str, str, str]:
+    """(shard, member, field) that a decoding error of field ``name`` names."""
+    return str(item.get("__url__", "")), f"{item.get('__key__')}.{name}", name
+
+
 def _decode_error(item: Sample, name: str, e: Exception) -> DecodeError:
-    key = item.get("__key__")
+    return _error(_label(item, name), e)
+
+
+def _error(label: tuple[str, str, str], e: Exception) -> DecodeError:
+    shard, member, name = label
     reason = f"cannot decode field {name!r}: {type(e).__name__}: {e}"
-    return DecodeError(reason, shard=str(item.get("__url__", "")), member=f"{key}.{name}")
+    return DecodeError(reason, shard=shard, member=member)
+
+
+class PendingImage:
+    """An image field of a ``Decode`` that defers to its ``Batch`` (``Decode.defer_images``).
+
+    The batch opens it (``open``: the header checks and the decode), then either packs the
+    pixels into its own memory (``pack``) or, for an image that does not fit there, takes
+    ``value``: what ``Decode`` would have returned. Never leaves the batch.
+    """
+
+    __slots__ = ("data", "decode", "label")
+
+    def __init__(self, data: bytes, decode: Decode, label: tuple[str, str, str]) -> None:
+        self.data, self.decode, self.label = data, decode, label
+
+    def open(self) -> Any:
+        """The decoded PIL image. Raises ``DecodeError`` naming the shard and member."""
+        d = self.decode
+        try:
+            return open_image(self.data, d._image_mode, size=d.size, max_pixels=d.max_pixels)
+        except Exception as e:
+            raise _error(self.label, e) from e
+
+    def value(self, image: Any = None) -> Any:
+        """The decoded value (of ``image`` from ``open``, if given)."""
+        image = self.open() if image is None else image
+        return image_value(image, self.decode.image, self.decode.layout)
+
+    def shape(self, image: Any) -> tuple[int, ...]:
+        """The shape ``value(image)`` has, without making it."""
+        width, height = image.size
+        channels = len(image.getbands())
+        if self.decode._image_torch:
+            return (channels, height, width)
+        return (height, width) if channels == 1 else (height, width, channels)
+
+    @staticmethod
+    def pack(image: Any, out: np.ndarray) -> None:
+        """Write the pixels of ``image`` into ``out``: C-contiguous uint8 memory of the
+        value's size, in the value's memory order (H x W x C)."""
+        pack_image(image, out)

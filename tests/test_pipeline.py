@@ -369,3 +369,73 @@ def test_batches_built_as_items_arrive_equal_collate_of_the_list(name: str, size
     assert len(batches) == len(expected)
     for got, want in zip(batches, expected, strict=True):
         assert _same(got, want), (name, size)
+
+
+# -- images decoded straight into the batch ------------------------------------------------------
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3 shards of 23 JPEG samples of 9 x 12 pixels; sample 0005 is 10 x 12."""
+    directory = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    samples = [
+        {
+            "__key__": f"{i:04d}",
+            "jpg": rng.integers(0, 255, (10 if i == 5 else 9, 12, 3), dtype=np.uint8),
+            "cls": i,
+        }
+        for i in range(23)
+    ]
+    write_dataset(directory, samples, max_samples=8)
+    return directory
+
+
+COMPOSITIONS: dict[str, Callable[[Pipeline], Pipeline]] = {
+    "to_tuple": lambda p: p.to_tuple("jpg;png", "cls"),
+    "select": lambda p: p.select("jpg"),
+    "rename then to_tuple": lambda p: p.rename(image="jpg").to_tuple("image"),
+}
+
+
+@pytest.mark.parametrize("spec", ["torchrgb8", "rgb8", "torchl8", "l8", "rgba8"])
+@pytest.mark.parametrize("compose", COMPOSITIONS)
+def test_images_decoded_into_the_batch_equal_batches_of_decoded_images(
+    images: Path, spec: str, compose: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tarstream.decode import PendingImage
+
+    packed: list[tuple[int, ...]] = []
+    pack = PendingImage.pack
+
+    def counting_pack(image: Any, out: np.ndarray) -> None:
+        packed.append(out.shape)
+        pack(image, out)
+
+    monkeypatch.setattr(PendingImage, "pack", staticmethod(counting_pack))
+    stream = tarstream.TarStream(str(images / "train.manifest.json"))
+    into_place = list(COMPOSITIONS[compose](stream.decode(spec)).batch(4))
+    assert len(packed) == 23 - 6 - 3  # not the first of each batch, nor the batch with 0005
+    packed.clear()
+    # a map between decode and batch: every image decoded on its own, then copied
+    one_by_one = list(COMPOSITIONS[compose](stream.decode(spec).map(lambda s: s)).batch(4))
+    assert not packed
+    assert len(into_place) == len(one_by_one) == 6
+    for got, want in zip(into_place, one_by_one, strict=True):
+        assert _same(got, want), spec
+    assert isinstance(into_place[1][0] if compose != "select" else into_place[1]["jpg"], list)
+
+
+@pytest.mark.parametrize("bad", [4, 6])  # the first image of a batch, and one inside it
+def test_a_corrupt_image_decoded_into_a_batch_is_a_decode_error_naming_it(
+    tmp_path: Path, bad: int
+) -> None:
+    jpeg = io.BytesIO()
+    Image.new("RGB", (16, 16), (9, 80, 200)).save(jpeg, "JPEG")
+    data = jpeg.getvalue()
+    samples = [
+        {"__key__": f"{i:04d}", "jpg": data if i != bad else data[: len(data) // 2], "cls": i}
+        for i in range(10)
+    ]
+    write_dataset(tmp_path, samples)
+    stream = tarstream.TarStream(str(tmp_path / "train.manifest.json"))
+    with pytest.raises(tarstream.DecodeError, match=rf"train-000000\.tar: member '000{bad}\.jpg'"):
+        list(stream.decode("torchrgb8").to_tuple("jpg", "cls").batch(4))

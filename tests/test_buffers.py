@@ -1,0 +1,99 @@
+"""Batch memory: reused once nothing refers to it, never while anything does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import tarstream
+from tarstream.buffers import BatchMemory
+
+from .conftest import write_dataset
+
+
+def _address(value: np.ndarray | torch.Tensor) -> int:
+    if isinstance(value, torch.Tensor):
+        return int(value.untyped_storage().data_ptr())
+    return int(value.__array_interface__["data"][0])
+
+
+def test_memory_is_reused_once_the_batch_is_dropped() -> None:
+    memory = BatchMemory(keep=2)
+    first = memory.array((4, 3), np.float32)
+    address = _address(first)
+    del first
+    assert _address(memory.array((4, 3), np.float32)) == address
+    tensor = memory.tensor((6, 2), torch.float32, "cpu")  # the same 48 bytes
+    assert _address(tensor) == address
+
+
+@pytest.mark.parametrize(
+    "hold",
+    [
+        lambda batch: batch,
+        lambda batch: batch[1:],
+        lambda batch: batch.T,
+        lambda batch: memoryview(batch),
+        lambda batch: torch.from_numpy(batch)[2],
+    ],
+    ids=["the batch", "a slice", "a transpose", "a memoryview", "a tensor of a row"],
+)
+def test_an_array_still_referred_to_is_never_reused(hold: object) -> None:
+    memory = BatchMemory(keep=2)
+    batch = memory.array((4, 3), np.int64)
+    batch[:] = 7
+    held = hold(batch)  # type: ignore[operator]
+    del batch
+    for _ in range(5):
+        memory.array((4, 3), np.int64)[:] = -1
+    assert (np.asarray(held) == 7).all()
+
+
+@pytest.mark.parametrize(
+    "hold",
+    [
+        lambda batch: batch,
+        lambda batch: batch[1],
+        lambda batch: batch.permute(1, 0),
+        lambda batch: batch.numpy(),
+        lambda batch: torch.utils.dlpack.to_dlpack(batch),
+    ],
+    ids=["the batch", "a row", "a permuted view", "its numpy array", "a dlpack capsule"],
+)
+def test_a_tensor_still_referred_to_is_never_reused(hold: object) -> None:
+    memory = BatchMemory(keep=2)
+    batch = memory.tensor((4, 3), torch.float32, "cpu")
+    batch.fill_(7)
+    address = _address(batch)
+    held = hold(batch)  # type: ignore[operator]
+    del batch
+    for _ in range(5):
+        assert _address(memory.tensor((4, 3), torch.float32, "cpu").fill_(-1)) != address
+    del held
+
+
+def test_a_tensor_moved_to_shared_memory_frees_its_block() -> None:
+    memory = BatchMemory(keep=2)
+    batch = memory.tensor((4, 3), torch.float32, "cpu").fill_(7)
+    address = _address(batch)
+    batch.share_memory_()  # what sending it to another process does: it moves, with a copy
+    assert _address(memory.tensor((4, 3), torch.float32, "cpu").fill_(-1)) == address
+    assert (batch == 7).all()
+
+
+def test_a_pipeline_never_overwrites_batches_the_trainer_holds(tmp_path: Path) -> None:
+    samples = [{"__key__": f"{i:04d}", "npy": np.full((2, 3), i), "cls": i} for i in range(40)]
+    write_dataset(tmp_path, samples, max_samples=16)
+    stream = tarstream.TarStream(str(tmp_path / "train.manifest.json"))
+    pipeline = stream.decode().to_tuple("npy", "cls").batch(4)
+    held = list(pipeline)
+    assert [int(a[0, 0, 0]) for a, _ in held] == list(range(0, 40, 4))
+    assert all(
+        (a == np.arange(i, i + 4)[:, None, None]).all()
+        for i, (a, _) in zip(range(0, 40, 4), held, strict=True)
+    )
+    addresses = {_address(a) for a, _ in pipeline}  # each batch dropped before the next
+    assert len(addresses) <= 2
