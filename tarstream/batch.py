@@ -108,7 +108,7 @@ class Batch(Stage[Any]):
         it directly (through to_tuple, select or rename only) leaves its images for the
         batch to decode into place (``Decode.defer_images``)."""
         clone = cast(Batch, super().connect(source, context))
-        clone._memory = BatchMemory()
+        clone._memory = context.memory if context.memory is not None else BatchMemory()
         node: Stage[Any] | None = source
         while isinstance(node, (ToTuple, Select, Rename)):
             node = node.source

@@ -5,16 +5,27 @@ the system when they are freed, so a fresh one costs some 3,000 page faults as i
 as much time, on a small machine, as decoding several of its images. A ``BatchMemory``
 keeps the last few blocks and stacks a new batch into one that no array or tensor refers to
 any more; a batch the trainer still holds, or any view of it, is never written to.
+
+In the DataLoader workers of a ``Loader`` the blocks are shared memory (``SharedBatchMemory``):
+a batch travels to the trainer as a file descriptor, is mapped there without a copy, and
+its block returns to the worker when the trainer has dropped every tensor of it (a flag in
+the block's first byte, cleared by the trainer's process). Fresh shared memory per batch,
+as torch's own collate uses, costs the same page faults in every worker.
 """
 
 from __future__ import annotations
 
+import contextlib
+import mmap
+import os
 import sys
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-__all__ = ["BatchMemory"]
+__all__ = ["BatchMemory", "SharedBatchMemory"]
 
 
 def _references(blocks: list[Any], i: int) -> int:
@@ -41,8 +52,10 @@ class BatchMemory:
         dtype = np.dtype(dtype)
         if dtype.hasobject:
             return np.empty(shape, dtype)
-        size = int(np.prod(shape)) * dtype.itemsize
-        array: np.ndarray = self._block(size).view(dtype).reshape(shape)
+        block = self._block(int(np.prod(shape)) * dtype.itemsize)
+        if block is None:
+            return np.empty(shape, dtype)
+        array: np.ndarray = block.view(dtype).reshape(shape)
         return array
 
     def tensor(self, shape: tuple[int, ...], dtype: Any, device: Any) -> Any:
@@ -52,22 +65,183 @@ class BatchMemory:
         from torch.utils.data import get_worker_info
 
         if get_worker_info() is not None:
-            size = int(np.prod(shape)) * dtype.itemsize
-            storage = torch.UntypedStorage._new_shared(size, device=device)  # type: ignore[no-untyped-call]
-            return torch.empty(0, dtype=dtype, device=device).set_(storage).view(shape)
+            return _torch_shared(shape, dtype, device)
         if torch.device(device).type != "cpu":
             return torch.empty(shape, dtype=dtype, device=device)
-        size = int(np.prod(shape)) * dtype.itemsize
-        return torch.from_numpy(self._block(size)).view(dtype).view(shape)
+        block = self._block(int(np.prod(shape)) * dtype.itemsize)
+        assert block is not None  # there is always a spare in this process
+        return torch.from_numpy(block).view(dtype).view(shape)
 
-    def _block(self, size: int) -> np.ndarray:
-        """``size`` bytes: a kept block nothing else refers to, or a new one."""
+    def _block(self, size: int) -> np.ndarray | None:
+        """``size`` bytes: a kept block nothing refers to, else a new one (kept unless
+        ``keep`` blocks of this size are kept already and all in use: then a spare one, or
+        None where there is no spare)."""
         for i in range(len(self._blocks)):
-            if self._blocks[i].nbytes == size and _references(self._blocks, i) <= self._alone:
+            if (
+                self._blocks[i].nbytes == size
+                and _references(self._blocks, i) <= self._alone
+                and self._free(self._blocks[i])
+            ):
                 block = self._blocks.pop(i)
                 self._blocks.append(block)
                 return block
-        block = np.empty(size, np.uint8)
+        others = [i for i, kept in enumerate(self._blocks) if kept.nbytes != size]
+        if len(self._blocks) >= self.keep and others:  # the batch shape changed
+            self._forget(self._blocks.pop(others[0]))
+        if len(self._blocks) >= self.keep:
+            # the kept blocks stay kept, to be reused as soon as they are free again
+            return self._spare(size)
+        block = self._new(size)
         self._blocks.append(block)
-        del self._blocks[: len(self._blocks) - self.keep]
         return block
+
+    def _spare(self, size: int) -> np.ndarray | None:
+        return np.empty(size, np.uint8)
+
+    def _new(self, size: int) -> np.ndarray:
+        return np.empty(size, np.uint8)
+
+    def _free(self, block: np.ndarray) -> bool:
+        """Whether no other process holds ``block``."""
+        return True
+
+    def _forget(self, block: np.ndarray) -> None:
+        """Stop keeping ``block`` (it lives on while anything refers to it)."""
+
+
+def _torch_shared(shape: tuple[int, ...], dtype: Any, device: Any) -> Any:
+    """A new tensor in torch's shared memory (what torch's own collate stacks into)."""
+    import torch
+
+    size = int(np.prod(shape)) * dtype.itemsize
+    storage = torch.UntypedStorage._new_shared(size, device=device)  # type: ignore[no-untyped-call]
+    return torch.empty(0, dtype=dtype, device=device).set_(storage).view(shape)
+
+
+#: Bytes before a shared block's data: its first byte is 1 while the trainer holds it.
+_HEADER = 64
+
+
+def _address(block: np.ndarray) -> int:
+    return int(block.__array_interface__["data"][0])
+
+
+class SharedBatchMemory(BatchMemory):
+    """Batch memory in a Loader's DataLoader worker: shared blocks, returned by the trainer.
+
+    ``ship(item)`` replaces the item's tensors and arrays that are whole blocks with handles
+    that pickle as a file descriptor and arrive as tensors mapped over the same memory.
+    Where ``os.memfd_create`` is missing, ``available()`` is false and batches go through
+    torch's shared memory as usual.
+    """
+
+    def __init__(self, keep: int = 4) -> None:
+        super().__init__(keep)
+        self._maps: dict[int, tuple[int, mmap.mmap]] = {}
+
+    @staticmethod
+    def available() -> bool:
+        return hasattr(os, "memfd_create")
+
+    def tensor(self, shape: tuple[int, ...], dtype: Any, device: Any) -> Any:
+        import torch
+
+        if torch.device(device).type != "cpu":
+            return torch.empty(shape, dtype=dtype, device=device)
+        block = self._block(int(np.prod(shape)) * dtype.itemsize)
+        if block is None:
+            return _torch_shared(shape, dtype, device)
+        return torch.from_numpy(block).view(dtype).view(shape)
+
+    def _spare(self, size: int) -> np.ndarray | None:
+        return None  # torch's shared memory instead, which ship() leaves to torch
+
+    def _new(self, size: int) -> np.ndarray:
+        fd = os.memfd_create("tarstream-batch", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, _HEADER + size)
+            mapping = mmap.mmap(fd, _HEADER + size)
+        except BaseException:
+            os.close(fd)
+            raise
+        weakref.finalize(mapping, os.close, fd)  # when the last array over it is gone
+        block = np.frombuffer(mapping, np.uint8, size, _HEADER)
+        self._maps[_address(block)] = (fd, mapping)
+        return block
+
+    def _free(self, block: np.ndarray) -> bool:
+        return self._maps[_address(block)][1][0] == 0
+
+    def _forget(self, block: np.ndarray) -> None:
+        del self._maps[_address(block)]
+
+    def ship(self, item: Any) -> Any:
+        """``item`` with each tensor or array that is a whole block as a ``_Shipped``
+        handle (a block found twice is left to torch, which copies it)."""
+        import torch
+
+        shipped: set[int] = set()
+
+        def visit(value: Any) -> Any:
+            if isinstance(value, tuple):
+                return (
+                    type(value)(*map(visit, value))
+                    if hasattr(value, "_fields")
+                    else (tuple(map(visit, value)))
+                )
+            if isinstance(value, list):
+                return [visit(v) for v in value]
+            if isinstance(value, dict):
+                return {k: visit(v) for k, v in value.items()}
+            if isinstance(value, np.ndarray) and value.dtype != object:
+                address = _address(value)
+                if address in self._maps and address not in shipped:
+                    return visit(torch.from_numpy(value))
+            if isinstance(value, torch.Tensor) and value.device.type == "cpu":
+                address = value.untyped_storage().data_ptr()
+                if address in self._maps and address not in shipped:
+                    shipped.add(address)
+                    fd, mapping = self._maps[address]
+                    mapping[0] = 1
+                    return _Shipped(fd, len(mapping), value)
+            return value
+
+        return visit(item)
+
+
+class _Shipped:
+    """A batch tensor in a shared block, on its way to the trainer's process."""
+
+    def __init__(self, fd: int, length: int, tensor: Any) -> None:
+        self.fd, self.length, self.tensor = fd, length, tensor
+
+    def __reduce__(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        from multiprocessing.reduction import DupFd
+
+        t = self.tensor
+        return (
+            _receive,
+            (DupFd(self.fd), self.length, t.dtype, t.shape, t.stride(), t.storage_offset()),
+        )
+
+
+def _receive(fd_handle: Any, length: int, dtype: Any, shape: Any, stride: Any, offset: int) -> Any:
+    """The tensor of a ``_Shipped`` block, mapped in this process; when the last tensor over
+    the mapping is gone, the block's flag is cleared so its worker can reuse it."""
+    import torch
+
+    fd = fd_handle.detach()
+    try:
+        mapping = mmap.mmap(fd, length)
+    except BaseException:
+        os.close(fd)
+        raise
+    weakref.finalize(mapping, _release, fd)
+    data = torch.frombuffer(mapping, dtype=torch.uint8, count=length - _HEADER, offset=_HEADER)
+    return data.view(dtype).as_strided(shape, stride, offset)
+
+
+def _release(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.pwrite(fd, b"\0", 0)
+    os.close(fd)

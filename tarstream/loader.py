@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from .buffers import SharedBatchMemory
 from .pipeline import Pipeline, _DatasetBase, _drop_if_other_epoch
 from .resume import (
     base_of,
@@ -38,6 +39,7 @@ class _WorkerStream(_DatasetBase):
         self.resume = resume
         self.shift = shift
         self._iterated = False
+        self._memory: SharedBatchMemory | None = None  # made in the worker that uses it
 
     def __iter__(self) -> Iterator[tuple[int, State, Any]]:
         from torch.utils.data import get_worker_info
@@ -50,8 +52,11 @@ class _WorkerStream(_DatasetBase):
         pipeline = self.pipeline.in_world(world)
         if first and self.resume is not None:
             pipeline._pending = self.resume  # checked by Loader.load_state_dict
+        if info is not None and self._memory is None and SharedBatchMemory.available():
+            self._memory = SharedBatchMemory()
+        pipeline._memory = memory = self._memory if info is not None else None
         for state, item in pipeline._items(with_state=True):
-            yield worker, state, item
+            yield worker, state, (memory.ship(item) if memory is not None else item)
 
 
 @dataclass

@@ -91,6 +91,7 @@ class Pipeline(_DatasetBase):
         self._context: Context | None = None
         self._pending: State | None = None
         self._base: State | None = None
+        self._memory: Any = None  # a Loader worker's shared BatchMemory
 
     # -- composition -----------------------------------------------------------------------
     @property
@@ -242,6 +243,7 @@ class Pipeline(_DatasetBase):
         state = self.__dict__.copy()
         state["_chain"] = None
         state["_context"] = None
+        state["_memory"] = None
         if self._shared_epoch is not None and get_spawning_popen() is None:
             # shared memory travels only to processes being started; elsewhere keep the value
             state["_epoch"] = self.epoch
@@ -285,7 +287,9 @@ class Pipeline(_DatasetBase):
         world = self.world()
         epoch, base, stages = self._resume_point(world)
         self._pending = None
-        context = Context(self.seed, epoch, world, rest_of_epoch(self, epoch, base))
+        context = Context(
+            self.seed, epoch, world, rest_of_epoch(self, epoch, base), memory=self._memory
+        )
         chain = self._connect(context)
         self._chain, self._context, self._base = chain, context, base
         chain.reset(stages)

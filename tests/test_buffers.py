@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +11,7 @@ import pytest
 import torch
 
 import tarstream
-from tarstream.buffers import BatchMemory
+from tarstream.buffers import BatchMemory, SharedBatchMemory
 
 from .conftest import write_dataset
 
@@ -97,3 +99,40 @@ def test_a_pipeline_never_overwrites_batches_the_trainer_holds(tmp_path: Path) -
     )
     addresses = {_address(a) for a, _ in pipeline}  # each batch dropped before the next
     assert len(addresses) <= 2
+
+
+def _shipped(memory: SharedBatchMemory, tensor: torch.Tensor) -> bytes:
+    """What a DataLoader worker sends for a batch."""
+    (handle,) = memory.ship((tensor,))
+    return bytes(ForkingPickler.dumps(handle))
+
+
+def test_a_shared_block_returns_to_its_worker_once_the_trainer_drops_the_batch() -> None:
+    memory = SharedBatchMemory(keep=2)
+    batch = memory.tensor((4, 3), torch.float32, "cpu").copy_(torch.arange(12.0).view(4, 3))
+    address = _address(batch)
+    message = _shipped(memory, batch)
+    del batch
+    received = pickle.loads(message)  # in the trainer: mapped, not copied
+    assert torch.equal(received, torch.arange(12.0).view(4, 3))
+    for _ in range(3):  # held by the trainer: never handed out again
+        other = memory.tensor((4, 3), torch.float32, "cpu")
+        assert _address(other) != address
+        other.fill_(-1)
+        del other
+    assert torch.equal(received, torch.arange(12.0).view(4, 3))
+    view = received[1:]
+    del received
+    assert all(_address(memory.tensor((4, 3), torch.float32, "cpu")) != address for _ in range(3))
+    del view  # the last tensor over the mapping: the block is free again
+    assert _address(memory.tensor((4, 3), torch.float32, "cpu")) == address
+
+
+def test_when_every_shared_block_is_held_batches_go_to_torch_shared_memory() -> None:
+    memory = SharedBatchMemory(keep=1)
+    first = memory.tensor((2,), torch.int64, "cpu").fill_(1)
+    held = pickle.loads(_shipped(memory, first))
+    second = memory.tensor((2,), torch.int64, "cpu").fill_(2)
+    assert second.is_shared() and not first.is_shared()
+    assert memory.ship((second,))[0] is second  # left to torch's own pickling
+    assert held.tolist() == [1, 1]

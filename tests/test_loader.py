@@ -140,14 +140,46 @@ def _tensor_of_class(sample: dict[str, object]) -> torch.Tensor:
     return torch.full((3, 4, 5), int(sample["cls"]), dtype=torch.uint8)  # type: ignore[call-overload]
 
 
-def test_workers_stack_batches_straight_into_shared_memory(shards: tuple[str, list[str]]) -> None:
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_batches_from_workers_arrive_intact_while_the_trainer_holds_them(
+    shards: tuple[str, list[str]], context: str
+) -> None:
     pattern, keys = shards
-    stream = tarstream.TarStream(pattern).map(_tensor_of_class).batch(8)
-    # A batch built in a worker is already shared: it reaches the trainer without a copy.
-    in_worker = stream.map(lambda batch: (batch.is_shared(), batch))
-    loader = tarstream.Loader(in_worker, num_workers=2, multiprocessing_context="fork")
-    seen = list(loader)
-    assert all(shared for shared, _ in seen)
-    values = sorted(int(v) for _, batch in seen for v in batch[:, 0, 0, 0])
+    stream = tarstream.TarStream(pattern).map(_tensor_of_class).batch(4)
+    # where each batch lies in its worker, beside the batch
+    located = stream.map(_located)
+    loader = tarstream.Loader(located, num_workers=2, multiprocessing_context=context)
+    held = list(loader)  # every batch held: no block may be reused
+    values = sorted(int(v) for _, batch in held for v in batch[:, 0, 0, 0])
     assert values == list(range(len(keys)))
+    for _, batch in held:
+        first = int(batch[0, 0, 0, 0])
+        expected = torch.arange(first, first + len(batch), dtype=torch.uint8)
+        assert torch.equal(batch, expected[:, None, None, None].expand_as(batch))
+    assert len({tuple(place) for place, _ in held}) == len(held)  # no memory used twice
     assert not next(iter(stream)).is_shared()  # in one process, plain memory
+
+
+def _located(batch: torch.Tensor) -> tuple[tuple[int, int], torch.Tensor]:
+    """The batch, and its worker and the inode of the memory it lies in (addresses alone
+    repeat when a block is unmapped and another mapped in its place)."""
+    address = batch.data_ptr()
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            span, _, _, _, inode = line.split()[:5]
+            start, end = (int(a, 16) for a in span.split("-"))
+            if start <= address < end:
+                return (os.getpid(), int(inode)), batch
+    raise AssertionError(f"no mapping holds {address:#x}")
+
+
+def test_a_batch_the_trainer_moves_to_shared_memory_keeps_its_values(
+    shards: tuple[str, list[str]],
+) -> None:
+    pattern, keys = shards
+    stream = tarstream.TarStream(pattern).map(_tensor_of_class).batch(4)
+    loader = tarstream.Loader(stream, num_workers=1)
+    moved = [batch.share_memory_() for batch in loader]  # as sending it to a process does
+    values = sorted(int(v) for batch in moved for v in batch[:, 0, 0, 0])
+    assert values == list(range(len(keys)))
+    assert all(bool((batch == batch[:, :1, :1, :1]).all()) for batch in moved)
