@@ -179,7 +179,10 @@ class _Stacked:
     """
 
     def __init__(self, first: Any, size: int, memory: BatchMemory) -> None:
-        first = _settled(first)
+        pending, image = None, None
+        if isinstance(first, PendingImage):  # a template value: the image goes into row 0
+            pending, image = first, first.open()
+            first = pending.value(image, pixels=False)
         self.first = first
         self.chw = False
         if isinstance(first, np.ndarray):
@@ -199,7 +202,13 @@ class _Stacked:
         self.shape = tuple(first.shape)
         self.n = 0
         self.fallback: list[Any] | None = None
-        self.add(first)
+        if pending is None:
+            self.add(first)
+        elif self.packable:
+            pending.pack(image, self.rows[0])
+            self.n = 1
+        else:
+            self.add(pending.value(image))
 
     def add(self, value: Any) -> None:
         if isinstance(value, PendingImage):

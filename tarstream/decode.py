@@ -359,10 +359,11 @@ class PendingImage:
         except Exception as e:
             raise _error(self.label, e) from e
 
-    def value(self, image: Any = None) -> Any:
-        """The decoded value (of ``image`` from ``open``, if given)."""
+    def value(self, image: Any = None, *, pixels: bool = True) -> Any:
+        """The decoded value (of ``image`` from ``open``, if given); with ``pixels=False``
+        its shape and type only, the pixels unwritten."""
         image = self.open() if image is None else image
-        return image_value(image, self.decode.image, self.decode.layout)
+        return image_value(image, self.decode.image, self.decode.layout, pixels=pixels)
 
     def shape(self, image: Any) -> tuple[int, ...]:
         """The shape ``value(image)`` has, without making it."""

@@ -101,13 +101,15 @@ def decode_image(
     return image_value(open_image(data, mode, size=size, max_pixels=max_pixels), spec, layout)
 
 
-def image_value(image: Any, spec: str, layout: str = "HWC") -> Any:
-    """The form ``spec`` names (in ``layout``) of a PIL image from ``open_image``."""
+def image_value(image: Any, spec: str, layout: str = "HWC", *, pixels: bool = True) -> Any:
+    """The form ``spec`` names (in ``layout``) of a PIL image from ``open_image``; with
+    ``pixels=False``, of its size and type only, the pixels left unwritten."""
     _, as_float, torch_out = check_image_spec(spec)
     if spec == "pil":
         return image
     array = np.empty(pixel_shape(image, channel_axis=torch_out or layout == "CHW"), np.uint8)
-    pack_image(image, array)
+    if pixels:
+        pack_image(image, array)
     if as_float:
         array = array.astype(np.float32) / np.float32(255)
     if torch_out:

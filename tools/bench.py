@@ -20,7 +20,9 @@ JPEGs already in memory) to a temporary directory.
 ``pipeline``: the small workload through shuffle(10,000) + batch(256) against webdataset's
 same pipeline; the images workload (``--image-shards`` shards) decoded to uint8 CHW tensors
 and batched by 64, in one process and through ``Loader(num_workers=2)``, against bare Pillow
-decoding the same JPEG bytes (``np.asarray(Image.open(...).convert("RGB"))``).
+decoding the same JPEG bytes (``np.asarray(Image.open(...).convert("RGB"))``). Bare Pillow
+and the one-process pipeline also run in turn, 64 images each (``paired``): the ratio of
+each pair, and of the totals, is independent of the machine's speed drifting between runs.
 
 ``resume``: the small workload through shard shuffle + shuffle(10,000) + batch(256): the time
 from ``load_state_dict`` to the first batch when resuming at 10%, 50% and 90% of the epoch,
@@ -39,6 +41,7 @@ Workloads are generated once (seeded) under .bench-cache/ or $TARSTREAM_BENCH_DI
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
 import statistics
@@ -177,14 +180,27 @@ def bench_pipeline(args: argparse.Namespace) -> dict[str, Any]:
     image_pattern = workloads.shard_pattern(images, "tarstream", args.image_shards)
     jpegs = [s["jpg"] for s in tarstream.TarStream(image_pattern)]
 
-    def run_bare_pillow() -> int:
-        for data in jpegs:
+    def bare_pillow(chunk: list[bytes]) -> int:
+        for data in chunk:
             np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-        return len(jpegs)
+        return len(chunk)
 
     def image_pipeline() -> tarstream.Pipeline:
         stream = tarstream.TarStream(image_pattern, seed=1, shuffle_shards=True)
         return stream.decode("torchrgb8").to_tuple("jpg", "cls").batch(64)
+
+    def run_images_paired() -> tuple[float, float, list[float]]:
+        """Bare Pillow on 64 JPEGs, then the pipeline's next batch of 64, in turn: both
+        rates, and the ratio of each such pair (the machine's speed drifts over seconds)."""
+        bare_time, pipeline_time, pairs = 0.0, 0.0, []
+        batches = iter(image_pipeline())
+        for start in range(0, len(jpegs), 64):
+            b, bare_seconds = _timed(functools.partial(bare_pillow, jpegs[start : start + 64]))
+            p, pipeline_seconds = _timed(lambda: len(next(batches)[0]))
+            assert b == p, "the pipeline's batches follow the JPEGs 64 at a time"
+            bare_time, pipeline_time = bare_time + bare_seconds, pipeline_time + pipeline_seconds
+            pairs.append(bare_seconds / pipeline_seconds)
+        return len(jpegs) / bare_time, len(jpegs) / pipeline_time, pairs
 
     def run_images_one_process() -> int:
         return sum(len(images) for images, _ in image_pipeline())
@@ -197,30 +213,38 @@ def bench_pipeline(args: argparse.Namespace) -> dict[str, Any]:
     runs: dict[str, Callable[[], int]] = {
         "tarstream_shuffle_batch": run_tarstream_small,
         "webdataset_shuffle_batch": run_webdataset_small,
-        "bare_pillow": run_bare_pillow,
         "tarstream_images_1_process": run_images_one_process,
         "tarstream_images_loader_2_workers": run_images_two_workers,
     }
     for run in runs.values():  # warm-up
         run()
+    run_images_paired()
     rates: dict[str, list[float]] = {name: [] for name in runs}
+    rates["bare_pillow"], rates["tarstream_images_1_process_paired"] = [], []
+    pairs: list[float] = []
     for _ in range(args.reps):
         for name, run in runs.items():
             n, seconds = _timed(run)
             rates[name].append(n / seconds)
+        bare, pipeline, paired = run_images_paired()
+        rates["bare_pillow"].append(bare)
+        rates["tarstream_images_1_process_paired"].append(pipeline)
+        pairs += paired
     result = {name: _summary(r) for name, r in rates.items()}
     med = {name: r["median"] for name, r in result.items()}
     return {
         "unit": "samples/s",
         "small_workload": "shuffle(10_000) + batch(256), shard shuffle on",
         "images": f"{len(jpegs)} JPEGs 256x256 -> uint8 CHW tensors, batch(64)",
+        "paired": "bare Pillow on 64 JPEGs, then the pipeline's next batch of 64, in turn",
         **result,
         "ratios": {
             "shuffle_batch_vs_webdataset": round(
                 med["tarstream_shuffle_batch"] / med["webdataset_shuffle_batch"], 1
             ),
-            "images_1_process_vs_bare_pillow": round(
-                med["tarstream_images_1_process"] / med["bare_pillow"], 3
+            "images_1_process_vs_bare_pillow_paired_median": round(statistics.median(pairs), 3),
+            "images_1_process_vs_bare_pillow_paired_total": round(
+                med["tarstream_images_1_process_paired"] / med["bare_pillow"], 3
             ),
             "images_2_workers_vs_1_process": round(
                 med["tarstream_images_loader_2_workers"] / med["tarstream_images_1_process"], 2
