@@ -193,10 +193,11 @@ class SharedBatchMemory(BatchMemory):
                 return [visit(v) for v in value]
             if isinstance(value, dict):
                 return {k: visit(v) for k, v in value.items()}
-            if isinstance(value, np.ndarray) and value.dtype != object:
-                address = _address(value)
-                if address in self._maps and address not in shipped:
-                    return visit(torch.from_numpy(value))
+            if isinstance(value, np.ndarray) and _address(value) in self._maps:
+                try:
+                    return visit(torch.from_numpy(value))  # as the DataLoader would convert it
+                except TypeError:  # a dtype torch lacks (strings): pickled as it is
+                    return value
             if isinstance(value, torch.Tensor) and value.device.type == "cpu":
                 address = value.untyped_storage().data_ptr()
                 if address in self._maps and address not in shipped:

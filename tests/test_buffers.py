@@ -136,3 +136,14 @@ def test_when_every_shared_block_is_held_batches_go_to_torch_shared_memory() -> 
     assert second.is_shared() and not first.is_shared()
     assert memory.ship((second,))[0] is second  # left to torch's own pickling
     assert held.tolist() == [1, 1]
+
+
+def test_arrays_ship_as_tensors_and_arrays_torch_cannot_hold_stay_arrays() -> None:
+    memory = SharedBatchMemory(keep=2)
+    numbers = memory.array((3,), np.int32)
+    numbers[:] = [1, 2, 3]
+    words = memory.array((2,), np.dtype("<U3"))
+    words[:] = ["ab", "cde"]
+    sent = pickle.loads(ForkingPickler.dumps(memory.ship({"n": numbers, "w": words})))
+    assert sent["n"].tolist() == [1, 2, 3] and isinstance(sent["n"], torch.Tensor)
+    assert sent["w"].tolist() == ["ab", "cde"]
