@@ -62,15 +62,21 @@ class BatchMemory:
         """An uninitialized torch tensor: in a DataLoader worker, in shared memory, so the
         batch reaches the trainer without another copy (as torch's default collate does)."""
         import torch
-        from torch.utils.data import get_worker_info
 
-        if get_worker_info() is not None:
+        if self._torch_shares():
             return _torch_shared(shape, dtype, device)
         if torch.device(device).type != "cpu":
             return torch.empty(shape, dtype=dtype, device=device)
         block = self._block(int(np.prod(shape)) * dtype.itemsize)
-        assert block is not None  # there is always a spare in this process
+        if block is None:
+            return _torch_shared(shape, dtype, device)
         return torch.from_numpy(block).view(dtype).view(shape)
+
+    def _torch_shares(self) -> bool:
+        """Whether tensors go to torch's shared memory (in a plain DataLoader's worker)."""
+        from torch.utils.data import get_worker_info
+
+        return get_worker_info() is not None
 
     def _block(self, size: int) -> np.ndarray | None:
         """``size`` bytes: a kept block nothing refers to, else a new one (kept unless
@@ -143,15 +149,8 @@ class SharedBatchMemory(BatchMemory):
     def available() -> bool:
         return hasattr(os, "memfd_create")
 
-    def tensor(self, shape: tuple[int, ...], dtype: Any, device: Any) -> Any:
-        import torch
-
-        if torch.device(device).type != "cpu":
-            return torch.empty(shape, dtype=dtype, device=device)
-        block = self._block(int(np.prod(shape)) * dtype.itemsize)
-        if block is None:
-            return _torch_shared(shape, dtype, device)
-        return torch.from_numpy(block).view(dtype).view(shape)
+    def _torch_shares(self) -> bool:
+        return False
 
     def _spare(self, size: int) -> np.ndarray | None:
         return None  # torch's shared memory instead, which ship() leaves to torch
@@ -183,12 +182,10 @@ class SharedBatchMemory(BatchMemory):
         shipped: set[int] = set()
 
         def visit(value: Any) -> Any:
+            if isinstance(value, tuple) and hasattr(value, "_fields"):  # a namedtuple
+                return type(value)(*map(visit, value))
             if isinstance(value, tuple):
-                return (
-                    type(value)(*map(visit, value))
-                    if hasattr(value, "_fields")
-                    else (tuple(map(visit, value)))
-                )
+                return tuple(map(visit, value))
             if isinstance(value, list):
                 return [visit(v) for v in value]
             if isinstance(value, dict):

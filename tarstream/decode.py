@@ -49,6 +49,7 @@ from .images import (
     image_value,
     open_image,
     pack_image,
+    pixel_shape,
 )
 from .images import decode_image as decode_image
 from .media import AUDIO_FORMATS, VIDEO_FORMATS, AudioOptions, VideoOptions
@@ -367,11 +368,10 @@ class PendingImage:
 
     def shape(self, image: Any) -> tuple[int, ...]:
         """The shape ``value(image)`` has, without making it."""
-        width, height = image.size
-        channels = len(image.getbands())
         if self.decode._image_torch:
+            height, width, channels = pixel_shape(image)
             return (channels, height, width)
-        return (height, width) if channels == 1 else (height, width, channels)
+        return pixel_shape(image, channel_axis=False)
 
     @staticmethod
     def pack(image: Any, out: np.ndarray) -> None:
