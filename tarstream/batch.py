@@ -180,9 +180,13 @@ class _Stacked:
 
     def __init__(self, first: Any, size: int, memory: BatchMemory) -> None:
         pending, image = None, None
+        # The size of the images packed into rows: a later image of this size (decoded by
+        # the same Decode, so in the same mode) has the same shape.
+        self.image_size: tuple[int, int] | None = None
         if isinstance(first, PendingImage):  # a template value: the image goes into row 0
             pending, image = first, first.open()
             first = pending.value(image, pixels=False)
+            self.image_size = image.size
         self.first = first
         self.chw = False
         if isinstance(first, np.ndarray):
@@ -213,7 +217,8 @@ class _Stacked:
     def add(self, value: Any) -> None:
         if isinstance(value, PendingImage):
             image = value.open()
-            if self.packable and self.fallback is None and value.shape(image) == self.shape:
+            fits = image.size == self.image_size or value.shape(image) == self.shape
+            if self.packable and self.fallback is None and fits:
                 value.pack(image, self.rows[self.n])
                 self.n += 1
                 return

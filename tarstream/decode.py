@@ -206,6 +206,8 @@ class Decode(Transform[Sample]):
         """(what to do with field ``name``: _KEEP, _DROP, _DECODE or _IMAGE (the built-in
         image decoder); its decoder), memoized."""
         plan = self._plans.get(name)
+        if plan is None and name.startswith("__"):  # metadata (__key__, __url__)
+            plan = self._plans[name] = (_KEEP, None)
         if plan is None:
             wanted = self.only is None or any(
                 name == pattern or fnmatch.fnmatchcase(name, pattern) for pattern in self.only
@@ -266,15 +268,13 @@ class Decode(Transform[Sample]):
     # -- decoding ---------------------------------------------------------------------------
     def apply(self, item: Sample) -> Sample:
         out: Sample = {}
+        plans = self._plans
         for name, value in item.items():
-            if name.startswith("__") or not isinstance(value, bytes):
-                out[name] = value
-                continue
-            action, decoder = self._plan(name)
-            if action == _KEEP:
+            action, decoder = plans.get(name) or self._plan(name)
+            if action == _KEEP or not isinstance(value, bytes):
                 out[name] = value
             elif action == _IMAGE and self._defer:
-                out[name] = PendingImage(value, self, _label(item, name))
+                out[name] = PendingImage(value, self, item, name)
             elif action != _DROP:
                 try:
                     out[name] = decoder(value)  # type: ignore[misc]
@@ -324,19 +324,11 @@ def _gunzip(data: bytes, max_size: int, inner: Decoder | None) -> Any:
     return out if inner is None else inner(out)
 
 
-def _label(item: Sample, name: str) -> tuple[str, str, str]:
-    """(shard, member, field) that a decoding error of field ``name`` names."""
-    return str(item.get("__url__", "")), f"{item.get('__key__')}.{name}", name
-
-
 def _decode_error(item: Sample, name: str, e: Exception) -> DecodeError:
-    return _error(_label(item, name), e)
-
-
-def _error(label: tuple[str, str, str], e: Exception) -> DecodeError:
-    shard, member, name = label
+    """The error for field ``name`` of ``item``, naming its shard and member."""
     reason = f"cannot decode field {name!r}: {type(e).__name__}: {e}"
-    return DecodeError(reason, shard=shard, member=member)
+    member = f"{item.get('__key__')}.{name}"
+    return DecodeError(reason, shard=str(item.get("__url__", "")), member=member)
 
 
 class PendingImage:
@@ -347,10 +339,11 @@ class PendingImage:
     ``value``: what ``Decode`` would have returned. Never leaves the batch.
     """
 
-    __slots__ = ("data", "decode", "label")
+    __slots__ = ("data", "decode", "item", "name")
 
-    def __init__(self, data: bytes, decode: Decode, label: tuple[str, str, str]) -> None:
-        self.data, self.decode, self.label = data, decode, label
+    def __init__(self, data: bytes, decode: Decode, item: Sample, name: str) -> None:
+        # The sample and field name, for the error only: formatted if decoding fails.
+        self.data, self.decode, self.item, self.name = data, decode, item, name
 
     def open(self) -> Any:
         """The decoded PIL image. Raises ``DecodeError`` naming the shard and member."""
@@ -358,7 +351,7 @@ class PendingImage:
         try:
             return open_image(self.data, d._image_mode, size=d.size, max_pixels=d.max_pixels)
         except Exception as e:
-            raise _error(self.label, e) from e
+            raise _decode_error(self.item, self.name, e) from e
 
     def value(self, image: Any = None, *, pixels: bool = True) -> Any:
         """The decoded value (of ``image`` from ``open``, if given); with ``pixels=False``

@@ -117,6 +117,15 @@ class ToTuple(Transform[tuple[Any, ...]]):
         if not fields:
             raise ValueError("ToTuple needs at least one field")
         self.fields = [(spec, _alternatives(spec)) for spec in fields]
+        # Every field a single name: looked up directly (the common case, per sample).
+        self._names = [names[0] for _, names in self.fields if len(names) == 1]
+        if len(self._names) < len(self.fields):
+            self._names = []
 
     def apply(self, item: Sample) -> tuple[Any, ...]:
+        if self._names:
+            try:
+                return tuple([item[name] for name in self._names])
+            except (KeyError, TypeError):
+                pass  # the error names the field below
         return tuple(_first_present(item, names, spec) for spec, names in self.fields)
