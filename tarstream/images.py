@@ -130,13 +130,7 @@ def open_image(
     """
     from PIL import Image
 
-    try:
-        with warnings.catch_warnings():
-            # Our own limit applies; Pillow's bomb warning would only repeat it.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image: Any = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as e:  # Pillow's own (larger) limit, from the header
-        raise ImageTooLargeError(f"{e} (max_pixels={max_pixels})") from e
+    image = _open(data)
     width, height = image.size
     if width * height > max_pixels:
         raise ImageTooLargeError(
@@ -152,6 +146,29 @@ def open_image(
         image = image.resize(target, Image.Resampling.BILINEAR)
     image.load()
     return image
+
+
+def _open(data: bytes) -> Any:
+    """Pillow's image over ``data``, its header read, not decoded.
+
+    A JPEG goes straight to the opener Pillow registers for JPEG: ``Image.open`` would find
+    the same one, after checking Pillow's own pixel limit, whose warning must then be
+    silenced per image, since our ``max_pixels`` applies instead.
+    """
+    from PIL import Image
+
+    if data.startswith(b"\xff\xd8\xff"):
+        Image.preinit()
+        try:
+            return Image.OPEN["JPEG"][0](io.BytesIO(data), "")
+        except SyntaxError as e:  # what Pillow's openers raise for a header they reject
+            raise Image.UnidentifiedImageError(f"cannot identify image file: {e}") from e
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as e:  # Pillow's own (larger) limit, from the header
+        raise ImageTooLargeError(f"{e} (larger than Pillow's own limit)") from e
 
 
 def pixel_shape(image: Any, *, channel_axis: bool = True) -> tuple[int, ...]:

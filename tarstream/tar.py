@@ -628,7 +628,7 @@ def read_indexed_samples(
             key = keys[s]
             expect = f"{key}.{fields[mfield[m0]]}\x00".encode("utf-8", "surrogateescape")
             header = moff[m0] - BLOCK - base
-            if len(expect) <= 100 and chunk[header : header + len(expect)] != expect:
+            if len(expect) <= 100 and not chunk.startswith(expect, header):
                 found = chunk[header : header + 100].split(b"\x00", 1)[0]
                 raise SidecarError(
                     f"shard does not match its sidecar: expected member {expect[:-1]!r}, "

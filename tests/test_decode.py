@@ -128,6 +128,28 @@ def test_a_decompression_bomb_is_refused_before_decoding() -> None:
         _decode({"png": _image("PNG")}, max_pixels=1000)
 
 
+def _jpeg_declaring(width: int, height: int) -> bytes:
+    """A small JPEG whose frame header (SOF0) declares ``width`` x ``height``."""
+    data = bytearray(_image("JPEG"))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def test_a_jpeg_declaring_too_many_pixels_is_refused_before_decoding() -> None:
+    with pytest.raises(DecodeError, match="30000x30000 = 900000000 pixels") as caught:
+        _decode({"jpg": _jpeg_declaring(30000, 30000)})
+    assert caught.value.shard == "d/train-000003.tar" and caught.value.member == "k/0001.jpg"
+    with pytest.raises(DecodeError, match="64x48 = 3072 pixels, more than max_pixels=1000"):
+        _decode({"jpg": _image("JPEG")}, max_pixels=1000)
+
+
+def test_a_jpeg_whose_header_pillow_rejects_is_a_decode_error() -> None:
+    with pytest.raises(DecodeError, match="cannot identify image file") as caught:
+        _decode({"jpg": b"\xff\xd8\xff" + b"\x00" * 40})
+    assert caught.value.member == "k/0001.jpg"
+
+
 def test_a_truncated_jpeg_is_a_decode_error_naming_shard_key_and_field() -> None:
     data = _image("JPEG", size=(256, 256))
     with pytest.raises(DecodeError, match=r"train-000003\.tar: member 'k/0001\.jpg'"):
