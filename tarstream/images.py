@@ -155,14 +155,14 @@ def _open(data: bytes) -> Any:
     the same one, after checking Pillow's own pixel limit, whose warning must then be
     silenced per image, since our ``max_pixels`` applies instead.
     """
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     if data.startswith(b"\xff\xd8\xff"):
         Image.preinit()
         try:
             return Image.OPEN["JPEG"][0](io.BytesIO(data), "")
         except SyntaxError as e:  # what Pillow's openers raise for a header they reject
-            raise Image.UnidentifiedImageError(f"cannot identify image file: {e}") from e
+            raise UnidentifiedImageError(f"cannot identify image file: {e}") from e
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
