@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -31,6 +31,9 @@ def collate(items: Sequence[Any]) -> Any:
     if isinstance(first, dict):
         return {key: collate([item[key] for item in items]) for key in first}
     if isinstance(first, tuple):
+        for item in items:
+            if len(item) != len(first):
+                raise ValueError(f"tuples of {len(item)} and {len(first)} in one batch")
         return tuple(collate(column) for column in zip(*items, strict=True))
     if isinstance(first, np.ndarray):
         if all(isinstance(i, np.ndarray) and i.shape == first.shape for i in items):
@@ -102,6 +105,7 @@ class Batch(Stage[Any]):
         self.partial = partial
         self.collate = collate if collate is not None else globals()["collate"]
         self._memory = BatchMemory()
+        self._pending = False  # whether PendingImage values can arrive (see connect)
 
     def connect(self, source: Stage[Any] | None, context: Context) -> Stage[Any]:
         """A copy reading from ``source``; with the default collate, a ``Decode`` that feeds
@@ -113,7 +117,7 @@ class Batch(Stage[Any]):
         while isinstance(node, (ToTuple, Select, Rename)):
             node = node.source
         if clone.collate is collate and isinstance(node, Decode):
-            node.defer_images()
+            clone._pending = node.defer_images()
         return clone
 
     def next(self) -> Any:
@@ -134,7 +138,7 @@ class Batch(Stage[Any]):
         """The default collate, built as items arrive: each array or tensor is copied into
         the batch at once and let go, so a batch's decoded images are never all alive
         beside the batch (that doubled the memory in use and faulted in fresh pages)."""
-        builder = _builder(source.next(), self.size, self._memory)
+        builder = _builder(source.next(), self.size, self._memory, rows=not self._pending)
         n = 1
         while n < self.size:
             try:
@@ -271,18 +275,37 @@ class _Tuple:
         return tuple(column.finish(n) for column in self.columns)
 
 
-def _builder(first: Any, size: int, memory: BatchMemory) -> Any:
-    """What builds a batch column like ``collate`` would, from its first item."""
+def _builder(first: Any, size: int, memory: BatchMemory, *, rows: bool = False) -> Any:
+    """What builds a batch column like ``collate`` would, from its first item.
+
+    ``rows``: no ``PendingImage`` can arrive, so a dict or tuple with nothing to stack (the
+    first item's values are neither arrays, tensors nor dicts or tuples) is kept whole and
+    collated at the end, one list append per item rather than one per field.
+    """
     if isinstance(first, dict):
+        if rows and _flat(first.values()):
+            return _Items(first)
         return _Mapping(first, size, memory)
     if isinstance(first, tuple):
+        if rows and _flat(first):
+            return _Items(first)
         return _Tuple(first, size, memory)
-    torch = sys.modules.get("torch")
-    if isinstance(first, (np.ndarray, PendingImage)) or (
-        torch is not None and isinstance(first, torch.Tensor)
-    ):
+    if _stacks(first):
         return _Stacked(first, size, memory)
     return _Items(first)
+
+
+def _flat(parts: Iterable[Any]) -> bool:
+    """Whether none of ``parts`` is stacked, or a dict or tuple."""
+    return not any(_stacks(part) or isinstance(part, (dict, tuple)) for part in parts)
+
+
+def _stacks(value: Any) -> bool:
+    """Whether a column starting with ``value`` is stacked as the items arrive."""
+    torch = sys.modules.get("torch")
+    return isinstance(value, (np.ndarray, PendingImage)) or (
+        torch is not None and isinstance(value, torch.Tensor)
+    )
 
 
 class Unbatch(Stage[Any]):

@@ -254,16 +254,18 @@ class Decode(Transform[Sample]):
             data, self.image, layout=self.layout, size=self.size, max_pixels=self.max_pixels
         )
 
-    def defer_images(self) -> None:
+    def defer_images(self) -> bool:
         """Leave built-in image decoding to the ``Batch`` this stage feeds directly (through
         to_tuple, select or rename only): images become ``PendingImage`` values, which the
         batch decodes straight into its memory, saving a copy of every image. Only for
         uint8 forms that batch in the layout they are decoded in, and strict errors (a
-        failure then surfaces from the batch, with the same ``DecodeError``)."""
+        failure then surfaces from the batch, with the same ``DecodeError``). Returns
+        whether images are deferred."""
         mode, as_float, torch_out = check_image_spec(self.image)
         if mode is not None and not as_float and (torch_out or self.layout == "HWC"):
             self._defer = self.errors == "strict"
             self._image_mode, self._image_torch = mode, torch_out
+        return self._defer
 
     # -- decoding ---------------------------------------------------------------------------
     def apply(self, item: Sample) -> Sample:

@@ -357,6 +357,15 @@ BATCH_ITEMS = {
     "an image of another size midway": [_chw(i, (5, 7) if i != 4 else (6, 7)) for i in range(7)],
     "a tensor then an array": [torch.zeros(2)] * 2 + [np.zeros(2)] + [torch.zeros(2)] * 4,
     "contiguous tensors": [torch.full((3, 2, 2), i) for i in range(7)],
+    # nothing to stack: items kept whole, collated at the end
+    "records of bytes, strings, numbers": [
+        {"__key__": f"{i:04d}", "txt": b"x" * i, "cls": i, "f": i / 2} for i in range(7)
+    ],
+    "tuples of strings and numbers": [(str(i), i, None) for i in range(7)],
+    "records, arrays from the fourth on": [
+        {"x": None if i < 3 else np.full(2, i), "n": i} for i in range(7)
+    ],
+    "nested records": [{"meta": {"a": i, "b": str(i)}, "n": i} for i in range(7)],
 }
 
 
@@ -369,6 +378,16 @@ def test_batches_built_as_items_arrive_equal_collate_of_the_list(name: str, size
     assert len(batches) == len(expected)
     for got, want in zip(batches, expected, strict=True):
         assert _same(got, want), (name, size)
+
+
+@pytest.mark.parametrize(
+    "items",
+    [[(1, "a"), (2, "b", "c")], [(np.zeros(2), 1), (np.zeros(2), 2, 3)]],
+    ids=["kept whole", "stacked"],
+)
+def test_tuples_of_different_lengths_in_one_batch_are_an_error(items: list[Any]) -> None:
+    with pytest.raises(ValueError, match="tuples of 3 and 2 in one batch"):
+        list(Pipeline(_ListStage(items), Batch(2)))
 
 
 # -- images decoded straight into the batch ------------------------------------------------------
