@@ -109,33 +109,55 @@ def _shipped(memory: SharedBatchMemory, tensor: torch.Tensor) -> bytes:
 
 def test_a_shared_block_returns_to_its_worker_once_the_trainer_drops_the_batch() -> None:
     memory = SharedBatchMemory(keep=2)
-    batch = memory.tensor((4, 3), torch.float32, "cpu").copy_(torch.arange(12.0).view(4, 3))
+    values = torch.arange(4.0 * 8192).view(4, 8192)  # 128 KiB: a shared block
+    batch = memory.tensor(values.shape, torch.float32, "cpu").copy_(values)
     address = _address(batch)
     message = _shipped(memory, batch)
+    assert len(message) < 1024  # a handle, not the values
     del batch
     received = pickle.loads(message)  # in the trainer: mapped, not copied
-    assert torch.equal(received, torch.arange(12.0).view(4, 3))
+    assert torch.equal(received, values)
     for _ in range(3):  # held by the trainer: never handed out again
-        other = memory.tensor((4, 3), torch.float32, "cpu")
+        other = memory.tensor(values.shape, torch.float32, "cpu")
         assert _address(other) != address
         other.fill_(-1)
         del other
-    assert torch.equal(received, torch.arange(12.0).view(4, 3))
+    assert torch.equal(received, values)
     view = received[1:]
     del received
-    assert all(_address(memory.tensor((4, 3), torch.float32, "cpu")) != address for _ in range(3))
+    assert all(
+        _address(memory.tensor(values.shape, torch.float32, "cpu")) != address for _ in range(3)
+    )
     del view  # the last tensor over the mapping: the block is free again
-    assert _address(memory.tensor((4, 3), torch.float32, "cpu")) == address
+    assert _address(memory.tensor(values.shape, torch.float32, "cpu")) == address
 
 
 def test_when_every_shared_block_is_held_batches_go_to_torch_shared_memory() -> None:
     memory = SharedBatchMemory(keep=1)
-    first = memory.tensor((2,), torch.int64, "cpu").fill_(1)
+    first = memory.tensor((2, 8192), torch.int64, "cpu").fill_(1)
     held = pickle.loads(_shipped(memory, first))
-    second = memory.tensor((2,), torch.int64, "cpu").fill_(2)
+    second = memory.tensor((2, 8192), torch.int64, "cpu").fill_(2)
     assert second.is_shared() and not first.is_shared()
     assert memory.ship((second,))[0] is second  # left to torch's own pickling
-    assert held.tolist() == [1, 1]
+    assert (held == 1).all()
+
+
+def test_small_arrays_and_tensors_travel_inside_the_message_as_tensors() -> None:
+    memory = SharedBatchMemory(keep=2)
+    labels = memory.array((64,), np.int64)  # a batch's labels: plain memory, not a block
+    labels[:] = np.arange(64)
+    ids = torch.arange(10, dtype=torch.int32)
+    strided = torch.arange(20.0)[::2]
+    large = torch.zeros(4, 8192)  # 128 KiB, not a block: torch's own pickling
+    shipped = memory.ship({"labels": labels, "ids": ids, "strided": strided, "large": large})
+    assert shipped["strided"] is strided and shipped["large"] is large
+    message = ForkingPickler.dumps({k: shipped[k] for k in ("labels", "ids")})
+    assert len(message) > labels.nbytes + ids.nbytes  # the values, not a file descriptor
+    sent = pickle.loads(message)
+    assert isinstance(sent["labels"], torch.Tensor) and sent["labels"].tolist() == list(range(64))
+    assert sent["ids"].dtype == torch.int32 and sent["ids"].tolist() == list(range(10))
+    labels[:] = -1  # a copy travelled
+    assert sent["labels"].tolist() == list(range(64))
 
 
 def test_arrays_ship_as_tensors_and_arrays_torch_cannot_hold_stay_arrays() -> None:

@@ -137,7 +137,9 @@ def test_three_ranks_with_two_workers_each_run_equal_steps_and_read_everything_o
 
 
 def _tensor_of_class(sample: dict[str, object]) -> torch.Tensor:
-    return torch.full((3, 4, 5), int(sample["cls"]), dtype=torch.uint8)  # type: ignore[call-overload]
+    """An image-sized tensor: a batch of 4 (108 KiB) goes through the workers' shared blocks
+    (smaller values travel inside the message)."""
+    return torch.full((3, 96, 96), int(sample["cls"]), dtype=torch.uint8)  # type: ignore[call-overload]
 
 
 @pytest.mark.parametrize("context", ["fork", "spawn"])
