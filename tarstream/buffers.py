@@ -16,9 +16,11 @@ as torch's own collate uses, costs the same page faults in every worker.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import mmap
 import os
 import sys
+import threading
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -143,7 +145,13 @@ class SharedBatchMemory(BatchMemory):
 
     def __init__(self, keep: int = 4) -> None:
         super().__init__(keep)
-        self._maps: dict[int, tuple[int, mmap.mmap]] = {}
+        self._maps: dict[int, tuple[int, mmap.mmap, int]] = {}  # address: fd, mapping, serial
+        # The trainer keeps each block mapped, by (token, serial): its file descriptor
+        # travels once (a connection to this worker each time), later batches name it.
+        self._token = (os.getpid(), os.urandom(8).hex())
+        self._serials = itertools.count()
+        self._sent: set[int] = set()
+        self._forgotten: list[int] = []  # serials the trainer may stop mapping
 
     @staticmethod
     def available() -> bool:
@@ -170,14 +178,16 @@ class SharedBatchMemory(BatchMemory):
             raise
         weakref.finalize(mapping, os.close, fd)  # when the last array over it is gone
         block = np.frombuffer(mapping, np.uint8, size, _HEADER)
-        self._maps[_address(block)] = (fd, mapping)
+        self._maps[_address(block)] = (fd, mapping, next(self._serials))
         return block
 
     def _free(self, block: np.ndarray) -> bool:
         return self._maps[_address(block)][1][0] == 0
 
     def _forget(self, block: np.ndarray) -> None:
-        del self._maps[_address(block)]
+        _, _, serial = self._maps.pop(_address(block))
+        if serial in self._sent:
+            self._forgotten.append(serial)
 
     def ship(self, item: Any) -> Any:
         """``item`` with each tensor or array that is a whole block as a ``_Shipped``
@@ -207,9 +217,13 @@ class SharedBatchMemory(BatchMemory):
                 address = value.untyped_storage().data_ptr()
                 if address in self._maps and address not in shipped:
                     shipped.add(address)
-                    fd, mapping = self._maps[address]
+                    fd, mapping, serial = self._maps[address]
                     mapping[0] = 1
-                    return _Shipped(fd, len(mapping), value)
+                    first = serial not in self._sent
+                    self._sent.add(serial)
+                    forgotten, self._forgotten = self._forgotten, []
+                    block = (*self._token, serial, len(mapping), fd if first else None, forgotten)
+                    return _Shipped(block, value)
                 if not value.requires_grad and value.is_contiguous():
                     with contextlib.suppress(TypeError, RuntimeError):  # no numpy dtype
                         return _small(value.numpy(), value)
@@ -254,36 +268,67 @@ def _tensor(array: np.ndarray) -> Any:
 class _Shipped:
     """A batch tensor in a shared block, on its way to the trainer's process."""
 
-    def __init__(self, fd: int, length: int, tensor: Any) -> None:
-        self.fd, self.length, self.tensor = fd, length, tensor
+    def __init__(self, block: tuple[Any, ...], tensor: Any) -> None:
+        self.block, self.tensor = block, tensor
 
     def __reduce__(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
         from multiprocessing.reduction import DupFd
 
+        pid, token, serial, length, fd, forgotten = self.block
+        block = (pid, token, serial, length, None if fd is None else DupFd(fd), forgotten)
         t = self.tensor
-        return (
-            _receive,
-            (DupFd(self.fd), self.length, t.dtype, t.shape, t.stride(), t.storage_offset()),
+        return _receive, (block, t.dtype, t.shape, t.stride(), t.storage_offset())
+
+
+#: The workers' blocks mapped in the trainer's process, by (worker pid, token, serial).
+_mapped: dict[tuple[int, str, int], mmap.mmap] = {}
+_mapped_lock = threading.Lock()
+
+
+def _mapping(block: tuple[Any, ...]) -> mmap.mmap:
+    """The trainer's mapping of a ``_Shipped`` block: made from its file descriptor the
+    first time, kept while its worker keeps the block."""
+    pid, token, serial, length, fd_handle, forgotten = block
+    with _mapped_lock:
+        for old in forgotten:
+            _mapped.pop((pid, token, old), None)
+        if fd_handle is not None:
+            fd = fd_handle.detach()
+            try:
+                _mapped[pid, token, serial] = mmap.mmap(fd, length)
+            finally:
+                os.close(fd)  # the mapping stays
+            _sweep(pid)
+        mapping = _mapped.get((pid, token, serial))
+    if mapping is None:
+        raise RuntimeError(
+            f"a batch names shared block {serial} of worker process {pid}, which this "
+            "process was never sent"
         )
+    return mapping
 
 
-def _receive(fd_handle: Any, length: int, dtype: Any, shape: Any, stride: Any, offset: int) -> Any:
-    """The tensor of a ``_Shipped`` block, mapped in this process; when the last tensor over
-    the mapping is gone, the block's flag is cleared so its worker can reuse it."""
+def _sweep(current: int) -> None:
+    """Stop mapping the blocks of worker processes that have exited (a batch still held
+    keeps its own memory)."""
+    for pid in {key[0] for key in _mapped} - {current}:
+        try:
+            os.kill(pid, 0)
+        except (ProcessLookupError, PermissionError):  # gone (or the pid is reused)
+            for key in [key for key in _mapped if key[0] == pid]:
+                del _mapped[key]
+
+
+def _receive(block: tuple[Any, ...], dtype: Any, shape: Any, stride: Any, offset: int) -> Any:
+    """The tensor of a ``_Shipped`` block, over the trainer's mapping of it; when the last
+    tensor of this batch is gone, the block's flag is cleared so its worker can reuse it."""
     import torch
 
-    fd = fd_handle.detach()
-    try:
-        mapping = mmap.mmap(fd, length)
-    except BaseException:
-        os.close(fd)
-        raise
-    weakref.finalize(mapping, _release, fd)
-    data = torch.frombuffer(mapping, dtype=torch.uint8, count=length - _HEADER, offset=_HEADER)
-    return data.view(dtype).as_strided(shape, stride, offset)
+    mapping = _mapping(block)
+    array = np.frombuffer(mapping, np.uint8, len(mapping) - _HEADER, _HEADER)
+    weakref.finalize(array, _release, mapping)  # the batch's own array: its tensors hold it
+    return torch.from_numpy(array).view(dtype).as_strided(shape, stride, offset)
 
 
-def _release(fd: int) -> None:
-    with contextlib.suppress(OSError):
-        os.pwrite(fd, b"\0", 0)
-    os.close(fd)
+def _release(mapping: mmap.mmap) -> None:
+    mapping[0] = 0

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import pickle
 from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -169,3 +171,66 @@ def test_arrays_ship_as_tensors_and_arrays_torch_cannot_hold_stay_arrays() -> No
     sent = pickle.loads(ForkingPickler.dumps(memory.ship({"n": numbers, "w": words})))
     assert sent["n"].tolist() == [1, 2, 3] and isinstance(sent["n"], torch.Tensor)
     assert sent["w"].tolist() == ["ab", "cde"]
+
+
+def test_the_trainer_maps_a_block_once_and_later_batches_over_it_name_it() -> None:
+    memory = SharedBatchMemory(keep=1)
+    shape = (4, 8192)
+    first = memory.tensor(shape, torch.float32, "cpu").fill_(1)
+    opening = _shipped(memory, first)
+    del first
+    received = pickle.loads(opening)
+    trainer_address = received.data_ptr()
+    del received  # the block returns to the worker
+    for value in (2.0, 3.0):
+        batch = memory.tensor(shape, torch.float32, "cpu").fill_(value)
+        message = _shipped(memory, batch)
+        del batch
+        assert len(message) < len(opening)  # no file descriptor this time
+        received = pickle.loads(message)
+        assert received.data_ptr() == trainer_address and (received == value).all()
+        del received
+
+
+def test_a_block_the_trainer_was_never_sent_is_a_clear_error() -> None:
+    memory = SharedBatchMemory(keep=1)
+    batch = memory.tensor((4, 8192), torch.float32, "cpu")
+    memory._sent.add(0)  # as if an earlier message had carried its file descriptor
+    with pytest.raises(RuntimeError, match=r"shared block 0 of worker process .* never sent"):
+        pickle.loads(_shipped(memory, batch))
+
+
+def _worker(queue: Any, done: Any) -> None:
+    memory = SharedBatchMemory()
+    batch = memory.tensor((4, 8192), torch.float32, "cpu").fill_(7)
+    queue.put(memory.ship((batch,)))
+    done.wait()
+
+
+def test_the_trainer_stops_mapping_the_blocks_of_a_worker_that_exited() -> None:
+    from tarstream.buffers import _mapped
+
+    context = multiprocessing.get_context("fork")
+    queue, done = context.Queue(), context.Event()
+    worker = context.Process(target=_worker, args=(queue, done))
+    worker.start()
+    (held,) = queue.get(timeout=30)
+    done.set()
+    worker.join(timeout=30)
+    assert worker.pid in {key[0] for key in _mapped}
+    memory = SharedBatchMemory()  # a block sent from elsewhere: the map is swept
+    pickle.loads(_shipped(memory, memory.tensor((4, 8192), torch.float32, "cpu")))
+    assert worker.pid not in {key[0] for key in _mapped}
+    assert (held == 7).all()  # a batch still held keeps its memory
+
+
+def test_the_trainer_stops_mapping_a_block_its_worker_let_go() -> None:
+    from tarstream.buffers import _mapped
+
+    memory = SharedBatchMemory(keep=1)
+    before = set(_mapped)
+    pickle.loads(_shipped(memory, memory.tensor((4, 8192), torch.float32, "cpu")))
+    (first,) = set(_mapped) - before
+    larger = memory.tensor((8, 8192), torch.float32, "cpu")  # the batch shape changed
+    pickle.loads(_shipped(memory, larger))
+    assert first not in _mapped and len(set(_mapped) - before) == 1

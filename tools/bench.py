@@ -23,6 +23,8 @@ and batched by 64, in one process and through ``Loader(num_workers=2)``, against
 decoding the same JPEG bytes (``np.asarray(Image.open(...).convert("RGB"))``). Bare Pillow
 and the one-process pipeline also run in turn, 64 images each (``paired``): the ratio of
 each pair, and of the totals, is independent of the machine's speed drifting between runs.
+For the two workers' ratio, the machine's own ceiling: two processes started together, each
+running the one-process pipeline over its half of the shards (ranks 0 and 1 of 2).
 
 ``resume``: the small workload through shard shuffle + shuffle(10,000) + batch(256): the time
 from ``load_state_dict`` to the first batch when resuming at 10%, 50% and 90% of the epoch,
@@ -43,6 +45,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import multiprocessing
 import platform
 import statistics
 import sys
@@ -205,6 +208,20 @@ def bench_pipeline(args: argparse.Namespace) -> dict[str, Any]:
     def run_images_one_process() -> int:
         return sum(len(images) for images, _ in image_pipeline())
 
+    def drain(rank: int) -> None:
+        for _ in image_pipeline().in_world(tarstream.World(rank, 2)):
+            pass
+
+    def run_images_two_processes() -> int:
+        fork = multiprocessing.get_context("fork")
+        processes = [fork.Process(target=drain, args=(rank,)) for rank in (0, 1)]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join()
+            assert process.exitcode == 0, "a process of the two-process ceiling failed"
+        return len(jpegs)
+
     loader = tarstream.Loader(image_pipeline(), num_workers=2, persistent_workers=True)
 
     def run_images_two_workers() -> int:
@@ -215,6 +232,7 @@ def bench_pipeline(args: argparse.Namespace) -> dict[str, Any]:
         "webdataset_shuffle_batch": run_webdataset_small,
         "tarstream_images_1_process": run_images_one_process,
         "tarstream_images_loader_2_workers": run_images_two_workers,
+        "images_2_processes_ceiling": run_images_two_processes,
     }
     for run in runs.values():  # warm-up
         run()
@@ -248,6 +266,12 @@ def bench_pipeline(args: argparse.Namespace) -> dict[str, Any]:
             ),
             "images_2_workers_vs_1_process": round(
                 med["tarstream_images_loader_2_workers"] / med["tarstream_images_1_process"], 2
+            ),
+            "images_2_processes_ceiling_vs_1_process": round(
+                med["images_2_processes_ceiling"] / med["tarstream_images_1_process"], 2
+            ),
+            "images_2_workers_vs_2_processes_ceiling": round(
+                med["tarstream_images_loader_2_workers"] / med["images_2_processes_ceiling"], 2
             ),
         },
     }
