@@ -62,6 +62,7 @@ class Shuffle(Stage[Any]):
         self._start = state["start"] if state else None
         source.reset(self._start)
         self._start = source.get_state()
+        self._follow(source)
         self._rng = self._new_rng()
         self._draws: list[float] = []
         self._buffer: list[Any] = []
@@ -92,6 +93,13 @@ class Shuffle(Stage[Any]):
         self._exhausted = pulled >= available
         self._returned = returned
         source.reset(source.advance(self._start, pulled))
+        self._follow(source)
+
+    def _follow(self, source: Stage[Any]) -> None:
+        """Pull from ``source`` (just reset) through its own iterator where it has one:
+        a call less per item than its ``next``."""
+        items = source.items()
+        self._source_next = items.__next__ if items is not None else source.next
 
     def _simulate(self, returned: int, available: int) -> tuple[list[int], int]:
         """Run ``returned`` steps of ``next`` on item positions instead of items.
@@ -173,7 +181,7 @@ class Shuffle(Stage[Any]):
 
     def _pull(self) -> bool:
         try:
-            self._buffer.append(self.require_source().next())
+            self._buffer.append(self._source_next())
         except StopIteration:
             self._exhausted = True
             return False
@@ -184,18 +192,25 @@ class Shuffle(Stage[Any]):
         if self._returned == 0:
             while len(buffer) < self.initial and self._pull():
                 pass
-        else:
-            for _ in range(2):
-                if len(buffer) >= self.buffer_size or self._exhausted or not self._pull():
-                    break
+        elif (  # up to two new items while the buffer is not full: one, once it is
+            len(buffer) < self.buffer_size
+            and not self._exhausted
+            and self._pull()
+            and len(buffer) < self.buffer_size
+        ):
+            self._pull()
         if not buffer:
             raise StopIteration
-        if not self._draws:
-            self._draws = self._rng.random(_DRAWS).tolist()[::-1]
-        j = int(self._draws.pop() * len(buffer))
-        buffer[j], buffer[-1] = buffer[-1], buffer[j]
+        draws = self._draws
+        if not draws:
+            draws = self._draws = self._rng.random(_DRAWS).tolist()[::-1]
+        j = int(draws.pop() * len(buffer))
+        last = buffer.pop()
         self._returned += 1
-        return buffer.pop()
+        if j == len(buffer):
+            return last
+        item, buffer[j] = buffer[j], last
+        return item
 
     def get_state(self) -> State:
         return {"start": self._start, "returned": self._returned}

@@ -24,7 +24,8 @@ decoding the same JPEG bytes (``np.asarray(Image.open(...).convert("RGB"))``). B
 and the one-process pipeline also run in turn, 64 images each (``paired``): the ratio of
 each pair, and of the totals, is independent of the machine's speed drifting between runs.
 For the two workers' ratio, the machine's own ceiling: two processes started together, each
-running the one-process pipeline over its half of the shards (ranks 0 and 1 of 2).
+running the one-process pipeline over its half of the shards (ranks 0 and 1 of 2). Every
+other repetition runs the workloads in reverse order.
 
 ``resume``: the small workload through shard shuffle + shuffle(10,000) + batch(256): the time
 from ``load_state_dict`` to the first batch when resuming at 10%, 50% and 90% of the epoch,
@@ -240,8 +241,10 @@ def bench_pipeline(args: argparse.Namespace) -> dict[str, Any]:
     rates: dict[str, list[float]] = {name: [] for name in runs}
     rates["bare_pillow"], rates["tarstream_images_1_process_paired"] = [], []
     pairs: list[float] = []
-    for _ in range(args.reps):
-        for name, run in runs.items():
+    for rep in range(args.reps):
+        # every other repetition in reverse order: of Loader and the two-process
+        # ceiling, the one run second was measured slower, in either order
+        for name, run in list(runs.items())[:: -1 if rep % 2 else 1]:
             n, seconds = _timed(run)
             rates[name].append(n / seconds)
         bare, pipeline, paired = run_images_paired()
