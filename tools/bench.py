@@ -25,7 +25,10 @@ and the one-process pipeline also run in turn, 64 images each (``paired``): the 
 each pair, and of the totals, is independent of the machine's speed drifting between runs.
 For the two workers' ratio, the machine's own ceiling: two processes started together, each
 running the one-process pipeline over its half of the shards (ranks 0 and 1 of 2). Every
-other repetition runs the workloads in reverse order.
+other repetition runs the workloads in reverse order. ``ratios`` divide medians;
+``ratios_by_repetition`` take the median of each repetition's ratio of two runs made within
+seconds of each other (tarstream and webdataset; the Loader or the ceiling and one process),
+which the machine's speed drifting over minutes moves less.
 
 ``resume``: the small workload through shard shuffle + shuffle(10,000) + batch(256): the time
 from ``load_state_dict`` to the first batch when resuming at 10%, 50% and 90% of the epoch,
@@ -242,8 +245,7 @@ def bench_pipeline(args: argparse.Namespace) -> dict[str, Any]:
     rates["bare_pillow"], rates["tarstream_images_1_process_paired"] = [], []
     pairs: list[float] = []
     for rep in range(args.reps):
-        # every other repetition in reverse order: of Loader and the two-process
-        # ceiling, the one run second was measured slower, in either order
+        # every other repetition in reverse order: no run always follows the same one
         for name, run in list(runs.items())[:: -1 if rep % 2 else 1]:
             n, seconds = _timed(run)
             rates[name].append(n / seconds)
@@ -253,6 +255,12 @@ def bench_pipeline(args: argparse.Namespace) -> dict[str, Any]:
         pairs += paired
     result = {name: _summary(r) for name, r in rates.items()}
     med = {name: r["median"] for name, r in result.items()}
+
+    def by_repetition(name: str, other: str, digits: int) -> float:
+        """The median over repetitions of ``name``'s rate over ``other``'s, in the same one."""
+        ratios = [a / b for a, b in zip(rates[name], rates[other], strict=True)]
+        return round(statistics.median(ratios), digits)
+
     return {
         "unit": "samples/s",
         "small_workload": "shuffle(10_000) + batch(256), shard shuffle on",
@@ -275,6 +283,17 @@ def bench_pipeline(args: argparse.Namespace) -> dict[str, Any]:
             ),
             "images_2_workers_vs_2_processes_ceiling": round(
                 med["tarstream_images_loader_2_workers"] / med["images_2_processes_ceiling"], 2
+            ),
+        },
+        "ratios_by_repetition": {
+            "shuffle_batch_vs_webdataset": by_repetition(
+                "tarstream_shuffle_batch", "webdataset_shuffle_batch", 1
+            ),
+            "images_2_workers_vs_1_process": by_repetition(
+                "tarstream_images_loader_2_workers", "tarstream_images_1_process", 2
+            ),
+            "images_2_processes_ceiling_vs_1_process": by_repetition(
+                "images_2_processes_ceiling", "tarstream_images_1_process", 2
             ),
         },
     }
