@@ -24,8 +24,11 @@ decoding the same JPEG bytes (``np.asarray(Image.open(...).convert("RGB"))``). B
 and the one-process pipeline also run in turn, 64 images each (``paired``): the ratio of
 each pair, and of the totals, is independent of the machine's speed drifting between runs.
 For the two workers' ratio, the machine's own ceiling: two processes started together, each
-running the one-process pipeline over its half of the shards (ranks 0 and 1 of 2). Every
-other repetition runs the workloads in reverse order. ``ratios`` divide medians;
+running the one-process pipeline over its half of the shards (ranks 0 and 1 of 2). The one
+process, the two and the Loader's workers are new processes (forked) in every run: on the
+development machine one process ran up to 30% faster or slower than another for its whole
+life, which long-lived processes turned into a bias of the whole benchmark. Every other
+repetition runs the workloads in reverse order. ``ratios`` divide medians;
 ``ratios_by_repetition`` take the median of each repetition's ratio of two runs made within
 seconds of each other (tarstream and webdataset; the Loader or the ceiling and one process),
 which the machine's speed drifting over minutes moves less.
@@ -209,24 +212,29 @@ def bench_pipeline(args: argparse.Namespace) -> dict[str, Any]:
             pairs.append(bare_seconds / pipeline_seconds)
         return len(jpegs) / bare_time, len(jpegs) / pipeline_time, pairs
 
-    def run_images_one_process() -> int:
-        return sum(len(images) for images, _ in image_pipeline())
+    def drain(world: tarstream.World, expected: int) -> None:
+        n = sum(len(images) for images, _ in image_pipeline().in_world(world))
+        assert n == expected, f"{world}: {n} images, expected {expected}"
 
-    def drain(rank: int) -> None:
-        for _ in image_pipeline().in_world(tarstream.World(rank, 2)):
-            pass
-
-    def run_images_two_processes() -> int:
+    def in_processes(*worlds: tarstream.World) -> int:
+        """The image pipeline in a fresh process per world (forked now), all at once."""
         fork = multiprocessing.get_context("fork")
-        processes = [fork.Process(target=drain, args=(rank,)) for rank in (0, 1)]
+        share = len(jpegs) // len(worlds)
+        processes = [fork.Process(target=drain, args=(world, share)) for world in worlds]
         for process in processes:
             process.start()
         for process in processes:
             process.join()
-            assert process.exitcode == 0, "a process of the two-process ceiling failed"
+            assert process.exitcode == 0, "a process of the image pipeline failed"
         return len(jpegs)
 
-    loader = tarstream.Loader(image_pipeline(), num_workers=2, persistent_workers=True)
+    def run_images_one_process() -> int:
+        return in_processes(tarstream.World(0, 1))
+
+    def run_images_two_processes() -> int:
+        return in_processes(tarstream.World(0, 2), tarstream.World(1, 2))
+
+    loader = tarstream.Loader(image_pipeline(), num_workers=2)  # new workers each run
 
     def run_images_two_workers() -> int:
         return sum(len(images) for images, _ in loader)
