@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import warnings
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ from hypothesis import strategies as st
 
 import tarstream
 from tarstream import ResumeError, World
-from tarstream.shuffle import ResumeWarning
+from tarstream.shuffle import ResumeWarning, Shuffle
+from tarstream.stage import Stage, State
 from tarstream.testing import assert_resumable
 
 from .conftest import write_dataset
@@ -190,6 +192,59 @@ def test_a_shuffle_resumed_from_positions_continues_exactly_at_every_item(
         return tarstream.TarStream(pattern, seed=8).shuffle(size, initial=initial)
 
     assert_resumable(make, at=range(88), epochs=2)
+
+
+class _Positions(Stage[int]):
+    """0, 1, ..., n - 1, addressable by position; its own iterator starts where the stage
+    was when ``items()`` was called (as a user's stage may build it)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+        self.position = 0
+
+    def reset(self, state: State | None = None) -> None:
+        self.position = state["position"] if state else 0
+
+    def next(self) -> int:
+        if self.position >= self.n:
+            raise StopIteration
+        self.position += 1
+        return self.position - 1
+
+    def items(self) -> Iterator[int]:
+        return self._from(self.position)
+
+    def _from(self, start: int) -> Iterator[int]:
+        for i in range(start, self.n):
+            self.position = i + 1
+            yield i
+
+    def get_state(self) -> State:
+        return {"position": self.position}
+
+    def addressable(self) -> bool:
+        return True
+
+    def remaining(self, state: State | None) -> int:
+        return self.n - (state["position"] if state else 0)
+
+    def advance(self, state: State | None, n: int) -> State:
+        return {"position": (state["position"] if state else 0) + n}
+
+    def fetch(self, state: State | None, offsets: list[int]) -> list[Any]:
+        start = state["position"] if state else 0
+        return [start + offset for offset in offsets]
+
+
+def test_a_shuffle_over_a_stage_with_its_own_iterator_resumes_from_positions() -> None:
+    # the shuffle pulls through the source's iterator, which it must take again after
+    # the reset that skips the items a resume fetched
+    def make() -> tarstream.Pipeline:
+        return tarstream.Pipeline(_Positions(60), Shuffle(8), seed=3)
+
+    full = assert_resumable(make, at=range(61))
+    assert sorted(full) == list(range(60))
 
 
 def test_without_sidecars_a_shuffle_resumes_by_rereading_and_says_so(
