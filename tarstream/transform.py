@@ -117,10 +117,9 @@ class ToTuple(Transform[tuple[Any, ...]]):
         if not fields:
             raise ValueError("ToTuple needs at least one field")
         self.fields = [(spec, _alternatives(spec)) for spec in fields]
-        # Every field a single name: looked up directly (the common case, per sample).
-        self._names = [names[0] for _, names in self.fields if len(names) == 1]
-        if len(self._names) < len(self.fields):
-            self._names = []
+        # Every field a single name (the common case): looked up directly, per sample.
+        single = all(len(names) == 1 for _, names in self.fields)
+        self._names = [names[0] for _, names in self.fields] if single else []
 
     def apply(self, item: Sample) -> tuple[Any, ...]:
         if self._names:
