@@ -2,62 +2,95 @@
 
 Write shards with ``ShardWriter`` or the ``tarstream-write`` command; read them back with
 ``TarStream``. See README.md and FORMAT.md.
+
+The package is layered the way a sample travels, each layer importing only from those
+below it: ``errors``, ``world``, ``stage`` (the foundation); ``format`` (bytes on disk);
+``codecs`` (field values); ``storage`` (bytes from anywhere); ``plan`` (order on
+references); ``read`` (references to samples); ``stages`` (samples to batches); ``run``
+(pipelines, loaders, resume); ``write`` (making shards); then ``cli`` and ``testing``.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from .errors import (
+    CacheWarning,
     DecodeError,
     DuplicateKeyError,
     EncodeError,
+    ImageTooLargeError,
     InvalidKeyError,
     ManifestError,
     MemberTooLargeError,
     ResumeError,
+    ResumeWarning,
     ShardChangedError,
     ShardError,
     ShardFormatError,
     SidecarError,
     StorageError,
     TarstreamError,
+    TarstreamWarning,
     TruncatedShardError,
     WriteError,
 )
-from .index import ShardIndex
-from .manifest import Manifest
-from .tar import ReadStats
-from .writer import ShardWriter
+from .format.manifest import Manifest
+from .format.scan import ReadStats
+from .format.sidecar import ShardIndex
+from .write.writer import ShardWriter
+
+if TYPE_CHECKING:  # what the lazy names below are, for type checkers
+    from .codecs.media import AudioOptions, VideoOptions
+    from .plan.shard_list import ShardList
+    from .plan.split import ShuffleShards, SplitByRank, SplitByWorker
+    from .read.read_shards import ReadShards
+    from .run.loader import Loader
+    from .run.pipeline import Pipeline
+    from .run.resume import merge_states
+    from .run.stream import TarStream
+    from .stage import Stage
+    from .stages.batch import Batch, Unbatch
+    from .stages.decode import Decode
+    from .stages.shuffle import Shuffle
+    from .stages.slicing import Repeat, Skip, Take
+    from .stages.transform import Filter, Map, Rename, Select, ToTuple
+    from .storage.config import Storage
+    from .storage.retry import Retry
+    from .world import World
 
 __version__ = "0.1.0"
 
+# Pipeline modules import torch when it is installed (a Pipeline is then an IterableDataset);
+# loading them on first use keeps `import tarstream` and the writer light.
 _LAZY = {
-    "AudioOptions": "media",
-    # Pipeline modules import torch when it is installed (a Pipeline is then an
-    # IterableDataset); loading them on first use keeps `import tarstream` and the writer light.
-    "Batch": "batch",
-    "Decode": "decode",
-    "Filter": "transform",
-    "Loader": "loader",
-    "Map": "transform",
-    "Pipeline": "pipeline",
-    "ReadShards": "shards",
-    "Rename": "transform",
-    "Repeat": "slicing",
-    "Retry": "retry",
-    "Select": "transform",
-    "ShardList": "shards",
-    "Shuffle": "shuffle",
-    "ShuffleShards": "shards",
-    "Skip": "slicing",
-    "SplitByRank": "shards",
-    "SplitByWorker": "shards",
+    "AudioOptions": "codecs.media",
+    "Batch": "stages.batch",
+    "Decode": "stages.decode",
+    "Filter": "stages.transform",
+    "Loader": "run.loader",
+    "Map": "stages.transform",
+    "Pipeline": "run.pipeline",
+    "ReadShards": "read.read_shards",
+    "Rename": "stages.transform",
+    "Repeat": "stages.slicing",
+    "Retry": "storage.retry",
+    "Select": "stages.transform",
+    "ShardList": "plan.shard_list",
+    "Shuffle": "stages.shuffle",
+    "ShuffleShards": "plan.split",
+    "Skip": "stages.slicing",
+    "SplitByRank": "plan.split",
+    "SplitByWorker": "plan.split",
     "Stage": "stage",
-    "Storage": "remote",
-    "Take": "slicing",
-    "TarStream": "stream",
-    "ToTuple": "transform",
-    "Unbatch": "batch",
-    "VideoOptions": "media",
+    "Storage": "storage.config",
+    "Take": "stages.slicing",
+    "TarStream": "run.stream",
+    "ToTuple": "stages.transform",
+    "Unbatch": "stages.batch",
+    "VideoOptions": "codecs.media",
     "World": "world",
-    "merge_states": "resume",
+    "merge_states": "run.resume",
 }
 
 
@@ -75,11 +108,13 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "AudioOptions",
     "Batch",
+    "CacheWarning",
     "Decode",
     "DecodeError",
     "DuplicateKeyError",
     "EncodeError",
     "Filter",
+    "ImageTooLargeError",
     "InvalidKeyError",
     "Loader",
     "Manifest",
@@ -92,6 +127,7 @@ __all__ = [
     "Rename",
     "Repeat",
     "ResumeError",
+    "ResumeWarning",
     "Retry",
     "Select",
     "ShardChangedError",
@@ -112,6 +148,7 @@ __all__ = [
     "Take",
     "TarStream",
     "TarstreamError",
+    "TarstreamWarning",
     "ToTuple",
     "TruncatedShardError",
     "Unbatch",

@@ -1,33 +1,27 @@
-"""Command-line tools: ``tarstream-write`` and ``tarstream`` (``write``, ``index``)."""
+"""Command-line tools: ``tarstream-write`` and ``tarstream`` (``write``, ``index``).
+
+Argument parsing and printing only; the work is ``tarstream.write``'s.
+"""
 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import os
 import re
 import sys
-import time
-from collections.abc import Iterator, Sequence
-from pathlib import Path
-from typing import Any, TextIO
-
-from braceexpand import braceexpand
+from collections.abc import Sequence
+from typing import Any
 
 from .errors import TarstreamError
-from .index import SIDECAR_SUFFIX
-from .keys import split_member_name
-from .manifest import Manifest, compress_names
-from .storage import atomic_write, is_local, local_path, open_input
-from .tar import build_index
-from .writer import ShardWriter, default_manifest_path
+from .format.manifest import compress_names
+from .write.indexer import index_shards
+from .write.progress import Progress
+from .write.sources import samples_from
+from .write.writer import ShardWriter
 
 __all__ = ["main", "parse_size", "write_main"]
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?\s*$", re.IGNORECASE)
-_INDEX_SUFFIXES = (".jsonl", ".ndjson", ".csv", ".tsv")
-_SHARD_SUFFIXES = (".tar", ".json")
 
 
 def parse_size(text: str) -> int:
@@ -42,112 +36,6 @@ def parse_size(text: str) -> int:
     number, unit, binary = match.groups()
     scale = (1024 if binary else 1000) ** "_kmgt".index(unit.lower() or "_")
     return int(float(number) * scale)
-
-
-class Progress:
-    """A one-line progress display on a terminal; silent otherwise."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        self.enabled = stream.isatty()
-        self.last = 0.0
-
-    def update(self, samples: int, shards: int, force: bool = False) -> None:
-        now = time.monotonic()
-        if self.enabled and (force or now - self.last > 0.2):
-            self.last = now
-            self.stream.write(f"\r{samples:,} samples, {shards:,} shards")
-            self.stream.flush()
-
-    def done(self) -> None:
-        if self.enabled:
-            self.stream.write("\n")
-
-
-def directory_samples(root: Path, skipped: list[str]) -> Iterator[dict[str, Any]]:
-    """Yield samples from a directory tree: files grouped by key, keys in sorted order."""
-    groups: dict[str, dict[str, Path]] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for filename in filenames:
-            path = Path(dirpath) / filename
-            rel = path.relative_to(root).as_posix()
-            parts = split_member_name(rel)
-            if parts is None or filename.startswith("."):
-                skipped.append(rel)
-                continue
-            groups.setdefault(parts[0], {})[parts[1]] = path
-    for key in sorted(groups):
-        sample: dict[str, Any] = {"__key__": key}
-        for field, path in groups[key].items():
-            sample[field] = path.read_bytes()
-        yield sample
-
-
-def _index_rows(path: Path) -> Iterator[dict[str, Any]]:
-    if path.suffix in (".jsonl", ".ndjson"):
-        with open(path, encoding="utf-8") as f:
-            for line_no, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        row = json.loads(line)
-                    except ValueError as e:
-                        raise SystemExit(f"{path}:{line_no}: not valid JSON: {e}") from None
-                    if not isinstance(row, dict):
-                        raise SystemExit(f"{path}:{line_no}: each line must be a JSON object")
-                    yield row
-        return
-    with open(path, encoding="utf-8", newline="") as f:
-        yield from csv.DictReader(f, delimiter="\t" if path.suffix == ".tsv" else ",")
-
-
-def index_samples(
-    path: Path, file_columns: dict[str, str | None], key_column: str | None, rename: dict[str, str]
-) -> Iterator[dict[str, Any]]:
-    """Yield samples from an index file's rows.
-
-    Columns in ``file_columns`` hold file paths (relative to the index file); their field is
-    the mapped name, or the file's own extension. Every other column is a field of its own,
-    named by ``rename`` or after the column.
-    """
-    base = path.parent
-    for row_no, row in enumerate(_index_rows(path)):
-        if key_column is not None:
-            if row.get(key_column) in (None, ""):
-                raise SystemExit(
-                    f"{path}: row {row_no + 1} has no value in key column {key_column!r}"
-                )
-            key = str(row[key_column])
-        else:
-            key = f"{row_no:09d}"
-        sample: dict[str, Any] = {"__key__": key}
-        for column, value in row.items():
-            if column == key_column or value is None or value == "":
-                continue
-            if column in file_columns:
-                file_path = base / str(value)
-                field = file_columns[column] or (split_member_name(file_path.name) or ("", ""))[1]
-                if not field:
-                    raise SystemExit(
-                        f"{path}: row {row_no + 1}: {value!r} has no extension; "
-                        f"name its field with --file {column}=FIELD"
-                    )
-                try:
-                    sample[field] = file_path.read_bytes()
-                except OSError as e:
-                    raise SystemExit(f"{path}: row {row_no + 1}: cannot read {value!r}: {e}") from e
-            else:
-                sample[rename.get(column, column)] = value
-        yield sample
-
-
-def shard_samples(pattern: str) -> Iterator[dict[str, Any]]:
-    """Yield samples from existing shards (for repacking)."""
-    from .stream import TarStream
-
-    for sample in TarStream(pattern):
-        sample.pop("__url__", None)
-        yield sample
 
 
 def _pairs(values: Sequence[str], option: str, optional_value: bool) -> dict[str, Any]:
@@ -194,32 +82,14 @@ def _add_write_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_write(args: argparse.Namespace) -> int:
-    source = Path(args.source)
     skipped: list[str] = []
-    samples: Iterator[dict[str, Any]]
-    if source.is_dir():
-        samples = directory_samples(source, skipped)
-    elif source.suffix in _INDEX_SUFFIXES:
-        if not source.is_file():
-            raise SystemExit(f"index file {source} does not exist")
-        files = _pairs(args.file, "--file", optional_value=True)
-        if not files:
-            raise SystemExit(
-                f"{source}: name the column(s) holding file paths with --file COLUMN "
-                "(other columns are written as fields)"
-            )
-        key_column = args.key
-        if key_column is None:
-            first = next(_index_rows(source), {})
-            key_column = "__key__" if "__key__" in first else None
-        samples = index_samples(source, files, key_column, _pairs(args.field, "--field", False))
-    elif args.source.endswith(_SHARD_SUFFIXES) or "{" in args.source:
-        samples = shard_samples(args.source)
-    else:
-        raise SystemExit(
-            f"{args.source}: not a directory, an index file ({', '.join(_INDEX_SUFFIXES)}) "
-            "or shards (.tar pattern, manifest .json)"
-        )
+    samples = samples_from(
+        args.source,
+        files=_pairs(args.file, "--file", optional_value=True),
+        fields=_pairs(args.field, "--field", False),
+        key=args.key,
+        skipped=skipped,
+    )
     progress = Progress(sys.stderr)
     count = 0
     with ShardWriter(args.output, max_samples=args.max_samples, max_bytes=args.max_bytes) as w:
@@ -249,39 +119,13 @@ def _brace(names: list[str]) -> str:
 
 
 def _run_index(args: argparse.Namespace) -> int:
-    shards = [name for name in braceexpand(args.pattern)]
-    for shard in shards:
-        if not is_local(shard):
-            raise SystemExit(f"{shard}: `tarstream index` writes sidecars beside local shards only")
-    counts, sizes, fields = [], [], set()
     progress = Progress(sys.stderr)
-    total = 0
-    for number, shard in enumerate(shards):
-        f, _ = open_input(shard)
-        with f:
-            index = build_index(f, shard, name=os.path.basename(shard))
-        atomic_write(local_path(shard) + SIDECAR_SUFFIX, index.to_bytes())
-        counts.append(index.count)
-        sizes.append(index.size)
-        fields.update(index.fields)
-        total += index.count
-        progress.update(total, number + 1)
+    path, manifest = index_shards(args.pattern, manifest=args.manifest, progress=progress)
     progress.done()
-    manifest_path = args.manifest or default_manifest_path(
-        re.sub(r"\{[^}]*\}", "%d", local_path(shards[0]) if len(shards) == 1 else args.pattern)
-    )
-    base = os.path.dirname(manifest_path)
-    manifest = Manifest(
-        shards=[os.path.relpath(local_path(s), base or ".").replace(os.sep, "/") for s in shards],
-        samples=counts,
-        sizes=sizes,
-        fields=sorted(fields),
-        writer={"tool": "tarstream index"},
-    )
-    atomic_write(manifest_path, manifest.to_json().encode("utf-8"))
-    print(manifest_path)
+    print(path)
     print(
-        f"indexed {total:,} samples in {len(shards):,} shards; sidecars written beside them",
+        f"indexed {manifest.total_samples:,} samples in {len(manifest.shards):,} shards; "
+        "sidecars written beside them",
         file=sys.stderr,
     )
     return 0

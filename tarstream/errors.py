@@ -16,10 +16,18 @@ error raised in a DataLoader worker reaches the trainer intact::
     │                               error, retries used up, credentials not available
     ├── ManifestError               unreadable or invalid dataset manifest
     ├── ResumeError                 (also a ValueError) a state that cannot be resumed here
+    ├── ImageTooLargeError          (also a ValueError) an image header declares more pixels
+    │                               than the limit; a DecodeError names it as its cause
     └── WriteError                  (also a ValueError) the writer was given bad input
         ├── InvalidKeyError         a key that cannot be a tar member name
         ├── DuplicateKeyError       a key written twice
         └── EncodeError             a field value that cannot be encoded by its extension
+
+Warnings, for what works but costs more or falls back::
+
+    TarstreamWarning                (a UserWarning)
+    ├── ResumeWarning               a resume re-reads data (shards without sidecars)
+    └── CacheWarning                the cache could not be used; the shard was streamed
 """
 
 from __future__ import annotations
@@ -27,18 +35,23 @@ from __future__ import annotations
 import re
 
 __all__ = [
+    "CacheWarning",
     "DecodeError",
     "DuplicateKeyError",
     "EncodeError",
+    "ImageTooLargeError",
     "InvalidKeyError",
     "ManifestError",
     "MemberTooLargeError",
+    "ResumeError",
+    "ResumeWarning",
     "ShardChangedError",
     "ShardError",
     "ShardFormatError",
     "SidecarError",
     "StorageError",
     "TarstreamError",
+    "TarstreamWarning",
     "TruncatedShardError",
     "WriteError",
     "redact_url",
@@ -148,6 +161,11 @@ class ResumeError(TarstreamError, ValueError):
     positions)."""
 
 
+class ImageTooLargeError(TarstreamError, ValueError):
+    """An image declares more pixels than the limit (checked from its header, before
+    decoding)."""
+
+
 class WriteError(TarstreamError, ValueError):
     """The writer was given input it cannot write."""
 
@@ -162,3 +180,15 @@ class DuplicateKeyError(WriteError):
 
 class EncodeError(WriteError):
     """A field value has a type the field's extension cannot encode."""
+
+
+class TarstreamWarning(UserWarning):
+    """Base class of the warnings tarstream gives."""
+
+
+class ResumeWarning(TarstreamWarning):
+    """Resuming costs more than it should: it re-reads data (shards without sidecars)."""
+
+
+class CacheWarning(TarstreamWarning):
+    """The cache could not be used for a shard; it was streamed instead."""

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .pipeline import Pipeline
+from .run.pipeline import Pipeline
 
 __all__ = ["assert_resumable", "comparable"]
 

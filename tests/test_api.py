@@ -19,7 +19,7 @@ def test_all_is_sorted_and_every_name_exists() -> None:
 def test_every_error_type_is_exported_drawn_in_the_tree_and_pickles() -> None:
     doc = tarstream.errors.__doc__ or ""
     errors = [getattr(tarstream, n) for n in tarstream.__all__ if n.endswith("Error")]
-    assert len(errors) == 15
+    assert len(errors) == 16
     for error_type in errors:
         assert error_type.__name__ in doc
         assert issubclass(error_type, tarstream.TarstreamError)
@@ -29,6 +29,21 @@ def test_every_error_type_is_exported_drawn_in_the_tree_and_pickles() -> None:
             error = error_type("why")
         copy = pickle.loads(pickle.dumps(error))
         assert type(copy) is error_type and str(copy) == str(error)
+
+
+def test_every_warning_is_exported_drawn_in_the_tree_and_raised_by_its_module() -> None:
+    doc = tarstream.errors.__doc__ or ""
+    warning_types = [getattr(tarstream, n) for n in tarstream.__all__ if n.endswith("Warning")]
+    assert {w.__name__ for w in warning_types} == {
+        "TarstreamWarning",
+        "ResumeWarning",
+        "CacheWarning",
+    }
+    for warning_type in warning_types:
+        assert warning_type.__name__ in doc
+        assert issubclass(warning_type, tarstream.TarstreamWarning)
+        assert issubclass(warning_type, UserWarning)
+    assert issubclass(tarstream.ImageTooLargeError, ValueError)
 
 
 def test_writing_shards_does_not_import_torch(tmp_path: object) -> None:

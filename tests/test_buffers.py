@@ -13,7 +13,8 @@ import pytest
 import torch
 
 import tarstream
-from tarstream.buffers import BatchMemory, SharedBatchMemory
+from tarstream.run.transport import SharedBatchMemory
+from tarstream.stages.memory import BatchMemory
 
 from .conftest import write_dataset
 
@@ -208,7 +209,7 @@ def _worker(queue: Any, done: Any) -> None:
 
 
 def test_the_trainer_stops_mapping_the_blocks_of_a_worker_that_exited() -> None:
-    from tarstream.buffers import _mapped
+    from tarstream.run.transport import _mapped
 
     context = multiprocessing.get_context("fork")
     queue, done = context.Queue(), context.Event()
@@ -225,7 +226,7 @@ def test_the_trainer_stops_mapping_the_blocks_of_a_worker_that_exited() -> None:
 
 
 def test_the_trainer_stops_mapping_a_block_its_worker_let_go() -> None:
-    from tarstream.buffers import _mapped
+    from tarstream.run.transport import _mapped
 
     memory = SharedBatchMemory(keep=1)
     before = set(_mapped)

@@ -13,10 +13,11 @@ from typing import Any, BinaryIO
 import pytest
 
 import tarstream
-from tarstream.cache import CacheWarning, ShardCache
+from tarstream import CacheWarning
 from tarstream.errors import SidecarError
-from tarstream.remote import Storage
-from tarstream.retry import Retry
+from tarstream.storage.cache import ShardCache
+from tarstream.storage.config import Storage
+from tarstream.storage.retry import Retry
 
 from .conftest import make_samples, write_dataset
 from .remote_helpers import JOURNAL
@@ -197,7 +198,7 @@ def test_a_read_only_cache_directory_falls_back_to_streaming(
     def read_only(*args: Any, **kwargs: Any) -> None:
         raise OSError(30, "Read-only file system")  # EROFS (tests run as root here)
 
-    monkeypatch.setattr("tarstream.cache.os.makedirs", read_only)
+    monkeypatch.setattr("tarstream.storage.cache.os.makedirs", read_only)
     storage = Storage(cache_dir=tmp_path / "cache")
     stream = tarstream.TarStream(f"flaky://{tmp_path}/train.manifest.json", storage=storage)
     with pytest.warns(CacheWarning, match="Read-only file system"):

@@ -14,6 +14,7 @@ import webdataset as wds
 
 import tarstream
 from tarstream.cli import main, parse_size, write_main
+from tarstream.write.sources import samples_from
 
 
 def _samples(pattern: str) -> list[dict[str, object]]:
@@ -94,14 +95,20 @@ def test_write_from_a_csv_index_keys_rows_by_number_and_names_file_fields(tmp_pa
 
 
 def test_an_index_without_file_columns_or_with_missing_files_says_what_to_do(
-    tmp_path: Path,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     index = tmp_path / "i.jsonl"
     index.write_text(json.dumps({"image": "missing.jpg"}) + "\n")
-    with pytest.raises(SystemExit, match=r"--file COLUMN"):
-        write_main([str(index), str(tmp_path / "o-%02d.tar")])
-    with pytest.raises(SystemExit, match=r"cannot read 'missing\.jpg'"):
-        write_main([str(index), str(tmp_path / "o-%02d.tar"), "--file", "image"])
+    assert write_main([str(index), str(tmp_path / "o-%02d.tar")]) == 1
+    assert "--file COLUMN" in capsys.readouterr().err
+    assert write_main([str(index), str(tmp_path / "o-%02d.tar"), "--file", "image"]) == 1
+    assert "cannot read 'missing.jpg'" in capsys.readouterr().err
+    assert not list(tmp_path.glob("o-*"))  # nothing written
+    # the same, from Python: a typed error, not SystemExit
+    with pytest.raises(tarstream.WriteError, match=r"--file COLUMN"):
+        next(samples_from(str(index)))
+    with pytest.raises(tarstream.WriteError, match=r"cannot read 'missing\.jpg'"):
+        next(samples_from(str(index), files={"image": None}))
 
 
 def test_repack_existing_shards_with_new_limits(tmp_path: Path) -> None:

@@ -17,8 +17,8 @@ from PIL import Image
 
 import tarstream
 from tarstream import AudioOptions, DecodeError, VideoOptions
-from tarstream.decode import Decode
 from tarstream.stage import upstream
+from tarstream.stages.decode import Decode
 
 av = pytest.importorskip("av")
 

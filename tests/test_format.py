@@ -36,7 +36,7 @@ def test_the_manifest_table_lists_exactly_the_keys_the_writer_writes(
 
 
 def test_the_documented_limits_are_the_implemented_ones() -> None:
-    from tarstream.keys import MAX_FIELD_BYTES, MAX_KEY_BYTES
+    from tarstream.format.keys import MAX_FIELD_BYTES, MAX_KEY_BYTES
 
     text = FORMAT_MD.read_text()
     assert f"at most {MAX_KEY_BYTES} bytes of UTF-8" in text

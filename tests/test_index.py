@@ -11,10 +11,10 @@ import msgpack
 import pytest
 
 import tarstream
-from tarstream.index import ShardIndex
-from tarstream.reader import read_shard
-from tarstream.sources import ShardSpec
-from tarstream.tar import build_index
+from tarstream.format.samples import build_sidecar
+from tarstream.format.sidecar import ShardIndex
+from tarstream.plan.specs import ShardSpec
+from tarstream.read.shard import read_shard
 
 from .conftest import make_samples, write_dataset
 
@@ -30,7 +30,7 @@ def test_the_writers_sidecar_equals_one_built_by_scanning_the_shard(
     for i in range(3):
         shard = directory / f"train-{i:06d}.tar"
         with open(shard, "rb") as f:
-            scanned = build_index(f, str(shard), name=shard.name)
+            scanned = build_sidecar(f, str(shard), name=shard.name)
         assert scanned.to_bytes() == (directory / f"train-{i:06d}.tar.idx").read_bytes()
 
 
@@ -142,7 +142,7 @@ def test_an_empty_shard_has_a_valid_sidecar(tmp_path: Path) -> None:
     with tarfile.open(path, "w"):
         pass
     with open(path, "rb") as f:
-        index = build_index(f, str(path), name=path.name)
+        index = build_sidecar(f, str(path), name=path.name)
     assert index.count == 0
     (tmp_path / "empty.tar.idx").write_bytes(index.to_bytes())
     assert list(tarstream.TarStream(str(path), sidecars="require")) == []

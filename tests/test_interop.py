@@ -21,7 +21,7 @@ def _raw(sample: dict[str, Any]) -> dict[str, bytes]:
     for field, value in sample.items():
         if field.startswith("__"):
             continue
-        out[field] = tarstream.encode.encode_field(sample["__key__"], field, value)
+        out[field] = tarstream.codecs.encode.encode_field(sample["__key__"], field, value)
     return out
 
 

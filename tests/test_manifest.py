@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 import tarstream
-from tarstream.manifest import Manifest, compress_names
-from tarstream.sources import resolve_shards
+from tarstream.format.manifest import Manifest, compress_names
+from tarstream.plan.specs import resolve_shards
 
 from .conftest import make_samples, write_dataset
 

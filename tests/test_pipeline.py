@@ -34,8 +34,8 @@ from tarstream import (
     ToTuple,
     Unbatch,
 )
-from tarstream.batch import collate
 from tarstream.stage import Stage, State
+from tarstream.stages.collate import collate
 from tarstream.testing import assert_resumable, comparable
 
 from .conftest import write_dataset
@@ -212,7 +212,7 @@ def test_decode_by_extension(data: Path) -> None:
 def test_image_decoding_modes(spec: str, layout: str, shape: tuple[int, ...], dtype: Any) -> None:
     buf = io.BytesIO()
     Image.fromarray(np.full((4, 6, 3), 255, dtype=np.uint8)).save(buf, "PNG")
-    from tarstream.decode import decode_image
+    from tarstream.codecs.images import decode_image
 
     image = decode_image(buf.getvalue(), spec, layout=layout)
     assert tuple(image.shape) == shape and image.dtype == dtype
@@ -220,7 +220,7 @@ def test_image_decoding_modes(spec: str, layout: str, shape: tuple[int, ...], dt
 
 
 def test_decode_pil_and_bad_specs() -> None:
-    from tarstream.decode import decode_image
+    from tarstream.codecs.images import decode_image
 
     buf = io.BytesIO()
     Image.new("RGB", (3, 2)).save(buf, "PNG")
@@ -420,7 +420,7 @@ COMPOSITIONS: dict[str, Callable[[Pipeline], Pipeline]] = {
 def test_images_decoded_into_the_batch_equal_batches_of_decoded_images(
     images: Path, spec: str, compose: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tarstream.decode import PendingImage
+    from tarstream.stages.deferred import PendingImage
 
     packed: list[tuple[int, ...]] = []
     pack = PendingImage.pack

@@ -13,8 +13,9 @@ import pytest
 
 import tarstream
 from tarstream import ShardChangedError, StorageError, TruncatedShardError
-from tarstream.remote import RemoteInput, Storage
-from tarstream.retry import Retry, is_transient
+from tarstream.storage.config import Storage
+from tarstream.storage.remote import RemoteInput
+from tarstream.storage.retry import Retry, is_transient
 
 from .conftest import make_samples, write_dataset
 from .remote_helpers import JOURNAL, Fault, http_server, moto_server, s3_credentials, upload

@@ -20,8 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tarstream
-from tarstream import ResumeError, World
-from tarstream.shuffle import ResumeWarning, Shuffle
+from tarstream import ResumeError, ResumeWarning, Shuffle, World
 from tarstream.stage import Stage, State
 from tarstream.testing import assert_resumable
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tarstream
-from tarstream.shards import Segment, split_segments
+from tarstream.plan.segments import Segment, split_segments
 from tarstream.world import World
 
 from .conftest import write_dataset

@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tarstream
-from tarstream.tar import ReadStats, read_samples
+from tarstream.format.samples import read_samples
+from tarstream.format.scan import ReadStats
 
 from .conftest import make_samples, write_dataset
 

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 import tarstream
-from tarstream.encode import encode_field
+from tarstream.codecs.encode import encode_field
 
 from .conftest import make_samples, write_dataset
 

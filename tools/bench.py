@@ -166,11 +166,7 @@ def bench_write(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def bench_pipeline(args: argparse.Namespace) -> dict[str, Any]:
-    import io
-
-    import numpy as np
     import webdataset as wds
-    from PIL import Image
 
     import tarstream
 
@@ -187,82 +183,126 @@ def bench_pipeline(args: argparse.Namespace) -> dict[str, Any]:
         dataset = wds.WebDataset(wds_small, shardshuffle=False).shuffle(10_000).batched(256)
         return sum(len(b["__key__"]) for b in dataset)
 
-    image_pattern = workloads.shard_pattern(images, "tarstream", args.image_shards)
-    jpegs = [s["jpg"] for s in tarstream.TarStream(image_pattern)]
+    image_runs = _ImageRuns(workloads.shard_pattern(images, "tarstream", args.image_shards))
+    jpegs = image_runs.jpegs
+    runs: dict[str, Callable[[], int]] = {
+        "tarstream_shuffle_batch": run_tarstream_small,
+        "webdataset_shuffle_batch": run_webdataset_small,
+        "tarstream_images_1_process": image_runs.one_process,
+        "tarstream_images_loader_2_workers": image_runs.two_workers,
+        "images_2_processes_ceiling": image_runs.two_processes,
+    }
+    rates, pairs = _repetitions(runs, image_runs.paired, args.reps)
+    return {
+        "unit": "samples/s",
+        "small_workload": "shuffle(10_000) + batch(256), shard shuffle on",
+        "images": f"{len(jpegs)} JPEGs 256x256 -> uint8 CHW tensors, batch(64)",
+        "paired": "bare Pillow on 64 JPEGs, then the pipeline's next batch of 64, in turn",
+        **{name: _summary(r) for name, r in rates.items()},
+        **_pipeline_ratios(rates, pairs),
+    }
 
+
+class _ImageRuns:
+    """The images workload: bare Pillow, and the pipeline decoding to uint8 CHW tensors
+    batched by 64, in one process, in two, and through ``Loader(num_workers=2)``."""
+
+    def __init__(self, pattern: str) -> None:
+        import tarstream
+
+        self.pattern = pattern
+        self.jpegs = [s["jpg"] for s in tarstream.TarStream(pattern)]
+        self.loader = tarstream.Loader(self.pipeline(), num_workers=2)  # new workers each run
+
+    def pipeline(self) -> Any:
+        import tarstream
+
+        stream = tarstream.TarStream(self.pattern, seed=1, shuffle_shards=True)
+        return stream.decode("torchrgb8").to_tuple("jpg", "cls").batch(64)
+
+    @staticmethod
     def bare_pillow(chunk: list[bytes]) -> int:
+        import io
+
+        import numpy as np
+        from PIL import Image
+
         for data in chunk:
             np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
         return len(chunk)
 
-    def image_pipeline() -> tarstream.Pipeline:
-        stream = tarstream.TarStream(image_pattern, seed=1, shuffle_shards=True)
-        return stream.decode("torchrgb8").to_tuple("jpg", "cls").batch(64)
-
-    def run_images_paired() -> tuple[float, float, list[float]]:
+    def paired(self) -> tuple[float, float, list[float]]:
         """Bare Pillow on 64 JPEGs, then the pipeline's next batch of 64, in turn: both
         rates, and the ratio of each such pair (the machine's speed drifts over seconds)."""
+        jpegs = self.jpegs
         bare_time, pipeline_time, pairs = 0.0, 0.0, []
-        batches = iter(image_pipeline())
+        batches = iter(self.pipeline())
         for start in range(0, len(jpegs), 64):
-            b, bare_seconds = _timed(functools.partial(bare_pillow, jpegs[start : start + 64]))
+            b, bare_seconds = _timed(functools.partial(self.bare_pillow, jpegs[start : start + 64]))
             p, pipeline_seconds = _timed(lambda: len(next(batches)[0]))
             assert b == p, "the pipeline's batches follow the JPEGs 64 at a time"
             bare_time, pipeline_time = bare_time + bare_seconds, pipeline_time + pipeline_seconds
             pairs.append(bare_seconds / pipeline_seconds)
         return len(jpegs) / bare_time, len(jpegs) / pipeline_time, pairs
 
-    def drain(world: tarstream.World, expected: int) -> None:
-        n = sum(len(images) for images, _ in image_pipeline().in_world(world))
+    def drain(self, world: Any, expected: int) -> None:
+        n = sum(len(images) for images, _ in self.pipeline().in_world(world))
         assert n == expected, f"{world}: {n} images, expected {expected}"
 
-    def in_processes(*worlds: tarstream.World) -> int:
+    def in_processes(self, *worlds: Any) -> int:
         """The image pipeline in a fresh process per world (forked now), all at once."""
         fork = multiprocessing.get_context("fork")
-        share = len(jpegs) // len(worlds)
-        processes = [fork.Process(target=drain, args=(world, share)) for world in worlds]
+        share = len(self.jpegs) // len(worlds)
+        processes = [fork.Process(target=self.drain, args=(world, share)) for world in worlds]
         for process in processes:
             process.start()
         for process in processes:
             process.join()
             assert process.exitcode == 0, "a process of the image pipeline failed"
-        return len(jpegs)
+        return len(self.jpegs)
 
-    def run_images_one_process() -> int:
-        return in_processes(tarstream.World(0, 1))
+    def one_process(self) -> int:
+        import tarstream
 
-    def run_images_two_processes() -> int:
-        return in_processes(tarstream.World(0, 2), tarstream.World(1, 2))
+        return self.in_processes(tarstream.World(0, 1))
 
-    loader = tarstream.Loader(image_pipeline(), num_workers=2)  # new workers each run
+    def two_processes(self) -> int:
+        import tarstream
 
-    def run_images_two_workers() -> int:
-        return sum(len(images) for images, _ in loader)
+        return self.in_processes(tarstream.World(0, 2), tarstream.World(1, 2))
 
-    runs: dict[str, Callable[[], int]] = {
-        "tarstream_shuffle_batch": run_tarstream_small,
-        "webdataset_shuffle_batch": run_webdataset_small,
-        "tarstream_images_1_process": run_images_one_process,
-        "tarstream_images_loader_2_workers": run_images_two_workers,
-        "images_2_processes_ceiling": run_images_two_processes,
-    }
+    def two_workers(self) -> int:
+        return sum(len(images) for images, _ in self.loader)
+
+
+def _repetitions(
+    runs: dict[str, Callable[[], int]],
+    paired: Callable[[], tuple[float, float, list[float]]],
+    reps: int,
+) -> tuple[dict[str, list[float]], list[float]]:
+    """Each run's rate in each repetition (after one warm-up of each), the paired images
+    run's rates, and the ratio of each of its pairs."""
     for run in runs.values():  # warm-up
         run()
-    run_images_paired()
+    paired()
     rates: dict[str, list[float]] = {name: [] for name in runs}
     rates["bare_pillow"], rates["tarstream_images_1_process_paired"] = [], []
     pairs: list[float] = []
-    for rep in range(args.reps):
+    for rep in range(reps):
         # every other repetition in reverse order: no run always follows the same one
         for name, run in list(runs.items())[:: -1 if rep % 2 else 1]:
             n, seconds = _timed(run)
             rates[name].append(n / seconds)
-        bare, pipeline, paired = run_images_paired()
+        bare, pipeline, ratios = paired()
         rates["bare_pillow"].append(bare)
         rates["tarstream_images_1_process_paired"].append(pipeline)
-        pairs += paired
-    result = {name: _summary(r) for name, r in rates.items()}
-    med = {name: r["median"] for name, r in result.items()}
+        pairs += ratios
+    return rates, pairs
+
+
+def _pipeline_ratios(rates: dict[str, list[float]], pairs: list[float]) -> dict[str, Any]:
+    """The pipeline benchmark's ratios: of medians, and by repetition."""
+    med = {name: statistics.median(r) for name, r in rates.items()}
 
     def by_repetition(name: str, other: str, digits: int) -> float:
         """The median over repetitions of ``name``'s rate over ``other``'s, in the same one."""
@@ -270,11 +310,6 @@ def bench_pipeline(args: argparse.Namespace) -> dict[str, Any]:
         return round(statistics.median(ratios), digits)
 
     return {
-        "unit": "samples/s",
-        "small_workload": "shuffle(10_000) + batch(256), shard shuffle on",
-        "images": f"{len(jpegs)} JPEGs 256x256 -> uint8 CHW tensors, batch(64)",
-        "paired": "bare Pillow on 64 JPEGs, then the pipeline's next batch of 64, in turn",
-        **result,
         "ratios": {
             "shuffle_batch_vs_webdataset": round(
                 med["tarstream_shuffle_batch"] / med["webdataset_shuffle_batch"], 1

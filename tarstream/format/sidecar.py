@@ -1,0 +1,166 @@
+"""The per-shard sidecar (format v1; see FORMAT.md): what a reader knows before opening a shard.
+
+A sidecar sits next to its shard as ``SHARD + SIDECAR_SUFFIX``. It is a msgpack map holding
+the shard's byte size and SHA-256, its samples' keys and header offsets, and for every
+member its field, data offset and size, so a reader can know the epoch length without
+opening tars, seek to sample *i*, slice members without parsing headers, and detect a
+truncated or swapped shard.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from ..errors import SidecarError
+
+__all__ = ["SIDECAR_SUFFIX", "ShardIndex", "sidecar_url"]
+
+SIDECAR_SUFFIX = ".idx"
+FORMAT_NAME = "tarstream.shard-index"
+FORMAT_VERSION = 1
+
+_U64 = np.dtype("<u8")
+_U16 = np.dtype("<u2")
+
+
+def sidecar_url(shard_url: str) -> str:
+    """Return where the sidecar of ``shard_url`` lives."""
+    return shard_url + SIDECAR_SUFFIX
+
+
+@dataclass(frozen=True, eq=False)
+class ShardIndex:
+    """What a sidecar records about one shard.
+
+    ``offsets[i]`` is the byte offset of sample *i*'s first header (an extended header
+    where the sample starts with one) and ``offsets[count]`` the offset of the
+    end-of-archive marker. Sample *i* owns members ``member_start[i]:member_start[i+1]``;
+    member *m* is field ``fields[member_field[m]]`` with ``member_size[m]`` bytes of data
+    at ``member_offset[m]``.
+    """
+
+    shard: str
+    size: int
+    sha256: str
+    keys: list[str]
+    fields: list[str]
+    offsets: np.ndarray
+    member_start: np.ndarray
+    member_field: np.ndarray
+    member_offset: np.ndarray
+    member_size: np.ndarray
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def count(self) -> int:
+        """Number of samples in the shard."""
+        return len(self.keys)
+
+    @classmethod
+    def build(
+        cls,
+        shard: str,
+        size: int,
+        sha256: str,
+        samples: Sequence[tuple[str, int, Sequence[tuple[str, int, int]]]],
+        end_offset: int,
+    ) -> ShardIndex:
+        """Build a sidecar from ``(key, header_offset, [(field, data_offset, size), ...])``."""
+        fields = sorted({f for _, _, members in samples for f, _, _ in members})
+        field_no = {f: i for i, f in enumerate(fields)}
+        starts = [0]
+        mfield: list[int] = []
+        moff: list[int] = []
+        msize: list[int] = []
+        for _, _, members in samples:
+            for f, off, n in members:
+                mfield.append(field_no[f])
+                moff.append(off)
+                msize.append(n)
+            starts.append(len(mfield))
+        return cls(
+            shard=shard,
+            size=size,
+            sha256=sha256,
+            keys=[k for k, _, _ in samples],
+            fields=fields,
+            offsets=np.array([o for _, o, _ in samples] + [end_offset], dtype=_U64),
+            member_start=np.array(starts, dtype=_U64),
+            member_field=np.array(mfield, dtype=_U16),
+            member_offset=np.array(moff, dtype=_U64),
+            member_size=np.array(msize, dtype=_U64),
+        )
+
+    def to_bytes(self) -> bytes:
+        """Serialize to the sidecar's msgpack bytes."""
+        doc = {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "shard": self.shard,
+            "size": self.size,
+            "sha256": self.sha256,
+            "count": self.count,
+            "fields": self.fields,
+            "keys": self.keys,
+            "offsets": self.offsets.astype(_U64).tobytes(),
+            "member_start": self.member_start.astype(_U64).tobytes(),
+            "member_field": self.member_field.astype(_U16).tobytes(),
+            "member_offset": self.member_offset.astype(_U64).tobytes(),
+            "member_size": self.member_size.astype(_U64).tobytes(),
+            **({"extra": self.extra} if self.extra else {}),
+        }
+        return bytes(msgpack.packb(doc, use_bin_type=True))
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, url: str) -> ShardIndex:
+        """Parse sidecar bytes; ``url`` (the sidecar's) is named in errors."""
+        try:
+            doc = msgpack.unpackb(data, raw=False, strict_map_key=True)
+        except Exception as e:  # msgpack raises several unrelated types on bad input
+            raise SidecarError(f"not a valid sidecar (msgpack: {e})", shard=url) from e
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
+            raise SidecarError("not a tarstream sidecar (format field missing)", shard=url)
+        if doc.get("version") != FORMAT_VERSION:
+            raise SidecarError(
+                f"sidecar format version {doc.get('version')!r} is not supported "
+                f"(this tarstream reads version {FORMAT_VERSION})",
+                shard=url,
+            )
+        try:
+            index = cls(
+                shard=str(doc["shard"]),
+                size=int(doc["size"]),
+                sha256=str(doc["sha256"]),
+                keys=list(doc["keys"]),
+                fields=list(doc["fields"]),
+                offsets=np.frombuffer(doc["offsets"], dtype=_U64),
+                member_start=np.frombuffer(doc["member_start"], dtype=_U64),
+                member_field=np.frombuffer(doc["member_field"], dtype=_U16),
+                member_offset=np.frombuffer(doc["member_offset"], dtype=_U64),
+                member_size=np.frombuffer(doc["member_size"], dtype=_U64),
+                extra=dict(doc.get("extra", {})),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise SidecarError(f"sidecar is missing or has a bad entry: {e}", shard=url) from e
+        index.check(url)
+        return index
+
+    def check(self, url: str) -> None:
+        """Raise SidecarError unless the arrays agree with the sample count."""
+        n = self.count
+        members = len(self.member_field)
+        consistent = (
+            len(self.offsets) == n + 1
+            and len(self.member_start) == n + 1
+            and int(self.member_start[-1]) == members
+            and len(self.member_offset) == members
+            and len(self.member_size) == members
+            and (members == 0 or int(self.member_field.max()) < len(self.fields))
+        )
+        if not consistent:
+            raise SidecarError("sidecar arrays are inconsistent with its sample count", shard=url)

@@ -1,0 +1,203 @@
+"""Reading a shard through its sidecar: members sliced at the offsets it records.
+
+Headers are not parsed. The shard is checked against the sidecar instead: its size, the
+name in the header of each sample's first member, and the end-of-archive marker.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from ..errors import SidecarError, TruncatedShardError
+from .header import BLOCK, ZERO_BLOCK
+from .samples import Sample
+from .scan import DEFAULT_READ_SIZE, ReadStats, read_exact
+from .sidecar import ShardIndex
+
+__all__ = ["read_sliced", "skip_to"]
+
+
+@dataclass(frozen=True)
+class _Table:
+    """A sidecar's arrays as lists, for per-sample indexing at Python speed."""
+
+    offsets: list[int]
+    mstart: list[int]
+    mfield: list[int]
+    moff: list[int]
+    msize: list[int]
+
+    @classmethod
+    def of(cls, index: ShardIndex) -> _Table:
+        return cls(
+            index.offsets.tolist(),
+            index.member_start.tolist(),
+            index.member_field.tolist(),
+            index.member_offset.tolist(),
+            index.member_size.tolist(),
+        )
+
+
+def _span(count: int, first: int, stop: int | None, only: Sequence[int] | None) -> tuple[int, int]:
+    """The first sample to read and the one after the last."""
+    n = count if stop is None else min(stop, count)
+    if only is not None and len(only):
+        first, n = only[0], only[-1] + 1
+        if not 0 <= first < n <= count:
+            raise ValueError(f"samples {first}..{n - 1} asked for, the shard has {count}")
+    if not 0 <= first <= n:
+        raise ValueError(f"first must be in 0..{n}, got {first}")
+    return first, n
+
+
+def read_sliced(
+    f: BinaryIO,
+    url: str,
+    index: ShardIndex,
+    *,
+    first: int = 0,
+    stop: int | None = None,
+    only: Sequence[int] | None = None,
+    file_size: int | None = None,
+    read_size: int = DEFAULT_READ_SIZE,
+    stats: ReadStats | None = None,
+) -> Iterator[Sample]:
+    """Yield samples ``first:stop`` of a shard by slicing at the offsets its sidecar records.
+
+    The shard is checked against the sidecar: its size (``file_size`` when known, else by
+    reading to the end), the name in the header of each sample's first member, and, when
+    read to its end, the zero end-of-archive marker. ``f`` must be positioned at the start
+    of the shard; it is read from sample ``first`` on (seeking when possible).
+
+    ``only``: yield just these samples (sorted sample numbers); reading seeks over gaps
+    longer than ``read_size`` and stops after the last of them.
+
+    Raises:
+        TruncatedShardError: the shard is shorter than the sidecar says.
+        SidecarError: the shard does not match its sidecar.
+    """
+    stats = stats if stats is not None else ReadStats()
+    first, n = _span(index.count, first, stop, only)
+    table = _Table.of(index)
+    offsets = table.offsets
+    if file_size is not None and file_size != index.size:
+        _raise_size_mismatch(url, index, file_size, table)
+    if offsets[first]:
+        skip_to(f, offsets[first])
+    i = first
+    k = 0  # the next of ``only``
+    while i < n:
+        if only is not None and offsets[only[k]] - offsets[i] > read_size:
+            i = only[k]
+            skip_to(f, offsets[i])
+        j = max(bisect_right(offsets, offsets[i] + read_size, i + 1, n + 1) - 1, i + 1)
+        chunk = read_exact(f, offsets[j] - offsets[i])
+        stats.bytes_read += len(chunk)
+        if len(chunk) < offsets[j] - offsets[i]:
+            _raise_size_mismatch(url, index, offsets[i] + len(chunk), table)
+        chosen: Sequence[int] = range(i, j)
+        if only is not None:
+            k, start = bisect_left(only, j, k), k
+            chosen = only[start:k]
+        yield from _slice(url, index, table, chunk, offsets[i], chosen)
+        stats.samples += len(chosen)
+        stats.members += table.mstart[j] - table.mstart[i]
+        i = j
+    if n == index.count:
+        _check_end(f, url, index, offsets[n], file_size is not None)
+        stats.shards += 1
+
+
+def _slice(
+    url: str, index: ShardIndex, table: _Table, chunk: bytes, base: int, chosen: Sequence[int]
+) -> Iterator[Sample]:
+    """The samples ``chosen`` from ``chunk``, which starts at byte ``base`` of the shard."""
+    mstart, mfield, moff, msize = table.mstart, table.mfield, table.moff, table.msize
+    keys, fields = index.keys, index.fields
+    for s in chosen:
+        m0 = mstart[s]
+        key = keys[s]
+        expect = f"{key}.{fields[mfield[m0]]}\x00".encode("utf-8", "surrogateescape")
+        header = moff[m0] - BLOCK - base
+        if len(expect) <= 100 and not chunk.startswith(expect, header):
+            found = chunk[header : header + 100].split(b"\x00", 1)[0]
+            raise SidecarError(
+                f"shard does not match its sidecar: expected member {expect[:-1]!r}, "
+                f"found {found!r} (shard replaced or sidecar stale)",
+                shard=url,
+                member=expect[:-1].decode("utf-8", "surrogateescape"),
+                offset=moff[m0] - BLOCK,
+            )
+        sample: Sample = {"__key__": key, "__url__": url}
+        for m in range(m0, mstart[s + 1]):
+            o = moff[m] - base
+            sample[fields[mfield[m]]] = chunk[o : o + msize[m]]
+        yield sample
+
+
+def skip_to(f: BinaryIO, position: int) -> None:
+    """Move ``f`` (at its start) to ``position``: a seek, or reads where it cannot seek."""
+    try:
+        f.seek(position)
+    except (OSError, ValueError, AttributeError):
+        while position > 0:
+            skipped = len(f.read(min(position, DEFAULT_READ_SIZE)))
+            if not skipped:
+                return
+            position -= skipped
+
+
+def _check_end(f: BinaryIO, url: str, index: ShardIndex, end: int, size_known: bool) -> None:
+    marker = read_exact(f, BLOCK)
+    if marker != ZERO_BLOCK:
+        if len(marker) < BLOCK:
+            raise TruncatedShardError(
+                "shard ends without the end-of-archive marker its sidecar records",
+                shard=url,
+                offset=end + len(marker),
+            )
+        raise SidecarError(
+            "shard does not match its sidecar: no end-of-archive marker after the last sample",
+            shard=url,
+            offset=end,
+        )
+    if size_known:
+        return
+    total = end + BLOCK
+    while more := f.read(DEFAULT_READ_SIZE):
+        total += len(more)
+    if total < index.size:
+        raise TruncatedShardError(
+            f"shard is truncated: {total} of {index.size} bytes present", shard=url, offset=total
+        )
+    if total != index.size:
+        raise SidecarError(
+            f"shard is {total} bytes, its sidecar says {index.size}", shard=url, offset=total
+        )
+
+
+def _raise_size_mismatch(url: str, index: ShardIndex, size: int, table: _Table) -> None:
+    if size > index.size:
+        raise SidecarError(
+            f"shard is {size} bytes, its sidecar says {index.size} (shard replaced or sidecar "
+            "stale)",
+            shard=url,
+            offset=index.size,
+        )
+    s = max(bisect_right(table.offsets, size) - 1, 0)
+    if s >= index.count:
+        member = None
+    else:
+        m0, m1 = table.mstart[s], table.mstart[s + 1]
+        m = max(m0, bisect_right(table.moff, size + BLOCK, m0, m1) - 1)
+        member = f"{index.keys[s]}.{index.fields[table.mfield[m]]}"
+    raise TruncatedShardError(
+        f"shard is truncated: {size} of {index.size} bytes present "
+        f"({s} of {index.count} samples complete)",
+        shard=url,
+        member=member,
+        offset=size,
+    )

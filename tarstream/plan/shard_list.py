@@ -1,0 +1,144 @@
+"""The plan's source: the dataset's shards, with their sample counts where known.
+
+Planning stages compute an epoch's plan, a list of ``Segment`` values (a shard and a range
+of its samples), as a pure function of their context (seed, epoch, world), without reading
+data. ``ShardList`` starts every plan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import ResumeError
+from ..stage import Stage, State
+from .segments import Segment
+from .specs import (
+    ShardSpec,
+    SidecarMode,
+    Source,
+    check_sidecar_mode,
+    load_sidecar,
+    resolve_shards,
+)
+
+if TYPE_CHECKING:
+    from ..storage.config import Storage
+
+__all__ = ["PlanStage", "ShardList"]
+
+
+class PlanStage(Stage[Segment]):
+    """A stage whose output is a plan: a pure function ``plan()`` of its context.
+
+    Iterated, it yields the plan's segments; state: the segments yielded.
+    """
+
+    POSITION_KEY = "position"
+
+    def plan(self) -> list[Segment]:
+        raise NotImplementedError
+
+    def shard_specs(self) -> list[ShardSpec]:
+        return self.shard_list().specs
+
+    def shard_list(self) -> ShardList:
+        """The ShardList this plan starts from."""
+        node: Stage[Any] | None = self
+        while isinstance(node, PlanStage) and not isinstance(node, ShardList):
+            node = node.source
+        if not isinstance(node, ShardList):
+            raise TypeError(f"{type(self).__name__} must follow a shard list stage")
+        return node
+
+    def reset(self, state: State | None = None) -> None:
+        self._plan = self.plan()
+        self._position = state[self.POSITION_KEY] if state else 0
+
+    def next(self) -> Segment:
+        if self._position >= len(self._plan):
+            raise StopIteration
+        self._position += 1
+        return self._plan[self._position - 1]
+
+    def get_state(self) -> State:
+        return {self.POSITION_KEY: self._position}
+
+    def source_plan(self) -> list[Segment]:
+        source = self.require_source()
+        if not isinstance(source, PlanStage):
+            raise TypeError(f"{type(self).__name__} must follow a shard list stage")
+        return source.plan()
+
+
+class ShardList(PlanStage):
+    """The dataset's shards, in order, with their sample counts where known.
+
+    Counts come from a manifest, else from sidecars (read once, when the plan is first
+    needed) unless ``sidecars="ignore"``. ``allow_pipe`` accepts ``pipe:COMMAND`` shards
+    (see ``tarstream.plan.specs.resolve_shards``). ``storage`` says how remote URLs are read
+    (options, credentials, retries, read-ahead, cache; see ``tarstream.Storage``).
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        *,
+        sidecars: SidecarMode = "auto",
+        allow_pipe: bool = False,
+        storage: Storage | None = None,
+    ) -> None:
+        super().__init__()
+        check_sidecar_mode(sidecars)
+        if storage is None:
+            from ..storage.config import Storage
+
+            storage = Storage()
+        self.storage = storage
+        self.specs = resolve_shards(source, allow_pipe=allow_pipe, storage=storage)
+        self.sidecars = sidecars
+        # shared by the copies each iteration connects, so sidecars are read once
+        self._cache: dict[str, list[int | None]] = {}
+
+    def counts(self) -> list[int | None]:
+        """Sample count of each shard, None where unknown."""
+        if "counts" not in self._cache:
+            counts: list[int | None] = [s.count for s in self.specs]
+            if self.sidecars != "ignore":
+                for i, spec in enumerate(self.specs):
+                    if counts[i] is None:
+                        index = load_sidecar(spec)
+                        counts[i] = None if index is None else index.count
+            self._cache["counts"] = counts
+        return self._cache["counts"]
+
+    def plan(self) -> list[Segment]:
+        if self.context is not None and self.context.rest is not None:
+            return list(self.context.rest)
+        return [Segment(i, 0, count) for i, count in enumerate(self.counts())]
+
+    def sample_starts(self) -> np.ndarray:
+        """The dataset-wide number of each shard's first sample, and the total at the end.
+
+        Raises:
+            ResumeError: a shard's count is unknown.
+        """
+        counts = self.counts()
+        if any(c is None for c in counts):
+            raise ResumeError(
+                "elastic resume needs every shard's sample count: give a manifest, or build "
+                "sidecars with `tarstream index PATTERN`"
+            )
+        return np.concatenate([[0], np.cumsum(np.asarray(counts, dtype=np.int64))])
+
+    def fingerprint(self) -> str:
+        """A short hash of the shard names and counts, to tell datasets apart in a state."""
+        names = [spec.url.rstrip("/").rsplit("/", 1)[-1] for spec in self.specs]
+        text = json.dumps([names, self.counts()], separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def __repr__(self) -> str:
+        return f"ShardList({len(self.specs)} shards)"

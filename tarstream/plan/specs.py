@@ -1,0 +1,132 @@
+"""Shard specs: what a user names (brace patterns, lists, manifests) as a list of shards,
+each with where its sidecar is, and loading that sidecar."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from braceexpand import braceexpand
+
+from ..errors import ManifestError, SidecarError, redact_url
+from ..format.manifest import MANIFEST_SUFFIX, Manifest
+from ..format.sidecar import SIDECAR_SUFFIX, ShardIndex
+from ..storage.files import read_bytes
+from ..storage.urls import is_pipe, join_url
+
+if TYPE_CHECKING:
+    from ..storage.config import Storage
+
+__all__ = [
+    "SIDECAR_MODES",
+    "ShardSpec",
+    "SidecarMode",
+    "Source",
+    "check_sidecar_mode",
+    "load_sidecar",
+    "resolve_shards",
+]
+
+Source = str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
+#: Whether sidecars are used where present ("auto"), insisted on, or ignored.
+SidecarMode = Literal["auto", "require", "ignore"]
+SIDECAR_MODES = ("auto", "require", "ignore")
+
+
+def check_sidecar_mode(sidecars: str) -> None:
+    """Raise ValueError unless ``sidecars`` is one of ``SIDECAR_MODES``."""
+    if sidecars not in SIDECAR_MODES:
+        raise ValueError(f"sidecars must be one of {SIDECAR_MODES}, got {sidecars!r}")
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    """One shard to read: its URL, where its sidecar is ("": none), its count and size if
+    known, and the storage that reaches remote URLs (None: defaults)."""
+
+    url: str
+    sidecar: str
+    count: int | None = None
+    size: int | None = None
+    storage: Storage | None = None
+
+
+def _is_manifest(name: str) -> bool:
+    return name.endswith((MANIFEST_SUFFIX, ".json"))
+
+
+def resolve_shards(
+    source: Source, *, allow_pipe: bool = False, storage: Storage | None = None
+) -> list[ShardSpec]:
+    """Return the shards named by ``source``, in order.
+
+    ``source`` is a brace pattern (``d/train-{000000..000019}.tar``), a manifest path or
+    URL (``*.json``), or a list of those. Manifests contribute their shards, relative to the
+    manifest, with sample counts and sizes. ``pipe:COMMAND`` names a shard that is the
+    output of COMMAND (run as an argument list, without a shell; no sidecar); it needs
+    ``allow_pipe=True`` and is never taken from a manifest. Remote URLs (any fsspec URL,
+    brace patterns included) are reached through ``storage``.
+
+    Raises:
+        ValueError: ``source`` names no shard, or a ``pipe:`` without ``allow_pipe``.
+        ManifestError: a manifest cannot be read or is invalid (a ``pipe:`` in it is).
+    """
+    items = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+    specs: list[ShardSpec] = []
+    for item in items:
+        text = os.fspath(item)
+        if not isinstance(text, str):
+            raise TypeError(f"shard sources must be str or path-like, got {type(item).__name__}")
+        for name in braceexpand(text):
+            if is_pipe(name):
+                if not allow_pipe:
+                    raise ValueError(
+                        f"{name!r} runs a command: pass allow_pipe=True to read pipe: shards"
+                    )
+                specs.append(ShardSpec(url=name, sidecar=""))
+            elif _is_manifest(name):
+                specs.extend(_manifest_shards(name, storage))
+            else:
+                specs.append(ShardSpec(name, name + SIDECAR_SUFFIX, storage=storage))
+    if not specs:
+        raise ValueError(f"source {source!r} names no shard")
+    return specs
+
+
+def _manifest_shards(url: str, storage: Storage | None) -> list[ShardSpec]:
+    try:
+        text = read_bytes(url, storage)
+    except OSError as e:
+        raise ManifestError(f"{redact_url(url)}: cannot read manifest ({e})") from e
+    manifest = Manifest.from_json(text, url=redact_url(url))
+    out = []
+    for name, count, size in zip(manifest.shards, manifest.samples, manifest.sizes, strict=True):
+        shard = join_url(url, name)
+        out.append(ShardSpec(shard, shard + manifest.sidecar_suffix, count, size, storage))
+    return out
+
+
+def load_sidecar(spec: ShardSpec) -> ShardIndex | None:
+    """Return the sidecar of ``spec``, or None if it has none.
+
+    Raises:
+        SidecarError: the sidecar exists but is invalid, or disagrees with the manifest.
+    """
+    if not spec.sidecar:
+        return None
+    try:
+        data = read_bytes(spec.sidecar, spec.storage, cached=True)
+    except FileNotFoundError:
+        return None
+    index = ShardIndex.from_bytes(data, url=redact_url(spec.sidecar))
+    if spec.count is not None and spec.count != index.count:
+        raise SidecarError(
+            f"manifest says {spec.count} samples, sidecar says {index.count}", shard=spec.url
+        )
+    if spec.size is not None and spec.size != index.size:
+        raise SidecarError(
+            f"manifest says {spec.size} bytes, sidecar says {index.size}", shard=spec.url
+        )
+    return index

@@ -1,0 +1,67 @@
+"""Shard order and the rank and worker splits: pure functions of seed, epoch and world.
+
+With sample counts (sidecars or a manifest), splits are by sample: every rank and worker
+gets a contiguous share of the epoch's sample sequence, so shards fewer than workers or
+uneven shard sizes still give every sample exactly once, and ``even`` can make every rank's
+count equal. Without counts, whole shards are dealt round-robin.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..world import derive_seed
+from .segments import Even, Segment, split_segments
+from .shard_list import PlanStage
+
+__all__ = ["ShuffleShards", "SplitByRank", "SplitByWorker"]
+
+_SALT_SHARD_SHUFFLE = 0x5A1D
+
+
+class ShuffleShards(PlanStage):
+    """Shuffle the shard order, by seed and epoch (the same on every rank and worker)."""
+
+    def __init__(self, *, seed: int | None = None) -> None:
+        super().__init__()
+        self.seed = seed
+
+    def plan(self) -> list[Segment]:
+        context = self.require_context()
+        segments = self.source_plan()
+        if context.rest is not None:
+            return segments  # the rest of a resumed epoch keeps its order
+        seed = context.seed if self.seed is None else self.seed
+        rng = np.random.default_rng(derive_seed(seed, context.epoch, _SALT_SHARD_SHUFFLE))
+        return [segments[i] for i in rng.permutation(len(segments))]
+
+
+class SplitByRank(PlanStage):
+    """Keep this rank's share of the plan (rank first, then worker).
+
+    Args:
+        even: with sample counts, make every rank's count equal: "drop" leaves the last
+            ``n % world_size`` samples out, "pad" repeats samples from the start.
+    """
+
+    def __init__(self, *, even: Even = None) -> None:
+        super().__init__()
+        if even not in (None, "drop", "pad"):
+            raise ValueError(f"even must be None, 'drop' or 'pad', got {even!r}")
+        self.even = even
+
+    def plan(self) -> list[Segment]:
+        context = self.require_context()
+        world = context.world
+        part = (world.rank + context.epoch) % world.world_size
+        return split_segments(self.source_plan(), part, world.world_size, self.even)
+
+
+class SplitByWorker(PlanStage):
+    """Keep this DataLoader worker's share of the plan; assignment rotates with the epoch."""
+
+    def plan(self) -> list[Segment]:
+        context = self.require_context()
+        world = context.world
+        part = (world.worker + context.epoch) % world.num_workers
+        return split_segments(self.source_plan(), part, world.num_workers)

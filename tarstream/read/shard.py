@@ -1,0 +1,136 @@
+"""Read one shard: through its sidecar where there is one, by parsing headers otherwise."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from typing import BinaryIO, NamedTuple
+
+from ..errors import ShardFormatError, SidecarError, redact_url
+from ..format.samples import Sample, read_samples
+from ..format.scan import DEFAULT_MAX_MEMBER_SIZE, DEFAULT_READ_SIZE, ReadStats
+from ..format.sidecar import ShardIndex
+from ..format.sliced import read_sliced
+from ..plan.specs import ShardSpec, SidecarMode, load_sidecar
+from ..storage.files import open_input
+from ..storage.urls import is_local, is_pipe
+
+__all__ = ["OpenShard", "is_remote", "open_shard", "read_shard", "read_shard_at"]
+
+
+class OpenShard(NamedTuple):
+    """A shard opened for reading: its sidecar (None: none), file and size if known."""
+
+    sidecar: ShardIndex | None
+    file: BinaryIO
+    size: int | None
+
+
+def open_shard(
+    spec: ShardSpec, *, sidecars: SidecarMode = "auto", background: bool = False
+) -> OpenShard:
+    """Load the sidecar of ``spec`` (as ``sidecars`` says) and open the shard.
+
+    A remote shard starts arriving in the background at once; ``background=True`` also
+    fills a cache entry in the background (to open the next shard while one is read).
+    """
+    index = _index_for(spec, sidecars)
+    f, size = open_input(
+        spec.url,
+        spec.storage,
+        size=index.size if index is not None else spec.size,
+        sha256=index.sha256 if index is not None else None,
+        background=background,
+    )
+    return OpenShard(index, f, size)
+
+
+def is_remote(spec: ShardSpec) -> bool:
+    """Return True for a shard read over the network (worth opening ahead of time)."""
+    return not (is_local(spec.url) or is_pipe(spec.url))
+
+
+def read_shard(
+    spec: ShardSpec,
+    *,
+    sidecars: SidecarMode = "auto",
+    first: int = 0,
+    stop: int | None = None,
+    max_member_size: int = DEFAULT_MAX_MEMBER_SIZE,
+    read_size: int = DEFAULT_READ_SIZE,
+    stats: ReadStats | None = None,
+    opened: OpenShard | None = None,
+) -> Iterator[Sample]:
+    """Yield samples ``first:stop`` of one shard (``stop`` None: to its end), closing the
+    file at the end.
+
+    With a sidecar (``sidecars`` "auto" or "require") members are sliced at the offsets it
+    records and ``first`` seeks; without one, headers are parsed and ``first`` samples are
+    read and dropped. ``opened``: the shard as ``open_shard`` opened it ahead of time.
+    """
+    index, f, size = opened if opened is not None else open_shard(spec, sidecars=sidecars)
+    label = redact_url(spec.url)
+    with f:
+        if index is not None:
+            yield from read_sliced(
+                f,
+                label,
+                index,
+                first=first,
+                stop=stop,
+                file_size=size,
+                read_size=read_size,
+                stats=stats,
+            )
+            return
+        samples: Iterator[Sample] = read_samples(
+            f, label, max_member_size=max_member_size, read_size=read_size, stats=stats
+        )
+        if first or stop is not None:
+            samples = islice(samples, first, stop)
+        yield from samples
+
+
+def read_shard_at(
+    spec: ShardSpec,
+    indices: Iterable[int],
+    *,
+    sidecars: SidecarMode = "auto",
+    max_member_size: int = DEFAULT_MAX_MEMBER_SIZE,
+) -> dict[int, Sample]:
+    """Return the samples of one shard at ``indices`` (sample numbers), by number.
+
+    With a sidecar only the regions holding those samples are read (seeking over gaps
+    longer than a read); without one the shard is parsed up to the last of them.
+    """
+    wanted = sorted(set(indices))
+    if not wanted:
+        return {}
+    index, f, size = open_shard(spec, sidecars=sidecars)
+    label = redact_url(spec.url)
+    with f:
+        if index is not None:
+            run = read_sliced(f, label, index, only=wanted, file_size=size)
+            return dict(zip(wanted, run, strict=True))
+        keep = set(wanted)
+        out: dict[int, Sample] = {}
+        samples = read_samples(f, label, max_member_size=max_member_size)
+        for position, sample in enumerate(samples):
+            if position in keep:
+                out[position] = sample
+                if len(out) == len(keep):
+                    return out
+    raise ShardFormatError(
+        f"sample {max(keep - set(out))} asked for, the shard has fewer", shard=spec.url
+    )
+
+
+def _index_for(spec: ShardSpec, sidecars: SidecarMode) -> ShardIndex | None:
+    index = None if sidecars == "ignore" else load_sidecar(spec)
+    if index is None and sidecars == "require":
+        raise SidecarError(
+            "shard has no sidecar index (sidecars='require'); build one with "
+            "`tarstream index PATTERN`",
+            shard=spec.url,
+        )
+    return index

@@ -1,0 +1,87 @@
+"""TarStream: the pipeline that reads a set of shards, ready for a fluent chain."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..format.scan import DEFAULT_MAX_MEMBER_SIZE, DEFAULT_READ_SIZE, ReadStats
+from ..plan.segments import Even
+from ..plan.shard_list import ShardList
+from ..plan.specs import SidecarMode, Source
+from ..plan.split import ShuffleShards, SplitByRank, SplitByWorker
+from ..read.read_shards import ReadShards
+from ..stage import Stage, upstream
+from ..storage.config import Storage
+from .pipeline import Pipeline
+
+__all__ = ["TarStream"]
+
+
+class TarStream(Pipeline):
+    """Stream the samples of a set of shards, one dict per sample.
+
+    Each sample is ``{"__key__": key, "__url__": shard, field: bytes, ...}``. The pipeline
+    is shard list -> shard shuffle (if asked) -> split by rank -> split by worker -> read;
+    chain more stages fluently::
+
+        TarStream("d/train-{000000..000019}.tar", seed=1, shuffle_shards=True)
+            .shuffle(10_000).decode("torchrgb8").to_tuple("jpg", "cls").batch(64)
+
+    Across ranks and DataLoader workers every sample of an epoch is read exactly once.
+
+    Args:
+        source: a brace pattern, a manifest (``*.json``) or a list of those.
+        seed: seed of the shard and sample shuffles (combined with the epoch).
+        shuffle_shards: shuffle the shard order each epoch.
+        even: with sample counts, give every rank the same number of samples: "drop" the
+            last ``n % world_size`` samples of the epoch, or "pad" by repeating samples.
+        sidecars: "auto" uses sidecar indexes where present, "require" raises for a shard
+            without one, "ignore" parses tar headers.
+        rank, world_size: override the world detected when iteration starts.
+        max_member_size: largest member accepted, in bytes.
+        read_size: bytes per read from storage.
+        allow_pipe: accept ``pipe:COMMAND`` shards (the command's output is the shard; it
+            runs as an argument list, without a shell). Off by default: a source string
+            could otherwise run commands.
+        storage: how remote (fsspec) URLs are read: options, credentials, retries,
+            read-ahead and a local cache (see ``tarstream.Storage``).
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        *,
+        seed: int = 0,
+        shuffle_shards: bool = False,
+        even: Even = None,
+        sidecars: SidecarMode = "auto",
+        rank: int | None = None,
+        world_size: int | None = None,
+        max_member_size: int = DEFAULT_MAX_MEMBER_SIZE,
+        read_size: int = DEFAULT_READ_SIZE,
+        allow_pipe: bool = False,
+        storage: Storage | None = None,
+    ) -> None:
+        self.shard_list = ShardList(
+            source, sidecars=sidecars, allow_pipe=allow_pipe, storage=storage
+        )
+        self.reader = ReadShards(
+            sidecars=sidecars, max_member_size=max_member_size, read_size=read_size
+        )
+        stages: list[Stage[Any]] = [self.shard_list]
+        stages += [ShuffleShards()] if shuffle_shards else []
+        stages += [SplitByRank(even=even), SplitByWorker(), self.reader]
+        super().__init__(*stages, seed=seed, rank=rank, world_size=world_size)
+        self.sidecars = sidecars
+        self.even = even
+
+    @property
+    def shards(self) -> list[str]:
+        """URLs of the dataset's shards, in order."""
+        return [spec.url for spec in self.shard_list.specs]
+
+    @property
+    def stats(self) -> ReadStats:
+        """What the reader saw in this process (skipped members, samples, bytes)."""
+        reader = upstream(self._chain, ReadShards)
+        return reader.stats if reader is not None else self.reader.stats

@@ -1,0 +1,141 @@
+"""Batch and Unbatch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, cast
+
+from ..stage import Stage, State
+from ..world import Context
+from .collate import builder
+from .collate import collate as default_collate
+from .deferred import image_source
+from .memory import BatchMemory
+
+__all__ = ["Batch", "Unbatch"]
+
+
+class Batch(Stage[Any]):
+    """Group items into batches of ``size``, combined by ``collate``.
+
+    Args:
+        partial: return a last batch smaller than ``size`` (else drop it).
+        collate: the function combining a list of items (default:
+            ``tarstream.stages.collate.collate``).
+
+    With the default collate, arrays and tensors are stacked into reused batch memory
+    (``tarstream.stages.memory``; the pipeline's, given in its context, else the stage's
+    own), and a stage that feeds the batch may leave its images to be decoded straight into
+    the batch's rows (``tarstream.stages.deferred``).
+
+    State: the source's (a batch is built within one call, so nothing is held between).
+    """
+
+    def __init__(
+        self,
+        size: int,
+        *,
+        partial: bool = True,
+        collate: Callable[[Sequence[Any]], Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if size < 1:
+            raise ValueError(f"size must be >= 1, got {size}")
+        self.size = size
+        self.partial = partial
+        self.collate = collate if collate is not None else default_collate
+        self._memory = BatchMemory()
+        self._pending = False  # whether PendingImage values can arrive (see connect)
+
+    def connect(self, source: Stage[Any] | None, context: Context) -> Stage[Any]:
+        """A copy reading from ``source``; with the default collate, a stage that feeds it
+        and can defer its images (``tarstream.stages.deferred``) is asked to."""
+        clone = cast(Batch, super().connect(source, context))
+        clone._memory = context.memory if context.memory is not None else BatchMemory()
+        images = image_source(source)
+        if clone.collate is default_collate and images is not None:
+            clone._pending = images.defer_images()
+        return clone
+
+    def next(self) -> Any:
+        source = self.require_source()
+        if self.collate is default_collate:
+            return self._next_stacked(source)
+        items = []
+        for _ in range(self.size):
+            try:
+                items.append(source.next())
+            except StopIteration:
+                break
+        if not items or (len(items) < self.size and not self.partial):
+            raise StopIteration
+        return self.collate(items)
+
+    def _next_stacked(self, source: Stage[Any]) -> Any:
+        """The default collate, built as items arrive: each array or tensor is copied into
+        the batch at once and let go, so a batch's decoded images are never all alive
+        beside the batch (that doubled the memory in use and faulted in fresh pages)."""
+        column = builder(source.next(), self.size, self._memory, rows=not self._pending)
+        n = 1
+        while n < self.size:
+            try:
+                column.add(source.next())
+            except StopIteration:
+                break
+            n += 1
+        if n < self.size and not self.partial:
+            raise StopIteration
+        return column.finish(n)
+
+    def length(self, n: int) -> int:
+        return -(-n // self.size) if self.partial else n // self.size
+
+    def __repr__(self) -> str:
+        return f"Batch({self.size}, partial={self.partial})"
+
+
+class Unbatch(Stage[Any]):
+    """Split batches (lists, tuples of columns, dicts of columns, arrays) into items.
+
+    State: the source's state before the current batch, and the position in it.
+    """
+
+    BEFORE_KEY = "before"
+    POSITION_KEY = "position"
+
+    def reset(self, state: State | None = None) -> None:
+        source = self.require_source()
+        self._before = state[self.BEFORE_KEY] if state else None
+        source.reset(self._before)
+        self._items: list[Any] = []
+        self._position = 0
+        if state and state[self.POSITION_KEY]:
+            self._load()
+            self._position = state[self.POSITION_KEY]
+
+    def _load(self) -> None:
+        source = self.require_source()
+        self._before = source.get_state()
+        self._items = _split(source.next())
+        self._position = 0
+
+    def next(self) -> Any:
+        while self._position >= len(self._items):
+            self._load()
+        self._position += 1
+        return self._items[self._position - 1]
+
+    def get_state(self) -> State:
+        if self._position >= len(self._items):
+            return {self.BEFORE_KEY: self.require_source().get_state(), self.POSITION_KEY: 0}
+        return {self.BEFORE_KEY: self._before, self.POSITION_KEY: self._position}
+
+
+def _split(batch: Any) -> list[Any]:
+    if isinstance(batch, dict):
+        columns = {k: _split(v) for k, v in batch.items()}
+        n = len(next(iter(columns.values()))) if columns else 0
+        return [{k: v[i] for k, v in columns.items()} for i in range(n)]
+    if isinstance(batch, tuple):
+        return [tuple(row) for row in zip(*(_split(c) for c in batch), strict=True)]
+    return list(batch)

@@ -1,0 +1,229 @@
+"""Collate: combine items into a batch, stacking arrays and tensors as they arrive."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .deferred import PendingImage
+from .memory import BatchMemory
+
+__all__ = ["builder", "collate", "is_chw_view"]
+
+
+def collate(items: Sequence[Any]) -> Any:
+    """Combine items into one batch.
+
+    Dicts become a dict of collated fields, tuples a tuple; numpy arrays of one shape are
+    stacked, as are torch tensors (decoded CHW images into a channels_last batch, see
+    ``_stack_tensors``); numbers become a numpy array; anything else a list.
+
+    >>> collate([{"x": np.zeros(2), "k": "a"}, {"x": np.ones(2), "k": "b"}])["x"].shape
+    (2, 2)
+    """
+    first = items[0]
+    if isinstance(first, dict):
+        return {key: collate([item[key] for item in items]) for key in first}
+    if isinstance(first, tuple):
+        for item in items:
+            if len(item) != len(first):
+                raise ValueError(f"tuples of {len(item)} and {len(first)} in one batch")
+        return tuple(collate(column) for column in zip(*items, strict=True))
+    if isinstance(first, np.ndarray):
+        if all(isinstance(i, np.ndarray) and i.shape == first.shape for i in items):
+            return np.stack(items)
+        return list(items)
+    if sys.modules.get("torch") is not None:
+        import torch
+
+        if isinstance(first, torch.Tensor):
+            if all(isinstance(i, torch.Tensor) and i.shape == first.shape for i in items):
+                return _stack_tensors(list(items))
+            return list(items)
+    if isinstance(first, (bool, int, float, np.number)) and all(
+        isinstance(i, (bool, int, float, np.number)) for i in items
+    ):
+        return np.asarray(items)
+    return list(items)
+
+
+def _stack_tensors(items: list[Any]) -> Any:
+    """Stack tensors; C x H x W views of H x W x C memory stack without transposing.
+
+    Decoded CHW images are such views. Stacking them in HWC order and permuting gives an
+    N x C x H x W batch in channels_last memory format (what convolutions prefer) at the cost
+    of a memory copy, where a plain stack would transpose every image (~7x slower).
+    """
+    import torch
+
+    if all(is_chw_view(t) for t in items):
+        hwc = [t.permute(1, 2, 0) for t in items]
+        return torch.stack(hwc, out=_output(hwc)).permute(0, 3, 1, 2)
+    return torch.stack(items, out=_output(items))
+
+
+def is_chw_view(tensor: Any) -> bool:
+    """Whether ``tensor`` is a C x H x W view of contiguous H x W x C memory."""
+    return bool(
+        tensor.dim() == 3 and not tensor.is_contiguous() and tensor.permute(1, 2, 0).is_contiguous()
+    )
+
+
+def _output(items: list[Any]) -> Any:
+    """The tensor ``collate`` stacks a batch into (in shared memory in a DataLoader worker)."""
+    first = items[0]
+    return BatchMemory(keep=0).tensor((len(items), *first.shape), first.dtype, first.device)
+
+
+class _Items:
+    """A batch column kept as a list, combined by ``collate`` at the end."""
+
+    def __init__(self, first: Any) -> None:
+        self.items = [_settled(first)]
+
+    def add(self, value: Any) -> None:
+        self.items.append(_settled(value))
+
+    def finish(self, n: int) -> Any:
+        return collate(self.items)
+
+
+def _settled(value: Any) -> Any:
+    """``value``, or the decoded value of a ``PendingImage``."""
+    return value.value() if isinstance(value, PendingImage) else value
+
+
+class _Stacked:
+    """A column of same-shape arrays or tensors, copied into the batch as they arrive; a
+    value of another shape, dtype or type turns it back into a list of items.
+
+    A ``PendingImage`` of the first value's shape is decoded straight into its row.
+    """
+
+    def __init__(self, first: Any, size: int, memory: BatchMemory) -> None:
+        pending, image = None, None
+        # The size of the images packed into rows: a later image of this size (decoded by
+        # the same Decode, so in the same mode) has the same shape.
+        self.image_size: tuple[int, int] | None = None
+        if isinstance(first, PendingImage):  # a template value: the image goes into row 0
+            pending, image = first, first.open()
+            first = pending.value(image, pixels=False)
+            self.image_size = image.size
+        self.first = first
+        self.chw = False
+        if isinstance(first, np.ndarray):
+            self.out: Any = memory.array((size, *first.shape), first.dtype)
+            self.rows: Any = self.out
+        else:
+            self.chw = is_chw_view(first)
+            like = first.permute(1, 2, 0) if self.chw else first
+            self.out = memory.tensor((size, *like.shape), like.dtype, like.device)
+            self.rows = self.out.numpy() if self.out.device.type == "cpu" else None
+        # Whether a decoded image can be packed straight into a row (of first's shape).
+        self.packable = (
+            self.rows is not None
+            and self.rows.dtype == np.uint8
+            and self.rows[0].flags.c_contiguous
+        )
+        self.shape = tuple(first.shape)
+        self.n = 0
+        self.fallback: list[Any] | None = None
+        if pending is None:
+            self.add(first)
+        elif self.packable:
+            pending.pack(image, self.rows[0])
+            self.n = 1
+        else:
+            self.add(pending.value(image))
+
+    def add(self, value: Any) -> None:
+        if isinstance(value, PendingImage):
+            image = value.open()
+            fits = image.size == self.image_size or value.shape(image) == self.shape
+            if self.packable and self.fallback is None and fits:
+                value.pack(image, self.rows[self.n])
+                self.n += 1
+                return
+            value = value.value(image)
+        if self.fallback is not None:
+            self.fallback.append(value)
+        elif (
+            type(value) is type(self.first)
+            and value.shape == self.first.shape
+            and value.dtype == self.first.dtype
+        ):
+            self.out[self.n] = value.permute(1, 2, 0) if self.chw else value
+            self.n += 1
+        else:
+            self.fallback = [self._row(i) for i in range(self.n)] + [value]
+
+    def _row(self, i: int) -> Any:
+        return self.out[i].permute(2, 0, 1) if self.chw else self.out[i]
+
+    def finish(self, n: int) -> Any:
+        if self.fallback is not None:
+            return collate(self.fallback)
+        out = self.out[:n]
+        return out.permute(0, 3, 1, 2) if self.chw else out
+
+
+class _Mapping:
+    def __init__(self, first: dict[Any, Any], size: int, memory: BatchMemory) -> None:
+        self.columns = {key: builder(value, size, memory) for key, value in first.items()}
+
+    def add(self, value: Any) -> None:
+        for key, column in self.columns.items():
+            column.add(value[key])
+
+    def finish(self, n: int) -> Any:
+        return {key: column.finish(n) for key, column in self.columns.items()}
+
+
+class _Tuple:
+    def __init__(self, first: tuple[Any, ...], size: int, memory: BatchMemory) -> None:
+        self.columns = [builder(value, size, memory) for value in first]
+
+    def add(self, value: Any) -> None:
+        if len(value) != len(self.columns):
+            raise ValueError(f"tuples of {len(value)} and {len(self.columns)} in one batch")
+        for column, part in zip(self.columns, value, strict=True):
+            column.add(part)
+
+    def finish(self, n: int) -> Any:
+        return tuple(column.finish(n) for column in self.columns)
+
+
+def builder(first: Any, size: int, memory: BatchMemory, *, rows: bool = False) -> Any:
+    """What builds a batch column like ``collate`` would, from its first item.
+
+    ``rows``: no ``PendingImage`` can arrive, so a dict or tuple with nothing to stack (the
+    first item's values are neither arrays, tensors nor dicts or tuples) is kept whole and
+    collated at the end, one list append per item rather than one per field.
+    """
+    if isinstance(first, dict):
+        if rows and _flat(first.values()):
+            return _Items(first)
+        return _Mapping(first, size, memory)
+    if isinstance(first, tuple):
+        if rows and _flat(first):
+            return _Items(first)
+        return _Tuple(first, size, memory)
+    if _stacks(first):
+        return _Stacked(first, size, memory)
+    return _Items(first)
+
+
+def _flat(parts: Iterable[Any]) -> bool:
+    """Whether none of ``parts`` is stacked, or a dict or tuple."""
+    return not any(_stacks(part) or isinstance(part, (dict, tuple)) for part in parts)
+
+
+def _stacks(value: Any) -> bool:
+    """Whether a column starting with ``value`` is stacked as the items arrive."""
+    torch = sys.modules.get("torch")
+    return isinstance(value, (np.ndarray, PendingImage)) or (
+        torch is not None and isinstance(value, torch.Tensor)
+    )

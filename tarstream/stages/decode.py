@@ -1,0 +1,230 @@
+"""Decode: turn field bytes into values, selectively, safely, strict or lenient.
+
+Each field is decoded by its extension (the table in ``tarstream.codecs.extensions``):
+text, JSON, class ids, msgpack, ``.npy``/``.npz`` (never with pickle), ``.pth``
+(``torch.load`` with ``weights_only=True``), images through Pillow, video and audio through
+PyAV; pickles stay bytes unless named in ``unsafe``; ``EXT.gz`` is gunzipped (at most
+``max_size`` bytes) before the decoder of ``EXT``; anything else stays bytes.
+
+Which decoder a field gets, first match wins: a key of ``decoders`` equal to the field's
+name (``"seg.png"``); a key that is a glob pattern matching it (``"*.png"``), in the order
+given; the built-in decoder of its extension (the part after the last dot). A decoder is a
+function of the bytes, or None to leave the field as bytes.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ..codecs.decoders import DEFAULT_MAX_SIZE, Decoder, builtin_decoder, decode_error, gunzip
+from ..codecs.extensions import PICKLE_EXTENSIONS, extension
+from ..codecs.images import DEFAULT_MAX_PIXELS, ImageForm, Size
+from ..codecs.media import AudioOptions, VideoOptions
+from ..errors import DecodeError
+from ..format.samples import Sample
+from ..stage import State, Transform
+from .deferred import PendingImage
+
+__all__ = ["Decode", "DecodeStats"]
+
+_KEEP, _DROP, _DECODE, _IMAGE = 0, 1, 2, 3
+
+
+@dataclass
+class DecodeStats:
+    """What a Decode stage did in this process: samples decoded and skipped (lenient mode),
+    and the skipped samples' errors by field."""
+
+    samples: int = 0
+    skipped: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+
+
+class Decode(Transform[Sample]):
+    """Decode the fields of each sample; see the module docstring for the decoders.
+
+    Args:
+        image: the image form (``tarstream.codecs.images``), default "rgb8".
+        layout: "HWC" or "CHW" for numpy images.
+        size: decode images to this size (an int: the shorter side; a pair: width, height),
+            JPEGs at reduced scale first.
+        max_pixels: refuse images larger than this (from the header, before decoding).
+        video, audio: how videos and audio are decoded.
+        only: decode only these fields (names or glob patterns); the others stay bytes, or
+            are dropped with ``drop_others=True``.
+        decoders: custom decoders by field name or glob pattern (None: leave as bytes).
+        unsafe: extensions whose decoders run code, allowed here (``("pkl",)``).
+        max_size: the most bytes a ``.gz`` field may expand to.
+        errors: "strict" raises ``DecodeError``; "skip" drops a sample that fails and
+            counts it in ``stats``, up to ``max_errors`` per epoch (then it raises).
+
+    State: the source's; decoding keeps nothing between samples.
+    """
+
+    def __init__(
+        self,
+        image: str = "rgb8",
+        *,
+        layout: str = "HWC",
+        size: Size = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        video: VideoOptions | None = None,
+        audio: AudioOptions | None = None,
+        only: Iterable[str] | None = None,
+        drop_others: bool = False,
+        decoders: Mapping[str, Decoder | None] | None = None,
+        unsafe: Iterable[str] = (),
+        max_size: int = DEFAULT_MAX_SIZE,
+        errors: Literal["strict", "skip"] = "strict",
+        max_errors: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.form = ImageForm(image, layout, size, max_pixels)
+        if errors not in ("strict", "skip"):
+            raise ValueError(f"errors must be 'strict' or 'skip', got {errors!r}")
+        if max_errors is not None and max_errors < 0:
+            raise ValueError(f"max_errors must be >= 0, got {max_errors}")
+        if max_size < 1:
+            raise ValueError(f"max_size must be >= 1, got {max_size}")
+        unsafe = frozenset(unsafe)
+        if unsafe - PICKLE_EXTENSIONS:
+            raise ValueError(
+                f"unsafe takes extensions of {sorted(PICKLE_EXTENSIONS)}, got {sorted(unsafe)}"
+            )
+        if drop_others and only is None:
+            raise ValueError("drop_others=True needs only=[fields to keep]")
+        for name, decoder in (decoders or {}).items():
+            if decoder is not None and not callable(decoder):
+                raise TypeError(f"decoder for {name!r} must be a function or None")
+        self.video, self.audio = video or VideoOptions(), audio or AudioOptions()
+        self.only = None if only is None else tuple(only)
+        self.drop_others = drop_others
+        self.decoders = dict(decoders or {})
+        self.unsafe = unsafe
+        self.max_size = max_size
+        self.errors = errors
+        self.max_errors = max_errors
+        self.preserves_count = errors == "strict"
+        self.stats = DecodeStats()
+        self._defer = False
+        self._plans: dict[str, tuple[int, Decoder | None]] = {}
+
+    @property
+    def image(self) -> str:
+        """The image form (``tarstream.codecs.images``)."""
+        return self.form.spec
+
+    @property
+    def layout(self) -> str:
+        return self.form.layout
+
+    # -- choosing a decoder -----------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_plans"] = {}  # holds closures; rebuilt on first use
+        return state
+
+    def decoder_for(self, name: str) -> Decoder | None:
+        """The decoder field ``name`` gets (None: it stays bytes); see the module docstring."""
+        return self._plan(name)[1]
+
+    def _plan(self, name: str) -> tuple[int, Decoder | None]:
+        """(what to do with field ``name``: _KEEP, _DROP, _DECODE or _IMAGE (the built-in
+        image decoder); its decoder), memoized."""
+        plan = self._plans.get(name)
+        if plan is None and name.startswith("__"):  # metadata (__key__, __url__)
+            plan = self._plans[name] = (_KEEP, None)
+        if plan is None:
+            wanted = self.only is None or any(
+                name == pattern or fnmatch.fnmatchcase(name, pattern) for pattern in self.only
+            )
+            decoder = self._choose(name) if wanted else None
+            if not wanted:
+                plan = (_DROP if self.drop_others else _KEEP, None)
+            elif decoder is None:
+                plan = (_KEEP, None)
+            else:
+                image = getattr(decoder, "__func__", None) is ImageForm.decode
+                plan = (_IMAGE if image else _DECODE, decoder)
+            self._plans[name] = plan
+        return plan
+
+    def _choose(self, name: str) -> Decoder | None:
+        if name in self.decoders:
+            return self.decoders[name]
+        for pattern, decoder in self.decoders.items():
+            if fnmatch.fnmatchcase(name, pattern):
+                return decoder
+        if name.lower().endswith(".gz"):
+            inner = self._choose(name[:-3])
+            return lambda data: gunzip(data, self.max_size, inner)
+        return builtin_decoder(
+            extension(name),
+            image=self.form.decode,
+            video=self.video,
+            audio=self.audio,
+            unsafe=self.unsafe,
+        )
+
+    def defer_images(self) -> bool:
+        """Leave built-in image decoding to the ``Batch`` this stage feeds (the interface
+        in ``tarstream.stages.deferred``): images become ``PendingImage`` values, which the
+        batch decodes straight into its memory, saving a copy of every image. Only for
+        uint8 forms that batch in the layout they are decoded in, and strict errors (a
+        failure then surfaces from the batch, with the same ``DecodeError``). Returns
+        whether images are deferred."""
+        self._defer = self.form.packs_in_place() and self.errors == "strict"
+        return self._defer
+
+    # -- decoding ---------------------------------------------------------------------------
+    def apply(self, item: Sample) -> Sample:
+        out: Sample = {}
+        plans = self._plans
+        for name, value in item.items():
+            action, decoder = plans.get(name) or self._plan(name)
+            if action == _KEEP or not isinstance(value, bytes):
+                out[name] = value
+            elif action == _IMAGE and self._defer:
+                out[name] = PendingImage(value, self.form, item, name)
+            elif action != _DROP:
+                try:
+                    out[name] = decoder(value)  # type: ignore[misc]
+                except Exception as e:
+                    raise decode_error(item, name, e) from e
+        self.stats.samples += 1
+        return out
+
+    def reset(self, state: State | None = None) -> None:
+        super().reset(state)
+        self._errors_this_epoch = 0
+
+    def next(self) -> Sample:
+        source = self.require_source()
+        while True:
+            item = source.next()
+            try:
+                return self.apply(item)
+            except DecodeError as e:
+                if self.errors == "strict":
+                    raise
+                self._count_error(e)
+
+    def _count_error(self, e: DecodeError) -> None:
+        """Count a skipped sample; raise once more than ``max_errors`` failed this epoch."""
+        self.stats.skipped += 1
+        self.stats.errors[str(e.member).rsplit(".", 1)[-1]] += 1
+        self._errors_this_epoch += 1
+        if self.max_errors is not None and self._errors_this_epoch > self.max_errors:
+            raise DecodeError(
+                f"more than max_errors={self.max_errors} samples failed to decode "
+                f"this epoch; the last: {e.reason}",
+                shard=e.shard,
+                member=e.member,
+            ) from e
+
+    def __repr__(self) -> str:
+        return f"Decode({self.image!r}, layout={self.layout!r}, errors={self.errors!r})"

@@ -1,0 +1,218 @@
+"""Shuffle: a seeded sample shuffle buffer."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, cast
+
+import numpy as np
+
+from ..errors import ResumeError, ResumeWarning
+from ..stage import Addressable, Stage, State, delivered, is_addressable
+from ..world import derive_seed
+
+__all__ = ["Shuffle"]
+
+_SALT = 0x5B0F
+_DRAWS = 4096  # random numbers drawn from numpy at a time
+
+
+class Shuffle(Stage[Any]):
+    """Shuffle items through a buffer of ``buffer_size`` items.
+
+    The first item is returned once ``initial`` items are buffered (default: the whole
+    buffer); after that each output is replaced by up to two new inputs until the buffer is
+    full. Which buffered item comes next is drawn from a generator seeded by (seed, epoch,
+    rank, worker), so the order is identical on every run and differs between epochs.
+
+    State: the source's state when the epoch started and the number of items returned.
+    Resuming replays the buffer on item positions, then fetches only the items that are
+    in it (by sidecar offsets), so the cost does not grow with the position in the epoch
+    beyond counting. Without sidecars it replays by reading (and warns, ``ResumeWarning``).
+    It says which items of the reader's plan it consumed (``tarstream.stage.Accounted``).
+    """
+
+    START_KEY = "start"
+    RETURNED_KEY = "returned"
+    preserves_count = True
+
+    def __init__(
+        self, buffer_size: int, *, initial: int | None = None, seed: int | None = None
+    ) -> None:
+        super().__init__()
+        if buffer_size < 1:
+            raise ValueError(f"buffer_size must be >= 1, got {buffer_size}")
+        if initial is not None and not 1 <= initial <= buffer_size:
+            raise ValueError(f"initial must be in 1..{buffer_size}, got {initial}")
+        self.buffer_size = buffer_size
+        self.initial = buffer_size if initial is None else initial
+        self.seed = seed
+
+    def _new_rng(self) -> np.random.Generator:
+        context = self.require_context()
+        seed = context.seed if self.seed is None else self.seed
+        world = context.world
+        return np.random.default_rng(
+            derive_seed(seed, context.epoch, world.rank, world.worker, _SALT)
+        )
+
+    def reset(self, state: State | None = None) -> None:
+        source = self.require_source()
+        self._start = state[self.START_KEY] if state else None
+        source.reset(self._start)
+        self._start = source.get_state()
+        self._follow(source)
+        self._rng = self._new_rng()
+        self._draws: list[float] = []
+        self._buffer: list[Any] = []
+        self._exhausted = False
+        self._returned = 0
+        returned = state[self.RETURNED_KEY] if state else 0
+        if not returned:
+            return
+        if is_addressable(source):
+            self._restore(returned)
+            return
+        warnings.warn(
+            f"{self!r}: resuming by re-reading the {returned} items returned since the epoch "
+            "started; with sidecars (`tarstream index PATTERN`) it would fetch only the "
+            "buffered ones",
+            ResumeWarning,
+            stacklevel=2,
+        )
+        for _ in range(returned):
+            self.next()
+
+    def _restore(self, returned: int) -> None:
+        """Rebuild the buffer after ``returned`` items from positions, reading only its items."""
+        source = cast(Addressable, self.require_source())
+        available = source.remaining(self._start)
+        positions, pulled = self._simulate(returned, available)
+        self._buffer = source.fetch(self._start, positions)
+        self._exhausted = pulled >= available
+        self._returned = returned
+        self.require_source().reset(source.advance(self._start, pulled))
+        self._follow(self.require_source())
+
+    def _follow(self, source: Stage[Any]) -> None:
+        """Pull from ``source`` (just reset) through its own iterator where it has one:
+        a call less per item than its ``next``."""
+        items = source.items()
+        self._source_next = items.__next__ if items is not None else source.next
+
+    def _simulate(self, returned: int, available: int) -> tuple[list[int], int]:
+        """Run ``returned`` steps of ``next`` on item positions instead of items.
+
+        Returns the buffer (positions after the start state, in buffer order) and the
+        number of items pulled from the source; leaves ``_rng`` and ``_draws`` where the
+        real run would have them. Mirrors ``next`` step for step (the resume tests compare
+        the two). The steady part, where each step pulls one item into a full buffer,
+        runs vectorized, so a resume late in a long epoch costs little more than early.
+        """
+        size = self.buffer_size
+        buffer: list[int] = list(range(min(self.initial, available)))
+        pulled = len(buffer)
+        step = 0
+        while step < returned:
+            if step and len(buffer) == size - 1 and pulled < available:
+                steady = min(returned - step, available - pulled)
+                buffer = self._steady(buffer, pulled, steady)
+                pulled += steady
+                step += steady
+                continue
+            if step:
+                for _ in range(2):
+                    if len(buffer) >= size or pulled >= available:
+                        break
+                    buffer.append(pulled)
+                    pulled += 1
+            if not buffer:
+                raise ValueError(f"state says {returned} items returned, the source had fewer")
+            if not self._draws:
+                self._draws = self._rng.random(_DRAWS).tolist()[::-1]
+            j = int(self._draws.pop() * len(buffer))
+            buffer[j] = buffer[-1]
+            buffer.pop()
+            step += 1
+        return buffer, pulled
+
+    def _steady(self, buffer: list[int], pulled: int, steps: int) -> list[int]:
+        """``steps`` steps that each add item ``pulled + t`` to a full buffer and draw one.
+
+        Step t draws slot j: the new item goes to slot j (the item there is returned), or
+        is returned at once when j is the last slot. So each slot ends up holding the
+        item of the last step that drew it, or what it held before.
+        """
+        size = self.buffer_size
+        queued = self._draws[::-1]  # drawn earlier, in the order next() uses them
+        fresh = -(-(steps - len(queued)) // _DRAWS) * _DRAWS if steps > len(queued) else 0
+        draws = np.concatenate([np.asarray(queued, dtype=np.float64), self._rng.random(fresh)])
+        slots = (draws[:steps] * size).astype(np.int64)  # = int(u * size), as next() does
+        self._draws = draws[steps:][::-1].tolist()
+        t = np.flatnonzero(slots < size - 1)
+        last = np.full(size - 1, -1, dtype=np.int64)
+        np.maximum.at(last, slots[t], t)
+        out = np.asarray(buffer, dtype=np.int64)
+        hit = last >= 0
+        out[hit] = pulled + last[hit]
+        result: list[int] = out.tolist()
+        return result
+
+    def delivered(self, state: State | None) -> np.ndarray:
+        source = self.require_source()
+        if not is_addressable(source):
+            raise ResumeError(
+                f"{self!r} reads from {source!r}: elastic resume through a shuffle needs the "
+                "reader (with sidecars), or 1:1 stages over it such as map or decode, before it"
+            )
+        start = state[self.START_KEY] if state else None
+        mask: np.ndarray = delivered(source, start)
+        returned = state[self.RETURNED_KEY] if state else 0
+        if returned:
+            available = cast(Addressable, source).remaining(start)
+            self._rng, self._draws = self._new_rng(), []
+            buffer, pulled = self._simulate(returned, available)
+            out = np.ones(pulled, dtype=bool)
+            out[buffer] = False
+            first = len(mask) - available
+            mask[first : first + pulled] |= out
+        return mask
+
+    def _pull(self) -> bool:
+        try:
+            self._buffer.append(self._source_next())
+        except StopIteration:
+            self._exhausted = True
+            return False
+        return True
+
+    def next(self) -> Any:
+        buffer = self._buffer
+        if self._returned == 0:
+            while len(buffer) < self.initial and self._pull():
+                pass
+        elif (  # up to two new items while the buffer is not full: one, once it is
+            len(buffer) < self.buffer_size
+            and not self._exhausted
+            and self._pull()
+            and len(buffer) < self.buffer_size
+        ):
+            self._pull()
+        if not buffer:
+            raise StopIteration
+        draws = self._draws
+        if not draws:
+            draws = self._draws = self._rng.random(_DRAWS).tolist()[::-1]
+        j = int(draws.pop() * len(buffer))
+        last = buffer.pop()
+        self._returned += 1
+        if j == len(buffer):
+            return last
+        item, buffer[j] = buffer[j], last
+        return item
+
+    def get_state(self) -> State:
+        return {self.START_KEY: self._start, self.RETURNED_KEY: self._returned}
+
+    def __repr__(self) -> str:
+        return f"Shuffle({self.buffer_size}, initial={self.initial})"

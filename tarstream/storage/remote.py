@@ -1,0 +1,256 @@
+"""Remote reads: one object read in retried blocks over fsspec, fetched ahead.
+
+``RemoteInput`` reads one object in blocks of ``block_size`` through fsspec. Each block is
+fetched by a background thread up to ``prefetch`` blocks ahead of the reader, so network
+time overlaps parsing and decoding; the memory held is at most ``1 + prefetch`` blocks. A
+transient failure (connection reset, timeout, a body ending early, 5xx, SlowDown) is retried
+with exponential backoff and jitter from the byte already reached, so no byte is read twice
+or skipped; a permanent one (403, 404) fails at once. An object that changes during the
+read (its ETag or size differs on a retry, or S3 refuses the read's If-Match) raises
+``ShardChangedError``: bytes of two versions are never mixed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+from ..errors import ShardChangedError, ShardError, StorageError, redact_url
+from .config import Storage
+from .retry import is_transient
+
+__all__ = ["RemoteInput"]
+
+
+class RemoteInput(io.RawIOBase):
+    """Read a remote object sequentially in retried blocks, fetched ahead in the background.
+
+    Seeking is supported (it drops the blocks fetched ahead). Where the object's size is
+    unknown (an HTTP server without Content-Length) it is streamed, and a retry reopens it
+    and skips to the byte reached.
+    """
+
+    def __init__(
+        self, url: str, storage: Storage, *, start: int = 0, prefetch: int | None = None
+    ) -> None:
+        super().__init__()
+        self.url = url
+        self.storage = storage
+        self.prefetch = storage.prefetch if prefetch is None else prefetch
+        self._lock = threading.Lock()  # one fetch at a time uses the file object
+        self._rng = random.Random()
+        self._file: Any = None
+        self._file_pos = 0
+        self._identity: tuple[Any, ...] | None = None
+        self.size: int | None = None
+        self._pos = start
+        self._block = b""
+        self._block_start = start
+        self._ahead: deque[tuple[int, Future[bytes]]] = deque()
+        self._next_fetch = start
+        self._stream_end: int | None = None
+        self._closing = False  # set by close(): a fetch still running stops at its next try
+        self._fill_ahead()  # starts opening the object and fetching its first block
+
+    # -- the background side (called with the lock held) ------------------------------------
+    def _reopen(self, position: int) -> None:
+        self._close_file()
+        fs, path = self.storage.filesystem(self.url)
+        f = fs.open(path, "rb", block_size=self.storage.block_size, cache_type="none")
+        details = getattr(f, "details", None) or {}
+        size = getattr(f, "size", None)
+        identity = (size, details.get("ETag"), details.get("VersionId"))
+        if self._identity is None:
+            self._identity, self.size = identity, size
+        elif identity != self._identity:
+            f.close()
+            raise ShardChangedError(
+                f"object changed during the read (size, ETag, version were {self._identity}, "
+                f"now {identity})",
+                shard=self.url,
+                offset=position,
+            )
+        self._file, self._file_pos = f, 0
+        self._move_to(position)
+
+    def _move_to(self, position: int) -> None:
+        if self.size is not None:
+            self._file.seek(position)
+        elif position < self._file_pos:  # a stream cannot go back: start it again
+            self._reopen(position)
+            return
+        else:  # a stream: read up to the byte reached
+            while self._file_pos < position:
+                got = len(self._file.read(min(position - self._file_pos, 1 << 20)))
+                if not got:
+                    raise ConnectionError("stream ended before the byte reached")
+                self._file_pos += got
+        self._file_pos = position
+
+    def _fetch(self, start: int, n: int) -> bytes:
+        """Bytes ``start:start+n`` (fewer only at the end of the object), retried."""
+        parts: list[bytes] = []
+        got = 0
+
+        def attempt() -> None:
+            nonlocal got
+            with self._lock:
+                while got < n and not self._closing:
+                    position = start + got
+                    if self._file is None:
+                        self._reopen(position)
+                    elif self._file_pos != position:
+                        self._move_to(position)
+                    if self.size is not None and position >= self.size:
+                        return
+                    chunk = self._file.read(n - got)
+                    self._file_pos += len(chunk)
+                    if not chunk:
+                        if self.size is None:
+                            return  # the end of a stream
+                        raise ConnectionError(
+                            f"response body ended at byte {position} of {self.size}"
+                        )
+                    parts.append(chunk)
+                    got += len(chunk)
+
+        self._with_retries(f"read at byte {start}", attempt, on_retry=self._drop_file)
+        return b"".join(parts)
+
+    def _drop_file(self) -> None:
+        with self._lock:
+            self._close_file()
+
+    def _close_file(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(Exception):  # a broken connection may fail to close
+                self._file.close()
+            self._file = None
+
+    def _with_retries(
+        self, what: str, action: Callable[[], None], on_retry: Callable[[], None] | None = None
+    ) -> None:
+        retry = self.storage.retry
+        for attempt in range(1, retry.attempts + 1):
+            try:
+                action()
+                return
+            except ShardError:
+                raise
+            except Exception as e:
+                if type(e).__name__ == "FileExpired":
+                    raise ShardChangedError(
+                        "object changed during the read (its ETag no longer matches)",
+                        shard=self.url,
+                    ) from e
+                if isinstance(e, FileNotFoundError):
+                    raise FileNotFoundError(f"{redact_url(self.url)}: no such object") from e
+                if not is_transient(e):
+                    raise StorageError(
+                        f"{redact_url(self.url)}: {what} failed: {_describe(e)}"
+                    ) from e
+                if attempt == retry.attempts:
+                    raise StorageError(
+                        f"{redact_url(self.url)}: {what} failed after {attempt} attempts: "
+                        f"{_describe(e)}"
+                    ) from e
+                if on_retry is not None:
+                    on_retry()
+                time.sleep(retry.delay(attempt, self._rng))
+                if self._closing:
+                    return  # closed while waiting: nobody reads this block
+
+    # -- the reader's side ------------------------------------------------------------------
+    def _fill_ahead(self) -> None:
+        if not self.prefetch:
+            return  # blocks are fetched when read, in the reader's thread
+        # ``prefetch`` blocks beyond the one being read; until the object is open (and for
+        # a stream of unknown size) one block at a time.
+        known = self._identity is not None and self.size is not None
+        limit = self.prefetch if known else 1
+        while len(self._ahead) < limit and (not known or self._next_fetch < (self.size or 0)):
+            start, n = self._next_fetch, self.storage.block_size
+            self._ahead.append((start, self.storage.executor().submit(self._fetch, start, n)))
+            self._next_fetch += n
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence != io.SEEK_SET:
+            raise io.UnsupportedOperation("only absolute seeks")
+        if not self._block_start <= offset <= self._block_start + len(self._block):
+            self._cancel_ahead()
+            self._block, self._block_start = b"", offset
+            self._next_fetch = offset
+        self._pos = offset
+        return offset
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to ``size`` bytes (all to the end for -1), sliced from the fetched blocks."""
+        if size is None or size < 0:
+            return self.readall()
+        at = self._pos - self._block_start
+        if at >= len(self._block):
+            if not size or not self._next_block():
+                return b""
+            at = self._pos - self._block_start
+        data = self._block[at : at + size]
+        self._pos += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def _next_block(self) -> bool:
+        end = self.size if self.size is not None else self._stream_end
+        if end is not None and self._pos >= end:
+            return False
+        if not self._ahead:
+            self._next_fetch = self._pos
+        self._fill_ahead()
+        if self._ahead:
+            start, future = self._ahead.popleft()
+            self._block, self._block_start = future.result(), start
+        else:
+            start = self._next_fetch
+            self._block, self._block_start = self._fetch(start, self.storage.block_size), start
+            self._next_fetch += self.storage.block_size
+        if len(self._block) < self.storage.block_size and self.size is None:
+            self._stream_end = start + len(self._block)  # a short block ends a stream
+            self._cancel_ahead()
+        self._fill_ahead()
+        return bool(self._block) and self._pos < start + len(self._block)
+
+    def _cancel_ahead(self) -> None:
+        while self._ahead:
+            self._ahead.popleft()[1].cancel()
+
+    def close(self) -> None:
+        if not self.closed:
+            self._closing = True
+            self._cancel_ahead()
+            self._block = b""
+            self._drop_file()
+        super().close()
+
+
+def _describe(e: BaseException) -> str:
+    text = redact_url(str(e)) or type(e).__name__
+    return f"{type(e).__name__}: {text}" if not text.startswith(type(e).__name__) else text

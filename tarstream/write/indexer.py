@@ -1,0 +1,63 @@
+"""Sidecars and a manifest for existing shards (``tarstream index``), written beside them."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from braceexpand import braceexpand
+
+from ..errors import WriteError
+from ..format.manifest import Manifest
+from ..format.samples import build_sidecar
+from ..format.sidecar import SIDECAR_SUFFIX
+from ..storage.files import atomic_write, open_input
+from ..storage.urls import is_local, local_path
+from .progress import Progress
+from .writer import default_manifest_path
+
+__all__ = ["index_shards"]
+
+
+def index_shards(
+    pattern: str, *, manifest: str | None = None, progress: Progress | None = None
+) -> tuple[str, Manifest]:
+    """Build the sidecar of every shard ``pattern`` names, beside it, and a manifest.
+
+    Returns the manifest's path (default: beside the shards, named after the pattern's
+    prefix) and the manifest.
+
+    Raises:
+        WriteError: a shard that is not local.
+        ShardError: a shard that cannot be read as a tar.
+    """
+    shards = list(braceexpand(pattern))
+    for shard in shards:
+        if not is_local(shard):
+            raise WriteError(f"{shard}: `tarstream index` writes sidecars beside local shards only")
+    counts, sizes, fields = [], [], set()
+    total = 0
+    for number, shard in enumerate(shards):
+        f, _ = open_input(shard)
+        with f:
+            index = build_sidecar(f, shard, name=os.path.basename(shard))
+        atomic_write(local_path(shard) + SIDECAR_SUFFIX, index.to_bytes())
+        counts.append(index.count)
+        sizes.append(index.size)
+        fields.update(index.fields)
+        total += index.count
+        if progress is not None:
+            progress.update(total, number + 1)
+    manifest_path = manifest or default_manifest_path(
+        re.sub(r"\{[^}]*\}", "%d", local_path(shards[0]) if len(shards) == 1 else pattern)
+    )
+    base = os.path.dirname(manifest_path)
+    written = Manifest(
+        shards=[os.path.relpath(local_path(s), base or ".").replace(os.sep, "/") for s in shards],
+        samples=counts,
+        sizes=sizes,
+        fields=sorted(fields),
+        writer={"tool": "tarstream index"},
+    )
+    atomic_write(manifest_path, written.to_json().encode("utf-8"))
+    return manifest_path, written

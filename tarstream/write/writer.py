@@ -1,0 +1,245 @@
+"""ShardWriter: write samples into numbered tar shards with sidecars and a manifest."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any, BinaryIO
+
+from ..codecs.encode import encode_field
+from ..errors import DuplicateKeyError, InvalidKeyError, WriteError
+from ..format.header import BLOCK, RECORD, archive_end, member_header, padded, round_up
+from ..format.keys import validate_field, validate_key
+from ..format.manifest import MANIFEST_SUFFIX, Manifest
+from ..format.sidecar import SIDECAR_SUFFIX, ShardIndex
+from ..storage.files import atomic_write
+
+__all__ = ["ShardWriter", "default_manifest_path"]
+
+_PLACEHOLDER = re.compile(r"%(?:0?\d+)?d")
+#: Metadata that readers add to samples; ignored so read samples can be written back.
+_IGNORED_META = frozenset({"__url__", "__local_path__"})
+
+
+def default_manifest_path(pattern: str) -> str:
+    """Return the manifest path of a shard pattern.
+
+    >>> default_manifest_path("d/train-%06d.tar")
+    'd/train.manifest.json'
+    """
+    directory, base = os.path.split(pattern)
+    stem = _PLACEHOLDER.split(base, maxsplit=1)[0].rstrip("-_.") or "dataset"
+    return os.path.join(directory, stem + MANIFEST_SUFFIX)
+
+
+class ShardWriter:
+    """Write samples into tar shards named by a printf-style pattern.
+
+    >>> import tempfile, os
+    >>> d = tempfile.mkdtemp()
+    >>> with ShardWriter(os.path.join(d, "train-%06d.tar"), max_samples=2) as w:
+    ...     for i in range(3):
+    ...         w.write({"__key__": f"{i:04d}", "txt": f"sample {i}", "cls": i % 2})
+    >>> sorted(os.listdir(d))  # doctest: +NORMALIZE_WHITESPACE
+    ['train-000000.tar', 'train-000000.tar.idx', 'train-000001.tar', 'train-000001.tar.idx',
+     'train.manifest.json']
+
+    Each sample is a mapping with ``__key__`` and fields; values are encoded by the field's
+    extension (see ``tarstream.codecs.encode``). Fields are written in sorted order as ustar
+    members with mtime 0, uid/gid 0 and mode 0644, so the same input gives byte-identical
+    shards. A shard is written under a hidden temporary name, renamed when complete, and
+    then its sidecar is written; the manifest is written by ``close()``. Leaving the
+    ``with`` block by an exception removes the partial shard and writes no manifest.
+
+    Args:
+        pattern: shard path with one printf integer placeholder, e.g. ``out/train-%06d.tar``.
+        max_samples: start a new shard after this many samples (None: no limit).
+        max_bytes: start a new shard before one would exceed this size (None: no limit).
+            A single sample larger than this gets a shard of its own.
+        manifest: the manifest's path; None writes none. Default: beside the shards,
+            named after the pattern's prefix (``out/train.manifest.json``).
+        start_index: number of the first shard.
+    """
+
+    def __init__(
+        self,
+        pattern: str | os.PathLike[str],
+        *,
+        max_samples: int | None = None,
+        max_bytes: int | None = None,
+        manifest: str | os.PathLike[str] | bool | None = True,
+        start_index: int = 0,
+    ) -> None:
+        pattern = os.fspath(pattern)
+        if "://" in pattern:
+            raise ValueError(f"ShardWriter writes local paths only, got URL {pattern!r}")
+        if len(_PLACEHOLDER.findall(pattern)) != 1 or pattern.count("%") != 1:
+            raise ValueError(
+                f"pattern must contain exactly one integer placeholder like %06d, got {pattern!r}"
+            )
+        if max_samples is not None and max_samples < 1:
+            raise ValueError(f"max_samples must be >= 1, got {max_samples}")
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
+        if start_index < 0:
+            raise ValueError(f"start_index must be >= 0, got {start_index}")
+        self.pattern = pattern
+        self.max_samples = max_samples
+        self.max_bytes = max_bytes
+        if manifest is True:
+            self.manifest_path: str | None = default_manifest_path(pattern)
+        elif manifest is False or manifest is None:
+            self.manifest_path = None
+        else:
+            self.manifest_path = os.fspath(manifest)
+        self._next_index = start_index
+        self._keys: set[str] = set()
+        self._file: BinaryIO | None = None
+        self._path = ""
+        self._temp = ""
+        self._hash = hashlib.sha256()
+        self._size = 0
+        self._samples: list[tuple[str, int, list[tuple[str, int, int]]]] = []
+        self._indexes: list[tuple[str, ShardIndex]] = []
+        self._closed = False
+
+    @property
+    def shards(self) -> list[str]:
+        """Paths of the shards completed so far."""
+        return [path for path, _ in self._indexes]
+
+    def write(self, sample: Mapping[str, Any]) -> None:
+        """Encode and append one sample, starting a new shard first if a limit says so.
+
+        Raises:
+            InvalidKeyError: a bad ``__key__`` or field name.
+            DuplicateKeyError: the key was already written by this writer.
+            EncodeError: a value the field's extension cannot encode.
+        """
+        if self._closed:
+            raise WriteError("write() on a closed ShardWriter")
+        if "__key__" not in sample:
+            raise InvalidKeyError(f"sample has no '__key__' (fields: {sorted(sample)})")
+        key = validate_key(sample["__key__"])
+        if key in self._keys:
+            raise DuplicateKeyError(f"sample key {key!r} was already written")
+        members = []
+        for name in sorted(k for k in sample if k != "__key__" and k not in _IGNORED_META):
+            value = sample[name]
+            field = validate_field(key, name)
+            members.append((field, encode_field(key, field, value)))
+        if not members:
+            raise WriteError(f"sample {key!r} has no fields to write")
+        blocks = [
+            (field, member_header(f"{key}.{field}", len(data)), data) for field, data in members
+        ]
+        sample_size = sum(len(h) + padded(len(d)) for _, h, d in blocks)
+        if self._file is not None and self._full(sample_size):
+            self._finish_shard()
+        if self._file is None:
+            self._open_shard()
+        self._keys.add(key)
+        self._append(key, blocks)
+
+    def _full(self, sample_size: int) -> bool:
+        if self.max_samples is not None and len(self._samples) >= self.max_samples:
+            return True
+        ends = self._size + sample_size + 2 * BLOCK
+        return self.max_bytes is not None and round_up(ends, RECORD) > self.max_bytes
+
+    def _open_shard(self) -> None:
+        self._path = self.pattern % self._next_index
+        self._next_index += 1
+        directory, base = os.path.split(self._path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        self._temp = os.path.join(directory, f".{base}.partial")
+        self._file = open(self._temp, "wb")  # noqa: SIM115 - closed in _finish_shard/abort
+        self._hash = hashlib.sha256()
+        self._size = 0
+        self._samples = []
+
+    def _append(self, key: str, blocks: list[tuple[str, bytes, bytes]]) -> None:
+        assert self._file is not None
+        start = self._size
+        members = []
+        for field, header, data in blocks:
+            self._emit(header)
+            members.append((field, self._size, len(data)))
+            self._emit(data)
+            pad = padded(len(data)) - len(data)
+            if pad:
+                self._emit(bytes(pad))
+        self._samples.append((key, start, members))
+
+    def _emit(self, data: bytes) -> None:
+        assert self._file is not None
+        self._file.write(data)
+        self._hash.update(data)
+        self._size += len(data)
+
+    def _finish_shard(self) -> None:
+        assert self._file is not None
+        end = self._size
+        self._emit(archive_end(end))
+        self._file.close()
+        self._file = None
+        os.replace(self._temp, self._path)
+        index = ShardIndex.build(
+            os.path.basename(self._path), self._size, self._hash.hexdigest(), self._samples, end
+        )
+        atomic_write(self._path + SIDECAR_SUFFIX, index.to_bytes())
+        self._indexes.append((self._path, index))
+
+    def close(self) -> None:
+        """Finish the current shard and write the manifest. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._file is not None:
+            self._finish_shard()
+        if self.manifest_path is not None:
+            atomic_write(self.manifest_path, self.manifest().to_json().encode("utf-8"))
+
+    def abort(self) -> None:
+        """Stop without finishing: remove the partial shard and write no manifest."""
+        self._closed = True
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._temp)
+
+    def manifest(self) -> Manifest:
+        """Return the manifest of the shards completed so far."""
+        base = os.path.dirname(self.manifest_path or self.pattern)
+        return Manifest(
+            shards=[os.path.relpath(p, base or ".").replace(os.sep, "/") for p in self.shards],
+            samples=[index.count for _, index in self._indexes],
+            sizes=[index.size for _, index in self._indexes],
+            fields=sorted({f for _, index in self._indexes for f in index.fields}),
+            sidecar_suffix=SIDECAR_SUFFIX,
+            writer={
+                "tool": "tarstream.ShardWriter",
+                "max_samples": self.max_samples,
+                "max_bytes": self.max_bytes,
+            },
+        )
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
