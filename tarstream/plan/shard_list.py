@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..errors import ResumeError
 from ..stage import Stage, State
+from ..storage.config import Storage
 from .segments import Segment
 from .specs import (
     ShardSpec,
@@ -24,9 +25,6 @@ from .specs import (
     load_sidecar,
     resolve_shards,
 )
-
-if TYPE_CHECKING:
-    from ..storage.config import Storage
 
 __all__ = ["PlanStage", "ShardList"]
 
@@ -94,8 +92,6 @@ class ShardList(PlanStage):
         super().__init__()
         check_sidecar_mode(sidecars)
         if storage is None:
-            from ..storage.config import Storage
-
             storage = Storage()
         self.storage = storage
         self.specs = resolve_shards(source, allow_pipe=allow_pipe, storage=storage)

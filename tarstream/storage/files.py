@@ -32,11 +32,11 @@ def open_input(
     """Open ``url`` for reading; return the file and its size where known cheaply.
 
     Local paths are opened directly. Remote URLs are read through ``storage`` (retried
-    blocks fetched ahead, see ``tarstream.remote``) or, where it has a cache, from the
+    blocks fetched ahead, see ``tarstream.storage.remote``) or, where it has a cache, from the
     cached copy, filled first and verified against ``size`` and ``sha256`` (the sidecar's).
     ``background=True`` returns at once and fills the cache in a background thread (the
     remote read itself always starts in the background). ``pipe:`` URLs run their command
-    (callers allow them explicitly; see ``sources.resolve_shards``).
+    (callers allow them explicitly; see ``tarstream.plan.specs.resolve_shards``).
 
     Raises:
         FileNotFoundError: with the redacted URL, where the object does not exist.
