@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -155,3 +156,42 @@ def test_many_samples_read_in_several_chunks(tmp_path: Path) -> None:
     small_reads = list(tarstream.TarStream(shard, sidecars="require", read_size=4096))
     assert [s["__key__"] for s in small_reads] == [s["__key__"] for s in samples]
     assert small_reads == list(tarstream.TarStream(shard, sidecars="ignore"))
+
+
+def _rewrite_sidecar(path: Path, **changes: Any) -> None:
+    """Write a sidecar for shard ``path`` that says something else (built without checks)."""
+    sidecar = Path(str(path) + ".idx")
+    index = ShardIndex.from_bytes(sidecar.read_bytes(), url=str(sidecar))
+    fields = {f.name: getattr(index, f.name) for f in dataclasses.fields(ShardIndex)}
+    sidecar.write_bytes(ShardIndex(**{**fields, **changes}).to_bytes())
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        # member 3 (sample 1's first) made to point into sample 0
+        (lambda ix: {"member_offset": _with(ix.member_offset, 3, 1024)}, "outside its sample"),
+        # member 0's size runs into the next member's header
+        (lambda ix: {"member_size": _with(ix.member_size, 0, 700)}, "overlapping"),
+        (lambda ix: {"member_offset": _with(ix.member_offset, 1, 1500)}, "512-byte block"),
+        (lambda ix: {"offsets": _with(ix.offsets, 2, 0)}, "out of order"),
+        (lambda ix: {"keys": ["s/00000", "s/00000", *ix.keys[2:]]}, "appears twice"),
+        (lambda ix: {"keys": ["../../etc/x", *ix.keys[1:]]}, "unsafe as a path"),
+    ],
+)
+def test_a_sidecar_that_describes_an_impossible_shard_is_refused(
+    tmp_path: Path, change: Any, problem: str
+) -> None:
+    write_dataset(tmp_path, make_samples(10), max_samples=10)
+    shard = tmp_path / "train-000000.tar"
+    sidecar = Path(str(shard) + ".idx")
+    _rewrite_sidecar(shard, **change(ShardIndex.from_bytes(sidecar.read_bytes(), url="")))
+    with pytest.raises(tarstream.SidecarError, match=problem) as caught:
+        list(tarstream.TarStream(str(shard)))
+    assert caught.value.shard == str(sidecar)
+
+
+def _with(array: Any, i: int, value: int) -> Any:
+    out = array.copy()
+    out[i] = value
+    return out

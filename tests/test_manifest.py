@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from braceexpand import braceexpand
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tarstream
+from tarstream.format.braces import count_names
 from tarstream.format.manifest import Manifest, compress_names
 from tarstream.plan.specs import resolve_shards
 
@@ -144,3 +150,74 @@ def test_bad_tarstream_options_are_rejected_at_construction(
 def test_an_empty_source_is_an_error() -> None:
     with pytest.raises(ValueError, match="names no shard"):
         tarstream.TarStream([])
+
+
+def _manifest(**changes: Any) -> str:
+    doc = {
+        "format": "tarstream.manifest",
+        "version": 1,
+        "shards": "t-{000..002}.tar",
+        "samples": [1, 1, 1],
+        "sizes": [10240, 10240, 10240],
+        "fields": ["txt"],
+        "sidecar_suffix": ".idx",
+    }
+    return json.dumps({**doc, **changes})
+
+
+def test_a_brace_pattern_of_a_trillion_names_is_refused_before_it_is_expanded() -> None:
+    # in a process whose memory is capped at 1 GiB: expanding would take far more
+    code = f"""
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+import tarstream
+try:
+    tarstream.Manifest.from_json({_manifest(shards="t-{0..999999999999}.tar")!r}, url="m.json")
+except tarstream.ManifestError as e:
+    print(e)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "names 1,000,000,000,000 shards" in result.stdout
+    assert "beyond its 3 sample counts" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"shards": ["a.tar", "../outside.tar", "c.tar"]},
+        {"shards": ["a.tar", "sub/%2e%2e/%2e%2e/outside.tar", "c.tar"]},
+        {"shards": ["a.tar", "sub//c.tar", "c.tar"]},
+        {"shards": ["a.tar", "b\\\\..\\\\..\\\\x.tar", "c.tar"]},
+        {"shards": ["a.tar", "/etc/passwd", "c.tar"]},
+        {"shards": ["a.tar", "http://elsewhere/x.tar", "c.tar"]},
+        {"shards": ["a.tar", "ok\nx.tar", "c.tar"]},
+    ],
+)
+def test_a_shard_name_that_leaves_the_dataset_directory_is_refused(changes: dict[str, Any]) -> None:
+    with pytest.raises(tarstream.ManifestError, match="must be relative to the manifest"):
+        tarstream.Manifest.from_json(_manifest(**changes), url="m.json")
+
+
+@pytest.mark.parametrize("suffix", ["/../../etc/passwd", "/x", "", ".idx%2f..", "\x00"])
+def test_a_sidecar_suffix_that_is_not_a_plain_suffix_is_refused(suffix: str) -> None:
+    with pytest.raises(tarstream.ManifestError, match="sidecar_suffix"):
+        tarstream.Manifest.from_json(_manifest(sidecar_suffix=suffix), url="m.json")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.text("ab-", min_size=1, max_size=3),
+            st.builds(lambda a, b: f"{{{a}..{b}}}", st.integers(-20, 20), st.integers(-20, 20)),
+            st.lists(st.text("xy", max_size=2), min_size=2, max_size=3).map(
+                lambda alts: "{" + ",".join(alts) + "}"
+            ),
+        ),
+        min_size=1,
+        max_size=4,
+    ).map("".join)
+)
+def test_brace_counts_equal_what_braceexpand_gives(pattern: str) -> None:
+    assert count_names(pattern) == len(list(braceexpand(pattern)))

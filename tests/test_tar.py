@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tarstream
-from tarstream.format.samples import read_samples
+from tarstream.format.samples import build_sidecar, read_samples
 from tarstream.format.scan import ReadStats
 
 from .conftest import make_samples, write_dataset
@@ -296,3 +296,53 @@ def test_errors_redact_credentials_in_urls() -> None:
     error = tarstream.ShardFormatError("bad", shard="s3://KEY:SECRET@bucket/x.tar", offset=1)
     assert "SECRET" not in str(error) and "s3://***@bucket/x.tar" in str(error)
     assert "SECRET" not in repr(pickle.loads(pickle.dumps(error)))
+
+
+@pytest.mark.parametrize("read_size", READ_SIZES)
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("../../evil.txt", "'..' component"),
+        ("a/../../evil.txt", "'..' component"),
+        ("/etc/passwd.txt", "absolute path"),
+    ],
+)
+def test_a_member_name_that_is_unsafe_as_a_path_is_refused(
+    tmp_path: Path, read_size: int, name: str, why: str
+) -> None:
+    members = [(f"{i:04d}.txt", b"x") for i in range(200)] + [(name, b"evil")]
+    for fmt in (tarfile.USTAR_FORMAT, tarfile.PAX_FORMAT):
+        path = tmp_path / f"bad-{fmt}.tar"
+        path.write_bytes(_tar_bytes(members, fmt))
+        with pytest.raises(tarstream.ShardFormatError, match=why) as caught:
+            _read(path, sidecars="ignore", read_size=read_size)
+        assert caught.value.member == name and caught.value.offset == 200 * 1024
+
+
+def test_a_pax_path_record_that_escapes_is_refused(tmp_path: Path) -> None:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        info = tarfile.TarInfo("0001.txt")
+        info.size = 4
+        info.pax_headers = {"path": "../../evil.txt"}
+        tf.addfile(info, io.BytesIO(b"evil"))
+    (tmp_path / "pax.tar").write_bytes(out.getvalue())
+    with pytest.raises(tarstream.ShardFormatError, match="unsafe as a path"):
+        _read(tmp_path / "pax.tar", sidecars="ignore")
+
+
+@pytest.mark.parametrize("read_size", READ_SIZES)
+def test_a_key_that_comes_back_after_other_samples_is_an_error_naming_both_offsets(
+    tmp_path: Path, read_size: int
+) -> None:
+    members = [(f"{i:04d}.txt", b"x") for i in range(100)] + [("0007.cls", b"1")]
+    (tmp_path / "split.tar").write_bytes(_tar_bytes(members))
+    with pytest.raises(tarstream.ShardFormatError, match="appears again") as caught:
+        _read(tmp_path / "split.tar", sidecars="ignore", read_size=read_size)
+    assert "starts at byte 7168" in str(caught.value)  # the first time: sample 7
+    assert caught.value.member == "0007.cls" and caught.value.offset == 100 * 1024
+    with (
+        open(tmp_path / "split.tar", "rb") as f,
+        pytest.raises(tarstream.ShardFormatError, match="appears again"),  # no sidecar either
+    ):
+        build_sidecar(f, "split.tar", name="split.tar")

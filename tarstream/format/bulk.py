@@ -135,7 +135,10 @@ class _Names:
             names[lines, np.minimum(dot + 2, width - 1)],
         )
         reserved = (after_dot[0] == 95) & (after_dot[1] == 95)
-        usable = (dot > slash + 1) & (dot < name_len - 1) & ~reserved
+        # a leading '/' or any '..' (perhaps a '..' component): left to the per-header
+        # parser, which checks keys exactly
+        suspect = (names[:, 0] == 47) | ((names[:, :-1] == 46) & (names[:, 1:] == 46)).any(1)
+        usable = (dot > slash + 1) & (dot < name_len - 1) & ~reserved & ~suspect
         return cls(rows, names, name_len, dot, usable)
 
 

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from ..errors import InvalidKeyError
 
-__all__ = ["MAX_KEY_BYTES", "split_member_name", "validate_field", "validate_key"]
+__all__ = [
+    "MAX_KEY_BYTES",
+    "split_member_name",
+    "unsafe_key",
+    "validate_field",
+    "validate_key",
+]
 
 #: Longest key accepted by the writer, in UTF-8 bytes. Member names longer than 100 bytes
 #: need a PAX header; the bound keeps names well inside what every tar tool handles.
@@ -30,6 +36,22 @@ def split_member_name(name: str) -> tuple[str, str] | None:
     if dot <= slash + 1 or dot == len(name) - 1:
         return None
     return name[:dot], name[dot + 1 :]
+
+
+def unsafe_key(key: str) -> str | None:
+    """Why a key read from a shard is unsafe to use (None: it is not): a key becomes a path
+    when samples are written out, so it must stay relative and inside its directory.
+
+    >>> unsafe_key("a/0001"), unsafe_key("../../evil"), unsafe_key("/etc/passwd")
+    (None, "a '..' component", 'an absolute path')
+    """
+    if key.startswith("/"):
+        return "an absolute path"
+    if "\x00" in key:
+        return "a NUL character"
+    if key == ".." or key.startswith("../") or key.endswith("/..") or "/../" in key:
+        return "a '..' component"
+    return None
 
 
 def _has_control(text: str) -> bool:

@@ -11,10 +11,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-from braceexpand import braceexpand
+from urllib.parse import unquote
 
 from ..errors import ManifestError
+from .braces import expand
 
 __all__ = ["MANIFEST_SUFFIX", "Manifest", "compress_names"]
 
@@ -100,7 +100,7 @@ class Manifest:
         try:
             raw = doc["shards"]
             patterns = [raw] if isinstance(raw, str) else list(raw)
-            shards = [name for p in patterns for name in braceexpand(str(p))]
+            shards = _expand(patterns, len(doc["samples"]), url)
             manifest = cls(
                 shards=shards,
                 samples=[int(n) for n in doc["samples"]],
@@ -117,9 +117,44 @@ class Manifest:
                 f"counts and {len(manifest.sizes)} sizes"
             )
         for name in manifest.shards:
-            if name.startswith(("/", "pipe:")) or ".." in name.split("/") or "://" in name:
+            if not is_safe_name(name):
                 raise ManifestError(
-                    f"{url}: shard name {name!r} must be relative to the manifest, "
-                    "without '..', a URL scheme or pipe:"
+                    f"{url}: shard name {name!r} must be relative to the manifest, inside its "
+                    "directory: no leading '/', '..' or empty component (also "
+                    "percent-encoded), backslash, control character, URL scheme or pipe:"
                 )
+        suffix = manifest.sidecar_suffix
+        if not suffix or "/" in unquote(suffix) or not is_safe_name("x" + suffix):
+            raise ManifestError(
+                f"{url}: sidecar_suffix {suffix!r} must be a plain suffix such as '.idx' "
+                "(no '/', '..' or control character)"
+            )
         return manifest
+
+
+def is_safe_name(name: str) -> bool:
+    """Whether ``name`` stays inside the directory it is joined to, locally and in a URL.
+
+    >>> is_safe_name("train-000001.tar"), is_safe_name("../x.tar"), is_safe_name("a/%2e%2e/b")
+    (True, False, False)
+    """
+    if not name or name.startswith(("/", "pipe:", "~")) or "://" in name or "\\" in name:
+        return False
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return False
+    decoded = unquote(name)
+    return not decoded.startswith("/") and all(
+        part not in ("", "..") for part in decoded.split("/")
+    )
+
+
+def _expand(patterns: list[object], expected: int, url: str) -> list[str]:
+    """The names of a manifest's shard patterns, never more than ``expected`` (the number
+    of sample counts): a pattern naming more is refused before it is expanded."""
+    names: list[str] = []
+    for pattern in patterns:
+        try:
+            names += expand(str(pattern), limit=expected - len(names), what="shard pattern")
+        except ValueError as e:
+            raise ManifestError(f"{url}: {e}, beyond its {expected:,} sample counts") from None
+    return names

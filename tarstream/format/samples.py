@@ -15,7 +15,7 @@ from typing import BinaryIO
 
 from ..errors import ShardFormatError
 from .bulk import Member, Run
-from .keys import split_member_name
+from .keys import split_member_name, unsafe_key
 from .scan import DEFAULT_MAX_MEMBER_SIZE, DEFAULT_READ_SIZE, ReadStats, scan_members
 from .sidecar import ShardIndex
 
@@ -43,7 +43,9 @@ def read_samples(
     offset of the end-of-archive marker.
 
     Raises:
-        ShardFormatError: a field appears twice in one sample, and what
+        ShardFormatError: a field appears twice in one sample; a key appears again after
+            other samples (the members of a sample must be adjacent; both offsets named);
+            a key that is unsafe as a path (``tarstream.format.keys.unsafe_key``); and what
             ``tarstream.format.scan.scan_members`` raises.
     """
     stats = stats if stats is not None else ReadStats()
@@ -72,6 +74,16 @@ class _Grouping:
         self.url, self.stats, self.layout = url, stats, layout
         self.key: str | None = None
         self.sample: Sample = {}
+        self.seen: dict[str, int] = {}  # every key of the shard: the offset of its sample
+
+    def _repeated(self, key: str, name: str, offset: int) -> ShardFormatError:
+        return ShardFormatError(
+            f"key {key!r} appears again after other samples (its sample starts at byte "
+            f"{self.seen[key]}); the members of a sample must be adjacent",
+            shard=self.url,
+            member=name,
+            offset=offset,
+        )
 
     def members(self, part: list[Member]) -> Iterator[Sample]:
         """Add members parsed one by one; yield the samples they complete."""
@@ -83,6 +95,17 @@ class _Grouping:
                 continue
             key, field = parts
             if key != self.key:
+                unsafe = unsafe_key(key)
+                if unsafe is not None:
+                    raise ShardFormatError(
+                        f"key {key!r} is unsafe as a path: {unsafe}",
+                        shard=url,
+                        member=name,
+                        offset=start,
+                    )
+                if key in self.seen:
+                    raise self._repeated(key, name, start)
+                self.seen[key] = start
                 if self.key is not None:
                     stats.samples += 1
                     yield self.sample
@@ -102,16 +125,21 @@ class _Grouping:
         buf, header, key_len = part.buf, part.header, part.key_len
         starts, ends = part.data_start, part.data_end
         names = [part.fields[i] for i in part.field_id]
+        seen = self.seen  # unsafe keys never reach a run: the bulk parser leaves them
+        base, first = part.base, part.start
         for b0, b1 in pairwise(part.bounds):
             h = header[b0]
             member_key = buf[h : h + key_len[b0]].decode("utf-8", "surrogateescape")
             if member_key != key:
+                if member_key in seen:
+                    raise self._repeated(member_key, part.name(b0), base + first[b0])
+                seen[member_key] = base + first[b0]
                 if key is not None:
                     stats.samples += 1
                     yield sample
                 key, sample = member_key, {"__key__": member_key, "__url__": url}
                 if layout is not None:
-                    layout.append((key, part.base + part.start[b0], []))
+                    layout.append((key, base + first[b0], []))
             expected = len(sample) + b1 - b0
             for i in range(b0, b1):
                 sample[names[i]] = buf[starts[i] : ends[i]]

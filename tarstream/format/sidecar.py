@@ -17,6 +17,7 @@ import msgpack
 import numpy as np
 
 from ..errors import SidecarError
+from .keys import unsafe_key
 
 __all__ = ["SIDECAR_SUFFIX", "ShardIndex", "sidecar_url"]
 
@@ -24,6 +25,7 @@ SIDECAR_SUFFIX = ".idx"
 FORMAT_NAME = "tarstream.shard-index"
 FORMAT_VERSION = 1
 
+_BLOCK = 512
 _U64 = np.dtype("<u8")
 _U16 = np.dtype("<u2")
 
@@ -151,7 +153,10 @@ class ShardIndex:
         return index
 
     def check(self, url: str) -> None:
-        """Raise SidecarError unless the arrays agree with the sample count."""
+        """Raise SidecarError unless the sidecar describes a possible shard: arrays that
+        agree with the sample count, samples and members in order inside the shard, no
+        member overlapping a header or another member, and unique keys that are safe as
+        paths. A sidecar is input, like the shard: it may be stale, damaged or made up."""
         n = self.count
         members = len(self.member_field)
         consistent = (
@@ -164,3 +169,43 @@ class ShardIndex:
         )
         if not consistent:
             raise SidecarError("sidecar arrays are inconsistent with its sample count", shard=url)
+        problem = _layout_problem(self) or _key_problem(self.keys)
+        if problem is not None:
+            raise SidecarError(f"sidecar does not describe a valid shard: {problem}", shard=url)
+
+
+def _layout_problem(index: ShardIndex) -> str | None:
+    """What is impossible about where the sidecar says samples and members lie, if anything."""
+    offsets = index.offsets.astype(np.int64)
+    starts = index.member_start.astype(np.int64)
+    moff = index.member_offset.astype(np.int64)
+    msize = index.member_size.astype(np.int64)
+    if (offsets % _BLOCK).any() or (moff % _BLOCK).any():
+        return "an offset that is not at a 512-byte block"
+    if index.count and (int(starts[0]) != 0 or (np.diff(starts) < 1).any()):
+        return "a sample without members"
+    if (np.diff(offsets) < 1).any() or int(offsets[-1]) + 2 * _BLOCK > index.size:
+        return "samples out of order, or past the shard's size"
+    sample = np.repeat(np.arange(index.count), np.diff(starts))
+    inside = (moff - _BLOCK >= offsets[sample]) & (moff + msize <= offsets[sample + 1])
+    if not inside.all():
+        return f"member {int(np.argmin(inside))} lies outside its sample"
+    ends = moff + (msize + _BLOCK - 1) // _BLOCK * _BLOCK
+    same = sample[1:] == sample[:-1]
+    if (same & (moff[1:] - _BLOCK < ends[:-1])).any():
+        return "members overlapping each other or a header"
+    return None
+
+
+def _key_problem(keys: list[str]) -> str | None:
+    if len(set(keys)) != len(keys):
+        seen: set[str] = set()
+        for key in keys:
+            if key in seen:
+                return f"key {key!r} appears twice"
+            seen.add(key)
+    for key in keys:
+        unsafe = unsafe_key(key)
+        if unsafe is not None:
+            return f"key {key!r} is unsafe as a path: {unsafe}"
+    return None

@@ -8,9 +8,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from braceexpand import braceexpand
-
 from ..errors import ManifestError, SidecarError, redact_url
+from ..format.braces import expand
 from ..format.manifest import MANIFEST_SUFFIX, Manifest
 from ..format.sidecar import SIDECAR_SUFFIX, ShardIndex
 from ..storage.files import read_bytes
@@ -70,7 +69,8 @@ def resolve_shards(
     brace patterns included) are reached through ``storage``.
 
     Raises:
-        ValueError: ``source`` names no shard, or a ``pipe:`` without ``allow_pipe``.
+        ValueError: ``source`` names no shard, more than ``MAX_NAMES`` in one pattern
+            (counted before expanding), or a ``pipe:`` without ``allow_pipe``.
         ManifestError: a manifest cannot be read or is invalid (a ``pipe:`` in it is).
     """
     items = [source] if isinstance(source, (str, os.PathLike)) else list(source)
@@ -79,7 +79,7 @@ def resolve_shards(
         text = os.fspath(item)
         if not isinstance(text, str):
             raise TypeError(f"shard sources must be str or path-like, got {type(item).__name__}")
-        for name in braceexpand(text):
+        for name in expand(text, what="source"):
             if is_pipe(name):
                 if not allow_pipe:
                     raise ValueError(

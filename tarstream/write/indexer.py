@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 import re
 
-from braceexpand import braceexpand
-
 from ..errors import WriteError
+from ..format.braces import expand
 from ..format.manifest import Manifest
 from ..format.samples import build_sidecar
 from ..format.sidecar import SIDECAR_SUFFIX
@@ -31,7 +30,7 @@ def index_shards(
         WriteError: a shard that is not local.
         ShardError: a shard that cannot be read as a tar.
     """
-    shards = list(braceexpand(pattern))
+    shards = expand(pattern)
     for shard in shards:
         if not is_local(shard):
             raise WriteError(f"{shard}: `tarstream index` writes sidecars beside local shards only")
