@@ -23,6 +23,11 @@ error raised in a DataLoader worker reaches the trainer intact::
         ├── DuplicateKeyError       a key written twice
         └── EncodeError             a field value that cannot be encoded by its extension
 
+An error caused by a failure in a library below tarstream (fsspec, aiohttp, botocore) has
+a ``RedactedCause`` as its ``__cause__``, never the original exception: its type's name and
+its message with credentials replaced, since the original's message, arguments or
+attributes may hold a URL with a password or a signed query.
+
 Warnings, for what works but costs more or falls back::
 
     TarstreamWarning                (a UserWarning)
@@ -43,6 +48,7 @@ __all__ = [
     "InvalidKeyError",
     "ManifestError",
     "MemberTooLargeError",
+    "RedactedCause",
     "ResumeError",
     "ResumeWarning",
     "ShardChangedError",
@@ -192,3 +198,26 @@ class ResumeWarning(TarstreamWarning):
 
 class CacheWarning(TarstreamWarning):
     """The cache could not be used for a shard; it was streamed instead."""
+
+
+class RedactedCause(Exception):
+    """What a failure below tarstream said, with credentials redacted (see the module
+    docstring); ``kind`` is the original exception's type name, ``status`` its HTTP status
+    where it had one."""
+
+    def __init__(self, message: str, kind: str = "", status: int | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.status = status
+
+    @classmethod
+    def of(cls, e: BaseException) -> RedactedCause:
+        status = getattr(e, "status", None) or getattr(e, "status_code", None)
+        kind = type(e).__name__
+        text = redact_url(str(e))
+        return cls(
+            f"{kind}: {text}" if text else kind, kind, status if isinstance(status, int) else None
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (str(self), self.kind, self.status))

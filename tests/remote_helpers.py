@@ -139,9 +139,12 @@ fsspec.register_implementation("flaky", FlakyFileSystem, clobber=True)
 
 # -- an HTTP server that can cut a body short ---------------------------------------------------
 @contextmanager
-def http_server(directory: Path, *, cut: dict[str, int] | None = None) -> Iterator[str]:
+def http_server(
+    directory: Path, *, cut: dict[str, int] | None = None, forbidden: frozenset[str] = frozenset()
+) -> Iterator[str]:
     """Serve ``directory`` on 127.0.0.1 without Content-Length (the body ends when the
-    connection closes); a file named in ``cut`` is sent only up to that many bytes."""
+    connection closes); a file named in ``cut`` is sent only up to that many bytes; a file
+    named in ``forbidden`` is refused with 403."""
     cut = cut or {}
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -149,6 +152,9 @@ def http_server(directory: Path, *, cut: dict[str, int] | None = None) -> Iterat
 
         def do_GET(self) -> None:
             path = directory / self.path.lstrip("/")
+            if path.name in forbidden:
+                self.send_error(403)
+                return
             if not path.is_file():
                 self.send_error(404)
                 return
@@ -159,7 +165,7 @@ def http_server(directory: Path, *, cut: dict[str, int] | None = None) -> Iterat
 
         def do_HEAD(self) -> None:
             path = directory / self.path.lstrip("/")
-            self.send_response(200 if path.is_file() else 404)
+            self.send_response(403 if path.name in forbidden else 200 if path.is_file() else 404)
             self.end_headers()
 
         def log_message(self, format: str, *args: Any) -> None:

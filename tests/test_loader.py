@@ -14,7 +14,7 @@ import torch.multiprocessing as tmp
 
 import tarstream
 
-from .conftest import write_dataset
+from .conftest import make_samples, write_dataset
 
 
 @pytest.fixture(scope="module")
@@ -185,3 +185,32 @@ def test_a_batch_the_trainer_moves_to_shared_memory_keeps_its_values(
     values = sorted(int(v) for batch in moved for v in batch[:, 0, 0, 0])
     assert values == list(range(len(keys)))
     assert all(bool((batch == batch[:, :1, :1, :1]).all()) for batch in moved)
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_an_error_in_a_worker_reaches_the_trainer_as_the_same_type_with_its_attributes(
+    tmp_path: Path, context: str
+) -> None:
+    write_dataset(tmp_path, make_samples(20), max_samples=10)
+    shard = tmp_path / "train-000001.tar"
+    data = bytearray(shard.read_bytes())
+    data[1024 * 3 + 700] ^= 1  # a data byte of the shard's second sample
+    shard.write_bytes(bytes(data))
+    stream = tarstream.TarStream(str(tmp_path / "train.manifest.json"))
+    loader = tarstream.Loader(stream, num_workers=2, multiprocessing_context=context)
+    with pytest.raises(tarstream.ShardFormatError, match="does not match the checksum") as caught:
+        list(loader)
+    assert caught.value.shard == str(shard)
+    assert caught.value.member == "s/00011.cls" and caught.value.offset == 3 * 1024
+
+
+def test_a_truncated_shard_in_a_worker_keeps_shard_member_and_offset(tmp_path: Path) -> None:
+    write_dataset(tmp_path, make_samples(20), max_samples=10)
+    shard = tmp_path / "train-000001.tar"
+    shard.write_bytes(shard.read_bytes()[:4000])  # inside sample s/00011
+    stream = tarstream.TarStream(str(tmp_path / "train-{000000..000001}.tar"), sidecars="ignore")
+    loader = tarstream.Loader(stream, num_workers=2, multiprocessing_context="fork")
+    with pytest.raises(tarstream.TruncatedShardError) as caught:
+        list(loader)
+    assert caught.value.shard == str(shard) and caught.value.offset == 4000
+    assert caught.value.member is not None

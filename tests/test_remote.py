@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pickle
 import time
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -247,6 +248,25 @@ def test_credentials_in_a_url_are_redacted_in_samples_and_errors(tmp_path: Path)
         with pytest.raises(FileNotFoundError) as caught:
             list(tarstream.TarStream(secret_url.replace("000000", "000009"), storage=Storage()))
         assert SECRET not in str(caught.value)
+
+
+def test_a_refused_request_is_a_storage_error_with_a_redacted_cause_and_no_context(
+    tmp_path: Path,
+) -> None:
+    write_dataset(tmp_path, make_samples(5), max_samples=5)
+    with http_server(tmp_path, forbidden=frozenset({"train-000000.tar"})) as base:
+        secret_url = base.replace("http://", f"http://user:{SECRET}@") + "/train-000000.tar"
+        with pytest.raises(StorageError, match="access denied") as caught:
+            list(tarstream.TarStream(secret_url, storage=Storage(retry=NO_WAIT)))
+    error = caught.value
+    assert not isinstance(error, FileNotFoundError)
+    assert isinstance(error.__cause__, tarstream.RedactedCause)
+    assert error.__context__ is None or error.__context__ is error.__cause__
+    shown = "".join(traceback.format_exception(error))
+    assert SECRET not in shown and SECRET not in repr(error.__cause__.args)
+    assert "***@127.0.0.1" in str(error)
+    copy = pickle.loads(pickle.dumps(error.__cause__))
+    assert str(copy) == str(error.__cause__)
 
 
 def test_storage_options_are_validated() -> None:

@@ -8,7 +8,8 @@
     python3 tools/dev.py bench remote [--reps 3]
     python3 tools/dev.py bench decode [--reps 3] [--image-shards 4]
 
-``read``: the small workload streamed raw in one process: tarstream with sidecars, tarstream
+``read``: the small workload streamed raw in one process: tarstream with sidecars (each
+sample checked against its checksum, the default, and with ``verify=False``), tarstream
 on plain webdataset shards (no sidecars), and webdataset on the same plain shards. Runs
 alternate between readers; medians are reported. webdataset reads ``--wds-shards`` shards
 per repetition (it is ~50x slower), tarstream all 20; rates are per sample. One warm-up
@@ -97,6 +98,9 @@ def bench_read(args: argparse.Namespace) -> dict[str, Any]:
     plain_subset = workloads.shard_pattern(d, "webdataset", args.wds_shards)
     readers: dict[str, Callable[[], int]] = {
         "tarstream_sidecars": lambda: _count(tarstream.TarStream(with_sidecars)),
+        "tarstream_sidecars_unverified": lambda: _count(
+            tarstream.TarStream(with_sidecars, verify=False)
+        ),
         "tarstream_plain": lambda: _count(tarstream.TarStream(plain)),
         "webdataset": lambda: _count(wds.WebDataset(plain_subset, shardshuffle=False)),
     }
@@ -118,8 +122,16 @@ def bench_read(args: argparse.Namespace) -> dict[str, Any]:
         **result,
         "ratio_vs_webdataset": {
             "tarstream_sidecars": round(result["tarstream_sidecars"]["median"] / peer, 1),
+            "tarstream_sidecars_unverified": round(
+                result["tarstream_sidecars_unverified"]["median"] / peer, 1
+            ),
             "tarstream_plain": round(result["tarstream_plain"]["median"] / peer, 1),
         },
+        "verified_vs_unverified": round(
+            result["tarstream_sidecars"]["median"]
+            / result["tarstream_sidecars_unverified"]["median"],
+            3,
+        ),
     }
 
 

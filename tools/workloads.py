@@ -21,6 +21,9 @@ from typing import Any
 import numpy as np
 
 SHARDS = 20
+#: Written into a workload's DONE file; a workload written under another stamp (an older
+#: shard or sidecar format) is written again.
+STAMP = "2: sidecars with sample checksums\n"
 _WORDS = [
     "the",
     "of",
@@ -165,11 +168,11 @@ def _write(root: Path, name: str, samples: list[dict[str, Any]]) -> None:
 def ensure(root: Path, name: str) -> Path:
     """Generate workload ``name`` under ``root`` unless it is already there; return its dir."""
     done = root / name / "DONE"
-    if not done.exists():
+    if not done.exists() or done.read_text() != STAMP:
         print(f"generating the {name} workload under {root / name} (once)", flush=True)
         generate = {"small": small_samples, "images": image_samples, "video": video_samples}[name]
         _write(root, name, list(generate()))
-        done.write_text("ok\n")
+        done.write_text(STAMP)
     return root / name
 
 

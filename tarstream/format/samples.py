@@ -9,6 +9,7 @@ buffer.
 from __future__ import annotations
 
 import hashlib
+import zlib
 from collections.abc import Generator, Iterator
 from itertools import pairwise
 from typing import BinaryIO
@@ -16,7 +17,7 @@ from typing import BinaryIO
 from ..errors import ShardFormatError
 from .bulk import Member, Run
 from .keys import split_member_name, unsafe_key
-from .scan import DEFAULT_MAX_MEMBER_SIZE, DEFAULT_READ_SIZE, ReadStats, scan_members
+from .scan import DEFAULT_MAX_MEMBER_SIZE, DEFAULT_READ_SIZE, ReadStats, read_exact, scan_members
 from .sidecar import ShardIndex
 
 __all__ = ["Layout", "Sample", "build_sidecar", "read_samples", "repeated_field_error"]
@@ -178,7 +179,8 @@ def build_sidecar(
     name: str,
     max_member_size: int = DEFAULT_MAX_MEMBER_SIZE,
 ) -> ShardIndex:
-    """Scan a whole shard and return its sidecar, checksum and size included.
+    """Scan a whole shard and return its sidecar, checksum and size included, and each
+    sample's CRC-32 where ``f`` can seek back to read the shard again.
 
     Raises what ``read_samples`` raises.
     """
@@ -206,4 +208,23 @@ def build_sidecar(
         except StopIteration as stop:
             end: int = stop.value
             break
-    return ShardIndex.build(name, size, digest.hexdigest(), layout, end)
+    starts = [start for _, start, _ in layout] + [end]
+    checksums = _checksums(f, starts) if f.seekable() else None
+    return ShardIndex.build(name, size, digest.hexdigest(), layout, end, checksums)
+
+
+def _checksums(f: BinaryIO, starts: list[int]) -> list[int]:
+    """The CRC-32 of each range ``starts[i]:starts[i+1]`` of ``f``, read again from the
+    start (large samples in pieces)."""
+    f.seek(starts[0] if starts else 0)
+    out = []
+    for a, b in pairwise(starts):
+        crc = 0
+        while a < b:
+            piece = read_exact(f, min(b - a, 8 << 20))
+            if not piece:
+                raise ShardFormatError("shard changed while it was indexed", offset=a)
+            crc = zlib.crc32(piece, crc)
+            a += len(piece)
+        out.append(crc)
+    return out

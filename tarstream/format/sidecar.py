@@ -27,6 +27,7 @@ FORMAT_VERSION = 1
 
 _BLOCK = 512
 _U64 = np.dtype("<u8")
+_U32 = np.dtype("<u4")
 _U16 = np.dtype("<u2")
 
 
@@ -43,7 +44,8 @@ class ShardIndex:
     where the sample starts with one) and ``offsets[count]`` the offset of the
     end-of-archive marker. Sample *i* owns members ``member_start[i]:member_start[i+1]``;
     member *m* is field ``fields[member_field[m]]`` with ``member_size[m]`` bytes of data
-    at ``member_offset[m]``.
+    at ``member_offset[m]``. ``checksums[i]`` (where recorded) is the CRC-32 of every byte
+    of sample *i*, ``offsets[i]:offsets[i+1]``: its headers, data and padding.
     """
 
     shard: str
@@ -57,6 +59,7 @@ class ShardIndex:
     member_offset: np.ndarray
     member_size: np.ndarray
     extra: dict[str, Any] = field(default_factory=dict)
+    checksums: np.ndarray | None = None
 
     @property
     def count(self) -> int:
@@ -71,8 +74,10 @@ class ShardIndex:
         sha256: str,
         samples: Sequence[tuple[str, int, Sequence[tuple[str, int, int]]]],
         end_offset: int,
+        checksums: Sequence[int] | None = None,
     ) -> ShardIndex:
-        """Build a sidecar from ``(key, header_offset, [(field, data_offset, size), ...])``."""
+        """Build a sidecar from ``(key, header_offset, [(field, data_offset, size), ...])``
+        and, where known, each sample's CRC-32."""
         fields = sorted({f for _, _, members in samples for f, _, _ in members})
         field_no = {f: i for i, f in enumerate(fields)}
         starts = [0]
@@ -96,6 +101,7 @@ class ShardIndex:
             member_field=np.array(mfield, dtype=_U16),
             member_offset=np.array(moff, dtype=_U64),
             member_size=np.array(msize, dtype=_U64),
+            checksums=None if checksums is None else np.array(checksums, dtype=_U32),
         )
 
     def to_bytes(self) -> bytes:
@@ -115,6 +121,11 @@ class ShardIndex:
             "member_offset": self.member_offset.astype(_U64).tobytes(),
             "member_size": self.member_size.astype(_U64).tobytes(),
             **({"extra": self.extra} if self.extra else {}),
+            **(
+                {"sample_crc32": self.checksums.astype(_U32).tobytes()}
+                if self.checksums is not None
+                else {}
+            ),
         }
         return bytes(msgpack.packb(doc, use_bin_type=True))
 
@@ -146,6 +157,11 @@ class ShardIndex:
                 member_offset=np.frombuffer(doc["member_offset"], dtype=_U64),
                 member_size=np.frombuffer(doc["member_size"], dtype=_U64),
                 extra=dict(doc.get("extra", {})),
+                checksums=(
+                    np.frombuffer(doc["sample_crc32"], dtype=_U32)
+                    if "sample_crc32" in doc
+                    else None
+                ),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise SidecarError(f"sidecar is missing or has a bad entry: {e}", shard=url) from e
@@ -166,6 +182,7 @@ class ShardIndex:
             and len(self.member_offset) == members
             and len(self.member_size) == members
             and (members == 0 or int(self.member_field.max()) < len(self.fields))
+            and (self.checksums is None or len(self.checksums) == n)
         )
         if not consistent:
             raise SidecarError("sidecar arrays are inconsistent with its sample count", shard=url)

@@ -1,17 +1,20 @@
 """Reading a shard through its sidecar: members sliced at the offsets it records.
 
 Headers are not parsed. The shard is checked against the sidecar instead: its size, the
-name in the header of each sample's first member, and the end-of-archive marker.
+name in the header of each sample's first member, every byte of each sample against the
+CRC-32 the sidecar records for it (headers, data and padding; sidecars without
+checksums, from older writers, skip this), and the end-of-archive marker.
 """
 
 from __future__ import annotations
 
+import zlib
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from ..errors import SidecarError, TruncatedShardError
+from ..errors import ShardFormatError, SidecarError, TruncatedShardError
 from .header import BLOCK, ZERO_BLOCK
 from .samples import Sample
 from .scan import DEFAULT_READ_SIZE, ReadStats, read_exact
@@ -29,15 +32,17 @@ class _Table:
     mfield: list[int]
     moff: list[int]
     msize: list[int]
+    crcs: list[int] | None
 
     @classmethod
-    def of(cls, index: ShardIndex) -> _Table:
+    def of(cls, index: ShardIndex, *, verify: bool) -> _Table:
         return cls(
             index.offsets.tolist(),
             index.member_start.tolist(),
             index.member_field.tolist(),
             index.member_offset.tolist(),
             index.member_size.tolist(),
+            index.checksums.tolist() if verify and index.checksums is not None else None,
         )
 
 
@@ -64,13 +69,16 @@ def read_sliced(
     file_size: int | None = None,
     read_size: int = DEFAULT_READ_SIZE,
     stats: ReadStats | None = None,
+    verify: bool = True,
 ) -> Iterator[Sample]:
     """Yield samples ``first:stop`` of a shard by slicing at the offsets its sidecar records.
 
     The shard is checked against the sidecar: its size (``file_size`` when known, else by
-    reading to the end), the name in the header of each sample's first member, and, when
-    read to its end, the zero end-of-archive marker. ``f`` must be positioned at the start
-    of the shard; it is read from sample ``first`` on (seeking when possible).
+    reading to the end), the name in the header of each sample's first member, each
+    sample's bytes against its checksum (unless ``verify`` is false), before the sample is
+    yielded, and, when read to its end, the zero end-of-archive marker. ``f`` must be
+    positioned at the start of the shard; it is read from sample ``first`` on (seeking when
+    possible).
 
     ``only``: yield just these samples (sorted sample numbers); reading seeks over gaps
     longer than ``read_size`` and stops after the last of them.
@@ -78,10 +86,11 @@ def read_sliced(
     Raises:
         TruncatedShardError: the shard is shorter than the sidecar says.
         SidecarError: the shard does not match its sidecar.
+        ShardFormatError: a sample's bytes do not match its checksum.
     """
     stats = stats if stats is not None else ReadStats()
     first, n = _span(index.count, first, stop, only)
-    table = _Table.of(index)
+    table = _Table.of(index, verify=verify)
     offsets = table.offsets
     if file_size is not None and file_size != index.size:
         _raise_size_mismatch(url, index, file_size, table)
@@ -116,7 +125,8 @@ def _slice(
 ) -> Iterator[Sample]:
     """The samples ``chosen`` from ``chunk``, which starts at byte ``base`` of the shard."""
     mstart, mfield, moff, msize = table.mstart, table.mfield, table.moff, table.msize
-    keys, fields = index.keys, index.fields
+    keys, fields, offsets, crcs = index.keys, index.fields, table.offsets, table.crcs
+    view = memoryview(chunk)
     for s in chosen:
         m0 = mstart[s]
         key = keys[s]
@@ -130,6 +140,18 @@ def _slice(
                 shard=url,
                 member=expect[:-1].decode("utf-8", "surrogateescape"),
                 offset=moff[m0] - BLOCK,
+            )
+        if (
+            crcs is not None
+            and zlib.crc32(view[offsets[s] - base : offsets[s + 1] - base]) != crcs[s]
+        ):
+            raise ShardFormatError(
+                f"sample {key!r} (bytes {offsets[s]}..{offsets[s + 1]}) does not match the "
+                "checksum its sidecar records: the shard is corrupt, or was replaced and the "
+                "sidecar is stale",
+                shard=url,
+                member=expect[:-1].decode("utf-8", "surrogateescape"),
+                offset=offsets[s],
             )
         sample: Sample = {"__key__": key, "__url__": url}
         for m in range(m0, mstart[s + 1]):

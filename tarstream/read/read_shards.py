@@ -31,6 +31,8 @@ class ReadShards(Stage[Sample]):
     State: the segment number and the samples read from it. Resuming seeks to that sample
     with the shard's sidecar (without one, it reads and drops the samples before it).
 
+    ``verify``: with sidecars, check each sample's bytes against its recorded checksum.
+
     A remote shard is read in blocks fetched ahead in the background, and the next remote
     shard of the plan is opened (its first block fetched, or its cache entry filled) while
     the current one is read; see ``tarstream.Storage`` for the memory this holds.
@@ -45,6 +47,7 @@ class ReadShards(Stage[Sample]):
         sidecars: SidecarMode = "auto",
         max_member_size: int = DEFAULT_MAX_MEMBER_SIZE,
         read_size: int = DEFAULT_READ_SIZE,
+        verify: bool = True,
     ) -> None:
         super().__init__()
         check_sidecar_mode(sidecars)
@@ -55,6 +58,7 @@ class ReadShards(Stage[Sample]):
         self.sidecars = sidecars
         self.max_member_size = max_member_size
         self.read_size = read_size
+        self.verify = verify
         self.stats = ReadStats()
         self._samples: Iterator[Sample] | None = None
         self._ahead: tuple[int, OpenShard] | None = None
@@ -103,6 +107,7 @@ class ReadShards(Stage[Sample]):
                     read_size=self.read_size,
                     stats=self.stats,
                     opened=self._open(self._segment),
+                    verify=self.verify,
                 )
                 for sample in self._samples:
                     self._offset += 1
@@ -205,6 +210,7 @@ class ReadShards(Stage[Sample]):
                 samples,
                 sidecars=self.sidecars,
                 max_member_size=self.max_member_size,
+                verify=self.verify,
             )
             for shard, samples in wanted.items()
         }

@@ -60,13 +60,15 @@ def read_shard(
     read_size: int = DEFAULT_READ_SIZE,
     stats: ReadStats | None = None,
     opened: OpenShard | None = None,
+    verify: bool = True,
 ) -> Iterator[Sample]:
     """Yield samples ``first:stop`` of one shard (``stop`` None: to its end), closing the
     file at the end.
 
     With a sidecar (``sidecars`` "auto" or "require") members are sliced at the offsets it
-    records and ``first`` seeks; without one, headers are parsed and ``first`` samples are
-    read and dropped. ``opened``: the shard as ``open_shard`` opened it ahead of time.
+    records, each sample checked against its checksum unless ``verify`` is false, and
+    ``first`` seeks; without one, headers are parsed and ``first`` samples are read and
+    dropped. ``opened``: the shard as ``open_shard`` opened it ahead of time.
     """
     index, f, size = opened if opened is not None else open_shard(spec, sidecars=sidecars)
     label = redact_url(spec.url)
@@ -81,6 +83,7 @@ def read_shard(
                 file_size=size,
                 read_size=read_size,
                 stats=stats,
+                verify=verify,
             )
             return
         samples: Iterator[Sample] = read_samples(
@@ -97,6 +100,7 @@ def read_shard_at(
     *,
     sidecars: SidecarMode = "auto",
     max_member_size: int = DEFAULT_MAX_MEMBER_SIZE,
+    verify: bool = True,
 ) -> dict[int, Sample]:
     """Return the samples of one shard at ``indices`` (sample numbers), by number.
 
@@ -110,7 +114,7 @@ def read_shard_at(
     label = redact_url(spec.url)
     with f:
         if index is not None:
-            run = read_sliced(f, label, index, only=wanted, file_size=size)
+            run = read_sliced(f, label, index, only=wanted, file_size=size, verify=verify)
             return dict(zip(wanted, run, strict=True))
         keep = set(wanted)
         out: dict[int, Sample] = {}

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from ..errors import TarstreamError
 from ..stage import State
 from ..world import World
 from .pipeline import DatasetBase, Pipeline, drop_if_other_epoch
@@ -41,7 +42,7 @@ class _WorkerStream(DatasetBase):
         self._iterated = False
         self._memory: SharedBatchMemory | None = None  # made in the worker that uses it
 
-    def __iter__(self) -> Iterator[tuple[int, State, Any]]:
+    def __iter__(self) -> Iterator[tuple[int, State | None, Any]]:
         from torch.utils.data import get_worker_info
 
         info = get_worker_info()
@@ -54,8 +55,20 @@ class _WorkerStream(DatasetBase):
             self._memory = SharedBatchMemory()
         memory = self._memory if info is not None else None
         resume = self.resume if first else None  # checked by Loader.load_state_dict
-        for state, item in pipeline.with_states(resume=resume, memory=memory):
-            yield worker, state, (memory.ship(item) if memory is not None else item)
+        try:
+            for state, item in pipeline.with_states(resume=resume, memory=memory):
+                yield worker, state, (memory.ship(item) if memory is not None else item)
+        except TarstreamError as e:
+            # torch would re-raise it in the trainer as the same type built from a message
+            # alone, losing shard, member and offset: it travels whole instead
+            yield worker, None, _Raised(e)
+
+
+class _Raised:
+    """A tarstream error raised in a worker, on its way to the trainer (pickled whole)."""
+
+    def __init__(self, error: TarstreamError) -> None:
+        self.error = error
 
 
 @dataclass
@@ -194,6 +207,8 @@ class Loader:
     def _deliver(iterator: Iterator[Any], progress: _Progress) -> Iterator[Any]:
         n = progress.world.num_workers
         for worker, state, item in iterator:
+            if isinstance(item, _Raised):
+                raise item.error
             progress.parts[worker] = state
             progress.next_worker = (worker + 1) % n
             yield item

@@ -45,6 +45,10 @@ class TarStream(Pipeline):
             could otherwise run commands.
         storage: how remote (fsspec) URLs are read: options, credentials, retries,
             read-ahead and a local cache (see ``tarstream.Storage``).
+        verify: with sidecars, check every byte of each sample against the CRC-32 its
+            sidecar records before yielding it (the default); False skips that check (the
+            sidecar's layout, each sample's first member name, the shard's size and its end
+            marker are still checked).
     """
 
     def __init__(
@@ -61,12 +65,13 @@ class TarStream(Pipeline):
         read_size: int = DEFAULT_READ_SIZE,
         allow_pipe: bool = False,
         storage: Storage | None = None,
+        verify: bool = True,
     ) -> None:
         self.shard_list = ShardList(
             source, sidecars=sidecars, allow_pipe=allow_pipe, storage=storage
         )
         self.reader = ReadShards(
-            sidecars=sidecars, max_member_size=max_member_size, read_size=read_size
+            sidecars=sidecars, max_member_size=max_member_size, read_size=read_size, verify=verify
         )
         stages: list[Stage[Any]] = [self.shard_list]
         stages += [ShuffleShards()] if shuffle_shards else []

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from ..errors import ShardChangedError, ShardError, StorageError, redact_url
+from ..errors import RedactedCause, ShardChangedError, ShardError, StorageError, redact_url
 from .config import Storage
 from .retry import is_transient
 
@@ -145,27 +145,36 @@ class RemoteInput(io.RawIOBase):
             except ShardError:
                 raise
             except Exception as e:
-                if type(e).__name__ == "FileExpired":
-                    raise ShardChangedError(
-                        "object changed during the read (its ETag no longer matches)",
-                        shard=self.url,
-                    ) from e
-                if isinstance(e, FileNotFoundError):
-                    raise FileNotFoundError(f"{redact_url(self.url)}: no such object") from e
-                if not is_transient(e):
-                    raise StorageError(
-                        f"{redact_url(self.url)}: {what} failed: {_describe(e)}"
-                    ) from e
-                if attempt == retry.attempts:
-                    raise StorageError(
-                        f"{redact_url(self.url)}: {what} failed after {attempt} attempts: "
-                        f"{_describe(e)}"
-                    ) from e
-                if on_retry is not None:
-                    on_retry()
-                time.sleep(retry.delay(attempt, self._rng))
-                if self._closing:
-                    return  # closed while waiting: nobody reads this block
+                # Raised below, outside this block: the original (whose message or
+                # attributes may hold a URL with credentials) is neither the cause nor the
+                # context of what we raise, only its redacted text is.
+                error = self._failure(e, what, attempt)
+                cause = RedactedCause.of(e)
+            if error is not None:
+                raise error from cause
+            if on_retry is not None:
+                on_retry()
+            time.sleep(retry.delay(attempt, self._rng))
+            if self._closing:
+                return  # closed while waiting: nobody reads this block
+
+    def _failure(self, e: Exception, what: str, attempt: int) -> Exception | None:
+        """The error to raise for failure ``e`` of try ``attempt`` (None: try again)."""
+        url = redact_url(self.url)
+        if type(e).__name__ == "FileExpired":
+            return ShardChangedError(
+                "object changed during the read (its ETag no longer matches)", shard=self.url
+            )
+        status = _status(e)
+        if status in (401, 403) or isinstance(e, PermissionError):
+            return StorageError(f"{url}: {what} refused (access denied): {_describe(e)}")
+        if isinstance(e, FileNotFoundError):
+            return FileNotFoundError(f"{url}: no such object")
+        if not is_transient(e):
+            return StorageError(f"{url}: {what} failed: {_describe(e)}")
+        if attempt == self.storage.retry.attempts:
+            return StorageError(f"{url}: {what} failed after {attempt} attempts: {_describe(e)}")
+        return None
 
     # -- the reader's side ------------------------------------------------------------------
     def _fill_ahead(self) -> None:
@@ -249,6 +258,19 @@ class RemoteInput(io.RawIOBase):
             self._block = b""
             self._drop_file()
         super().close()
+
+
+def _status(e: BaseException) -> int | None:
+    """The HTTP status of a failure or of what caused it (fsspec's HTTP file system turns a
+    refused request into FileNotFoundError, from the client's error)."""
+    seen = 0
+    while e is not None and seen < 5:
+        status = getattr(e, "status", None) or getattr(e, "status_code", None)
+        if isinstance(status, int):
+            return status
+        e = e.__cause__ or e.__context__  # type: ignore[assignment]
+        seen += 1
+    return None
 
 
 def _describe(e: BaseException) -> str:

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import os
 import re
+import zlib
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, BinaryIO
@@ -104,6 +105,7 @@ class ShardWriter:
         self._hash = hashlib.sha256()
         self._size = 0
         self._samples: list[tuple[str, int, list[tuple[str, int, int]]]] = []
+        self._checksums: list[int] = []
         self._indexes: list[tuple[str, ShardIndex]] = []
         self._closed = False
 
@@ -162,25 +164,30 @@ class ShardWriter:
         self._hash = hashlib.sha256()
         self._size = 0
         self._samples = []
+        self._checksums = []
 
     def _append(self, key: str, blocks: list[tuple[str, bytes, bytes]]) -> None:
         assert self._file is not None
         start = self._size
         members = []
+        crc = 0
         for field, header, data in blocks:
-            self._emit(header)
+            crc = self._emit(header, crc)
             members.append((field, self._size, len(data)))
-            self._emit(data)
+            crc = self._emit(data, crc)
             pad = padded(len(data)) - len(data)
             if pad:
-                self._emit(bytes(pad))
+                crc = self._emit(bytes(pad), crc)
         self._samples.append((key, start, members))
+        self._checksums.append(crc)
 
-    def _emit(self, data: bytes) -> None:
+    def _emit(self, data: bytes, crc: int = 0) -> int:
+        """Write ``data``; return the CRC-32 ``crc`` continued over it."""
         assert self._file is not None
         self._file.write(data)
         self._hash.update(data)
         self._size += len(data)
+        return zlib.crc32(data, crc)
 
     def _finish_shard(self) -> None:
         assert self._file is not None
@@ -190,7 +197,12 @@ class ShardWriter:
         self._file = None
         os.replace(self._temp, self._path)
         index = ShardIndex.build(
-            os.path.basename(self._path), self._size, self._hash.hexdigest(), self._samples, end
+            os.path.basename(self._path),
+            self._size,
+            self._hash.hexdigest(),
+            self._samples,
+            end,
+            self._checksums,
         )
         atomic_write(self._path + SIDECAR_SUFFIX, index.to_bytes())
         self._indexes.append((self._path, index))
