@@ -346,3 +346,34 @@ def test_a_key_that_comes_back_after_other_samples_is_an_error_naming_both_offse
         pytest.raises(tarstream.ShardFormatError, match="appears again"),  # no sidecar either
     ):
         build_sidecar(f, "split.tar", name="split.tar")
+
+
+def test_members_the_bulk_parser_cannot_take_do_not_make_it_rescan_each_buffer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tarstream.format.scan as scan
+
+    tries = 0
+    bulk_run = scan.bulk_run
+
+    def counting(*args: object) -> object:
+        nonlocal tries
+        tries += 1
+        return bulk_run(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(scan, "bulk_run", counting)
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+        for i in range(20_000):
+            info = tarfile.TarInfo(f"d{i:06d}")
+            info.type = tarfile.DIRTYPE
+            tf.addfile(info)
+        for i in range(300):
+            info = tarfile.TarInfo(f"{i:06d}.txt")
+            info.size = 1
+            tf.addfile(info, io.BytesIO(b"x"))
+    (tmp_path / "dirs.tar").write_bytes(out.getvalue())
+    stream = tarstream.TarStream(str(tmp_path / "dirs.tar"), sidecars="ignore")
+    assert len(list(stream)) == 300
+    assert stream.stats.skipped["directory"] == 20_000
+    assert tries < 40  # each failed try doubles the wait: 625 tries at a fixed 32

@@ -42,7 +42,11 @@ __all__ = [
 
 DEFAULT_READ_SIZE = 2 << 20  # measured best on the small workload (cache-sized buffers)
 DEFAULT_MAX_MEMBER_SIZE = 4 << 30
-_FAST_COOLDOWN = 32  # members parsed one by one after a run could not be parsed in bulk
+#: Members parsed one by one after a run could not be parsed in bulk; it doubles with each
+#: failed try in a row, up to the maximum, so an archive of millions of members the bulk
+#: parser cannot take (directories, links) costs a bounded number of tries per buffer.
+_FAST_COOLDOWN = 32
+_MAX_COOLDOWN = 1 << 14
 
 
 @dataclass
@@ -115,6 +119,7 @@ class _Scanner:
         self.long_name: str | None = None
         self.last_name: str | None = None
         self.cooldown = 0
+        self.backoff = _FAST_COOLDOWN
 
     def members(self) -> Generator[Run | list[Member], None, int]:
         while True:
@@ -128,9 +133,11 @@ class _Scanner:
                 if run is not None:
                     self.stats.members += len(run.header)
                     self.last_name = run.name(len(run.header) - 1)
+                    self.backoff = _FAST_COOLDOWN
                     yield run
                     continue
-                self.cooldown = _FAST_COOLDOWN
+                self.cooldown = self.backoff
+                self.backoff = min(2 * self.backoff, _MAX_COOLDOWN)
             self.cooldown -= 1
             hdr = self.buf[self.pos : self.pos + BLOCK]
             offset = self.base + self.pos
