@@ -378,3 +378,16 @@ def test_lossy_audio_decodes_within_codec_tolerance(
     assert abs(sound.samples.shape[1] - rate // 2) <= rate // 20  # 0.5 s, codec padding aside
     peaks = np.abs(sound.samples).max(axis=1)
     np.testing.assert_allclose(peaks, [0.5, 0.25], atol=0.06)  # the two tones' amplitudes
+
+
+def test_a_video_converts_only_the_frames_it_keeps_within_a_pixel_budget() -> None:
+    data = _video("mp4", "libx264")  # 30 frames
+    four = 4 * 32 * 24
+    kept = _decode({"mp4": data}, video=VideoOptions(count=4, size=(32, 24), max_pixels=four))[
+        "mp4"
+    ]
+    np.testing.assert_allclose(kept.times, [0.0, 1.0, 1.9, 2.9], atol=1e-6)
+    with pytest.raises(DecodeError, match="more than max_pixels=3072"):
+        _decode({"mp4": data}, video=VideoOptions(size=(32, 24), max_pixels=four))
+    with pytest.raises(ValueError, match="max_pixels must be >= 1"):
+        VideoOptions(max_pixels=0)

@@ -44,8 +44,9 @@ __all__ = [
 ]
 
 Decoder = Callable[[bytes], Any]
-#: The most bytes a ``.gz`` field may expand to by default.
-DEFAULT_MAX_SIZE = 1 << 30
+#: The most bytes a ``.gz`` field may expand to by default: 256 MiB, far above a training
+#: sample's field, far below what a crafted few-kilobyte field could make a worker hold.
+DEFAULT_MAX_SIZE = 256 << 20
 
 
 def _text(data: bytes) -> str:

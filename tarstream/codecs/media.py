@@ -56,6 +56,10 @@ class VideoOptions:
         count: keep this many frames spread evenly over the window (after ``every``).
         size: resize frames to (width, height).
         torch: frames as a torch tensor rather than a numpy array.
+        max_pixels: the most pixels the kept frames may hold in all (frames x height x
+            width, after resizing); a video that would keep more is refused as soon as it
+            would, before the frames past the limit are converted. Default 2**28 (128
+            frames of 1920 x 1080, 768 MiB as RGB).
     """
 
     start: float | None = None
@@ -64,6 +68,7 @@ class VideoOptions:
     count: int | None = None
     size: tuple[int, int] | None = None
     torch: bool = False
+    max_pixels: int = 1 << 28
 
     def __post_init__(self) -> None:
         if self.every < 1:
@@ -74,6 +79,8 @@ class VideoOptions:
             raise ValueError(f"end must be after start, got {self.start}..{self.end}")
         if self.size is not None and (len(self.size) != 2 or min(self.size) < 1):
             raise ValueError(f"size must be a (width, height) pair, got {self.size!r}")
+        if self.max_pixels < 1:
+            raise ValueError(f"max_pixels must be >= 1, got {self.max_pixels}")
 
 
 @dataclass(frozen=True)
@@ -96,8 +103,50 @@ def _open(data: bytes, fmt: str) -> Any:
 
 
 def decode_video(data: bytes, ext: str, options: VideoOptions | None = None) -> Video:
-    """Decode the video in ``data`` (a ``VIDEO_FORMATS`` extension) as ``options`` say."""
+    """Decode the video in ``data`` (a ``VIDEO_FORMATS`` extension) as ``options`` say.
+
+    Only the frames kept are converted to RGB. With ``count`` and no time window, which
+    frames to keep is worked out from the stream's frame count before decoding (and the
+    video decoded again if that count was wrong); otherwise every candidate is converted
+    and ``count`` of them kept, all within ``max_pixels``.
+    """
     options = options or VideoOptions()
+    with _open(data, VIDEO_FORMATS[ext]) as container:
+        stream = container.streams.video[0]
+        predicted = _candidates(stream.frames, options)
+    chosen = _chosen(predicted, options)
+    fps, duration, frames, times, seen = _decode_frames(data, ext, options, chosen)
+    if chosen is not None and seen != predicted:  # the stream's frame count was wrong
+        chosen = _chosen(seen, options)
+        fps, duration, frames, times, seen = _decode_frames(data, ext, options, chosen)
+    if chosen is None and options.count is not None and len(frames) > options.count:
+        keep = np.linspace(0, len(frames) - 1, options.count).round().astype(int)
+        frames, times = [frames[i] for i in keep], [times[i] for i in keep]
+    if not frames:
+        raise ValueError("no frames decoded (empty stream or time window)")
+    array = np.stack(frames)
+    return Video(_maybe_torch(array, options.torch), fps, duration, np.asarray(times))
+
+
+def _candidates(frames: int | None, options: VideoOptions) -> int | None:
+    """How many frames ``every`` leaves of a stream of ``frames`` (None: not known ahead)."""
+    if not frames or options.count is None or options.start is not None or options.end:
+        return None
+    return -(-frames // options.every)
+
+
+def _chosen(candidates: int | None, options: VideoOptions) -> set[int] | None:
+    if candidates is None or options.count is None or candidates <= options.count:
+        return None if candidates is None or options.count is None else set(range(candidates))
+    return set(np.linspace(0, candidates - 1, options.count).round().astype(int).tolist())
+
+
+def _decode_frames(
+    data: bytes, ext: str, options: VideoOptions, chosen: set[int] | None
+) -> tuple[float, float, list[np.ndarray], list[float], int]:
+    """(fps, duration, the frames converted, their times, the number of candidates):
+    candidates are the frames in the window that ``every`` keeps; of them, those in
+    ``chosen`` (None: all) are converted, within ``options.max_pixels``."""
     with _open(data, VIDEO_FORMATS[ext]) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
@@ -107,7 +156,7 @@ def decode_video(data: bytes, ext: str, options: VideoOptions | None = None) -> 
             # Seek to the keyframe before start; frames before it are skipped below.
             container.seek(int(options.start / stream.time_base), stream=stream)
         frames, times = [], []
-        index = 0
+        index = candidate = pixels = 0
         width, height = options.size or (None, None)
         for frame in container.decode(stream):
             time = float(frame.time) if frame.time is not None else index / (fps or 1)
@@ -116,16 +165,18 @@ def decode_video(data: bytes, ext: str, options: VideoOptions | None = None) -> 
             if options.end is not None and time >= options.end:
                 break
             if index % options.every == 0:
-                frames.append(frame.to_ndarray(format="rgb24", width=width, height=height))
-                times.append(time)
+                if chosen is None or candidate in chosen:
+                    pixels += (width or frame.width) * (height or frame.height)
+                    if pixels > options.max_pixels:
+                        raise ValueError(
+                            f"the frames kept hold more than max_pixels={options.max_pixels} "
+                            "pixels (VideoOptions: fewer frames, a smaller size or a window)"
+                        )
+                    frames.append(frame.to_ndarray(format="rgb24", width=width, height=height))
+                    times.append(time)
+                candidate += 1
             index += 1
-    if options.count is not None and len(frames) > options.count:
-        keep = np.linspace(0, len(frames) - 1, options.count).round().astype(int)
-        frames, times = [frames[i] for i in keep], [times[i] for i in keep]
-    if not frames:
-        raise ValueError("no frames decoded (empty stream or time window)")
-    array = np.stack(frames)
-    return Video(_maybe_torch(array, options.torch), fps, duration, np.asarray(times))
+    return fps, duration, frames, times, candidate
 
 
 def _duration(stream: Any, container: Any) -> float:

@@ -58,7 +58,8 @@ class Decode(Transform[Sample]):
             are dropped with ``drop_others=True``.
         decoders: custom decoders by field name or glob pattern (None: leave as bytes).
         unsafe: extensions whose decoders run code, allowed here (``("pkl",)``).
-        max_size: the most bytes a ``.gz`` field may expand to.
+        max_size: the most bytes a ``.gz`` field may expand to (default 256 MiB; it is
+            decompressed in one bounded call, never past this).
         errors: "strict" raises ``DecodeError``; "skip" drops a sample that fails and
             counts it in ``stats``, up to ``max_errors`` per epoch (then it raises).
 
