@@ -17,6 +17,7 @@ from tarstream.format.samples import build_sidecar
 from tarstream.format.sidecar import ShardIndex
 from tarstream.plan.specs import ShardSpec
 from tarstream.read.shard import read_shard, read_shard_at
+from tarstream.testing import assert_resumable
 
 from .conftest import make_samples, write_dataset
 
@@ -235,3 +236,41 @@ def test_sidecars_of_earlier_writers_without_checksums_still_read(tmp_path: Path
     _rewrite_sidecar(shard, checksums=None)
     assert "sample_crc32" not in msgpack.unpackb(Path(str(shard) + ".idx").read_bytes())
     assert len(list(tarstream.TarStream(str(shard), sidecars="require"))) == 10
+
+
+def _flip_sample(shard: Path, sample: int) -> None:
+    index = ShardIndex.from_bytes(Path(str(shard) + ".idx").read_bytes(), url="")
+    data = bytearray(shard.read_bytes())
+    data[int(index.member_offset[int(index.member_start[sample])])] ^= 1
+    shard.write_bytes(bytes(data))
+
+
+def test_a_lenient_reader_ends_a_bad_shard_counts_it_and_goes_on(tmp_path: Path) -> None:
+    write_dataset(tmp_path, make_samples(25), max_samples=10)
+    _flip_sample(tmp_path / "train-000001.tar", 3)  # s/00013
+    manifest = str(tmp_path / "train.manifest.json")
+    stream = tarstream.TarStream(manifest, errors="skip")
+    keys = [s["__key__"] for s in stream]
+    assert keys == [f"s/{i:05d}" for i in [*range(13), *range(20, 25)]]
+    stats = stream.stats
+    assert (stats.shards_failed, stats.samples_lost) == (1, 7)
+    assert stats.errors == {"ShardFormatError": 1}
+    assert "train-000001.tar: member 's/00013.cls'" in stats.failures[0]
+    with pytest.raises(tarstream.ShardFormatError, match="more than max_errors=0"):
+        list(tarstream.TarStream(manifest, errors="skip", max_errors=0))
+    with pytest.raises(ValueError, match="errors must be 'strict' or 'skip'"):
+        tarstream.TarStream(manifest, errors="lenient")  # type: ignore[arg-type]
+
+
+def test_a_lenient_reader_resumes_exactly_past_a_bad_shard(tmp_path: Path) -> None:
+    write_dataset(tmp_path, make_samples(25), max_samples=10)
+    _flip_sample(tmp_path / "train-000001.tar", 3)
+    manifest = str(tmp_path / "train.manifest.json")
+
+    def make() -> tarstream.Pipeline:
+        stream = tarstream.TarStream(manifest, errors="skip", seed=2, shuffle_shards=True)
+        return stream.shuffle(4).map(lambda s: s["__key__"])
+
+    with pytest.warns(tarstream.ResumeWarning, match="lenient reader"):
+        keys = assert_resumable(make, at=range(19), epochs=2)
+    assert len(keys) == 18 and len(set(keys)) == 18

@@ -214,3 +214,30 @@ def test_a_truncated_shard_in_a_worker_keeps_shard_member_and_offset(tmp_path: P
         list(loader)
     assert caught.value.shard == str(shard) and caught.value.offset == 4000
     assert caught.value.member is not None
+
+
+def test_the_loader_sums_what_the_workers_stages_counted(tmp_path: Path) -> None:
+    samples = make_samples(40)
+    samples[5]["json"] = {"bad": True}
+    write_dataset(tmp_path, samples, max_samples=10)
+    data = bytearray((tmp_path / "train-000002.tar").read_bytes())
+    data[len(data) // 2 :] = bytes(len(data) - len(data) // 2)  # a shard cut short by zeros
+    (tmp_path / "train-000002.tar").write_bytes(bytes(data))
+
+    def broken_json(raw: bytes) -> object:
+        if b"bad" in raw:
+            raise ValueError("bad json")
+        return raw
+
+    stream = (
+        tarstream.TarStream(str(tmp_path / "train-{000000..000003}.tar"), errors="skip")
+        .decode(decoders={"json": broken_json}, errors="skip")
+        .to_tuple("cls")
+    )
+    loader = tarstream.Loader(stream, num_workers=2, persistent_workers=True)
+    for _ in range(2):  # persistent workers: each epoch's counts, not the sum of both
+        got = sum(1 for _ in loader)
+        read, decode = loader.stats["read"], loader.stats["decode"]
+        assert read.shards_failed == 1 and read.samples_lost + read.samples == 40
+        assert decode.skipped == 1 and decode.errors == {"json": 1}
+        assert got == decode.samples == read.samples - 1

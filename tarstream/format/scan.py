@@ -51,13 +51,47 @@ _MAX_COOLDOWN = 1 << 14
 
 @dataclass
 class ReadStats:
-    """Counts of what a reader saw; ``skipped`` maps a reason to a member count."""
+    """Counts of what a reader saw; ``skipped`` maps a reason to a member count.
+
+    With a lenient reader (``errors="skip"``): ``shards_failed`` shards ended early by an
+    error, ``samples_lost`` samples of theirs not read (where counts are known), ``errors``
+    the failures by type, ``failures`` the first messages (shard, member, offset, why).
+    """
 
     shards: int = 0
     samples: int = 0
     members: int = 0
     bytes_read: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
+    shards_failed: int = 0
+    samples_lost: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    failures: list[str] = field(default_factory=list)
+
+    def add(self, other: ReadStats) -> None:
+        """Add ``other``'s counts to these (the stats of several workers, say)."""
+        for name in ("shards", "samples", "members", "bytes_read"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.shards_failed += other.shards_failed
+        self.samples_lost += other.samples_lost
+        self.skipped.update(other.skipped)
+        self.errors.update(other.errors)
+        self.failures.extend(other.failures[: max(0, 100 - len(self.failures))])
+
+    def since(self, earlier: ReadStats) -> ReadStats:
+        """What was counted after ``earlier``, a copy of these stats taken before."""
+        out = ReadStats(
+            self.shards - earlier.shards,
+            self.samples - earlier.samples,
+            self.members - earlier.members,
+            self.bytes_read - earlier.bytes_read,
+            self.skipped - earlier.skipped,
+            self.shards_failed - earlier.shards_failed,
+            self.samples_lost - earlier.samples_lost,
+            self.errors - earlier.errors,
+            self.failures[len(earlier.failures) :],
+        )
+        return out
 
 
 def read_exact(f: BinaryIO, n: int) -> bytes:

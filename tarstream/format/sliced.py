@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from ..errors import ShardFormatError, SidecarError, TruncatedShardError
+from ..errors import ShardError, ShardFormatError, SidecarError, TruncatedShardError
 from .header import BLOCK, ZERO_BLOCK
 from .samples import Sample
 from .scan import DEFAULT_READ_SIZE, ReadStats, read_exact
@@ -111,13 +111,30 @@ def read_sliced(
         if only is not None:
             k, start = bisect_left(only, j, k), k
             chosen = only[start:k]
-        yield from _slice(url, index, table, chunk, offsets[i], chosen)
-        stats.samples += len(chosen)
+        yield from _counted(url, index, table, chunk, offsets[i], chosen, stats)
         stats.members += table.mstart[j] - table.mstart[i]
         i = j
     if n == index.count:
         _check_end(f, url, index, offsets[n], file_size is not None)
         stats.shards += 1
+
+
+def _counted(
+    url: str,
+    index: ShardIndex,
+    table: _Table,
+    chunk: bytes,
+    base: int,
+    chosen: Sequence[int],
+    stats: ReadStats,
+) -> Iterator[Sample]:
+    """``_slice``, with the samples it yields counted in ``stats`` (also when one fails)."""
+    try:
+        yield from _slice(url, index, table, chunk, base, chosen)
+    except ShardError as e:  # the samples of this read before the bad one were yielded
+        stats.samples += bisect_left(chosen, bisect_right(table.offsets, e.offset or 0) - 1)
+        raise
+    stats.samples += len(chosen)
 
 
 def _slice(

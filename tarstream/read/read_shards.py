@@ -9,11 +9,11 @@ its plan were consumed), which fast and elastic resume build on.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from ..errors import ResumeError, ShardFormatError
+from ..errors import ResumeError, ShardError, ShardFormatError
 from ..format.samples import Sample
 from ..format.scan import DEFAULT_MAX_MEMBER_SIZE, DEFAULT_READ_SIZE, ReadStats
 from ..plan.segments import Segment, known_size
@@ -33,6 +33,15 @@ class ReadShards(Stage[Sample]):
 
     ``verify``: with sidecars, check each sample's bytes against its recorded checksum.
 
+    ``errors="skip"``: a shard that fails with a ``ShardError`` (truncated, corrupt, not
+    matching its sidecar, a command that fails) ends there and the epoch goes on with the
+    next segment; the samples it yielded stay delivered, the rest are lost and counted in
+    ``stats`` (``shards_failed``, ``samples_lost``, ``errors``, ``failures``), and a resume
+    continues after it. More than ``max_errors`` failed shards in an epoch raise the last
+    error. A lenient reader's items cannot be located by plan position (a failed shard's
+    rest is missing), so a shuffle after it resumes by re-reading (``ResumeWarning``) and
+    elastic resume through one is refused.
+
     A remote shard is read in blocks fetched ahead in the background, and the next remote
     shard of the plan is opened (its first block fetched, or its cache entry filled) while
     the current one is read; see ``tarstream.Storage`` for the memory this holds.
@@ -48,8 +57,16 @@ class ReadShards(Stage[Sample]):
         max_member_size: int = DEFAULT_MAX_MEMBER_SIZE,
         read_size: int = DEFAULT_READ_SIZE,
         verify: bool = True,
+        errors: Literal["strict", "skip"] = "strict",
+        max_errors: int | None = None,
     ) -> None:
         super().__init__()
+        if errors not in ("strict", "skip"):
+            raise ValueError(f"errors must be 'strict' or 'skip', got {errors!r}")
+        if max_errors is not None and max_errors < 0:
+            raise ValueError(f"max_errors must be >= 0, got {max_errors}")
+        self.errors = errors
+        self.max_errors = max_errors
         check_sidecar_mode(sidecars)
         if max_member_size < 1:
             raise ValueError(f"max_member_size must be >= 1, got {max_member_size}")
@@ -82,6 +99,7 @@ class ReadShards(Stage[Sample]):
         self._plan = self._current_plan()
         self._segment = state[self.SEGMENT_KEY] if state else 0
         self._offset = state[self.OFFSET_KEY] if state else 0
+        self._failed = 0
         self._generator = self._generate()
 
     def next(self) -> Sample:
@@ -93,34 +111,64 @@ class ReadShards(Stage[Sample]):
     def _generate(self) -> Iterator[Sample]:
         # One generator for the whole plan: a sample costs one resume, not a method's checks.
         while self._segment < len(self._plan):
-            segment = self._plan[self._segment]
-            spec = self._specs[segment.shard]
-            if segment.stop is None or segment.start + self._offset < segment.stop:
-                # The reader stops at ``stop`` itself: a segment that ends the shard is then
-                # read to its end-of-archive marker, which checks what no size told us.
-                self._samples = read_shard(
-                    spec,
-                    sidecars=self.sidecars,
-                    first=segment.start + self._offset,
-                    stop=segment.stop,
-                    max_member_size=self.max_member_size,
-                    read_size=self.read_size,
-                    stats=self.stats,
-                    opened=self._open(self._segment),
-                    verify=self.verify,
-                )
-                for sample in self._samples:
-                    self._offset += 1
-                    yield sample
-                if segment.stop is not None and segment.start + self._offset < segment.stop:
-                    raise ShardFormatError(
-                        f"shard has {segment.start + self._offset} samples, its count says "
-                        f"at least {segment.stop}",
-                        shard=spec.url,
-                    )
+            try:
+                yield from self._segment_samples()
+            except ShardError as e:
+                if self.errors == "strict":
+                    raise
+                self._count_failure(e)
             self._close_samples()
             self._segment += 1
             self._offset = 0
+
+    def _count_failure(self, e: ShardError) -> None:
+        """Count a shard that failed; raise once more than ``max_errors`` did this epoch."""
+        segment = self._plan[self._segment]
+        stats = self.stats
+        stats.shards_failed += 1
+        if segment.stop is not None:
+            stats.samples_lost += segment.stop - segment.start - self._offset
+        stats.errors[type(e).__name__] += 1
+        if len(stats.failures) < 100:
+            stats.failures.append(str(e))
+        self._failed += 1
+        if self.max_errors is not None and self._failed > self.max_errors:
+            raise type(e)(
+                f"more than max_errors={self.max_errors} shards failed this epoch; the "
+                f"last: {e.reason}",
+                shard=e.shard,
+                member=e.member,
+                offset=e.offset,
+            ) from e
+
+    def _segment_samples(self) -> Iterator[Sample]:
+        """The samples of the current segment from the current offset."""
+        segment = self._plan[self._segment]
+        spec = self._specs[segment.shard]
+        if segment.stop is not None and segment.start + self._offset >= segment.stop:
+            return
+        # The reader stops at ``stop`` itself: a segment that ends the shard is then read
+        # to its end-of-archive marker, which checks what no size told us.
+        self._samples = read_shard(
+            spec,
+            sidecars=self.sidecars,
+            first=segment.start + self._offset,
+            stop=segment.stop,
+            max_member_size=self.max_member_size,
+            read_size=self.read_size,
+            stats=self.stats,
+            opened=self._open(self._segment),
+            verify=self.verify,
+        )
+        for sample in self._samples:
+            self._offset += 1
+            yield sample
+        if segment.stop is not None and segment.start + self._offset < segment.stop:
+            raise ShardFormatError(
+                f"shard has {segment.start + self._offset} samples, its count says "
+                f"at least {segment.stop}",
+                shard=spec.url,
+            )
 
     def _open(self, number: int) -> OpenShard:
         """Open segment ``number``'s shard (or take it, opened ahead), and open the next
@@ -172,7 +220,11 @@ class ReadShards(Stage[Sample]):
         return bounds
 
     def addressable(self) -> bool:
-        return self.sidecars != "ignore" and self._planned()[1] is not None
+        # A lenient reader yields fewer items than its plan has positions where a shard
+        # fails, so item i is not plan position i.
+        return (
+            self.sidecars != "ignore" and self.errors == "strict" and self._planned()[1] is not None
+        )
 
     def position(self, state: State | None) -> int:
         """Plan position of ``state``: the number of items produced before it."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import multiprocessing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -55,19 +56,28 @@ class _WorkerStream(DatasetBase):
             self._memory = SharedBatchMemory()
         memory = self._memory if info is not None else None
         resume = self.resume if first else None  # checked by Loader.load_state_dict
+        before = copy.deepcopy(pipeline.stage_stats())
         try:
             for state, item in pipeline.with_states(resume=resume, memory=memory):
                 yield worker, state, (memory.ship(item) if memory is not None else item)
         except TarstreamError as e:
             # torch would re-raise it in the trainer as the same type built from a message
             # alone, losing shard, member and offset: it travels whole instead
-            yield worker, None, _Raised(e)
+            yield worker, None, _Finished(_since(pipeline.stage_stats(), before), e)
+            return
+        yield worker, None, _Finished(_since(pipeline.stage_stats(), before))
 
 
-class _Raised:
-    """A tarstream error raised in a worker, on its way to the trainer (pickled whole)."""
+def _since(stats: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+    return {kind: value.since(before[kind]) for kind, value in stats.items()}
 
-    def __init__(self, error: TarstreamError) -> None:
+
+class _Finished:
+    """The end of a worker's epoch, on its way to the trainer (pickled whole): what its
+    stages counted, and the tarstream error that ended it, if one did."""
+
+    def __init__(self, stats: dict[str, Any], error: TarstreamError | None = None) -> None:
+        self.stats = stats
         self.error = error
 
 
@@ -80,6 +90,16 @@ class _Progress:
     base: State | None
     parts: dict[int, State | None] = field(default_factory=dict)
     next_worker: int = 0
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def finished(self, end: _Finished) -> None:
+        """Add what a worker's stages counted; raise the error that ended it, if any."""
+        for kind, stats in end.stats.items():
+            if kind not in self.stats:
+                self.stats[kind] = type(stats)()
+            self.stats[kind].add(stats)
+        if end.error is not None:
+            raise end.error
 
 
 class Loader:
@@ -207,11 +227,20 @@ class Loader:
     def _deliver(iterator: Iterator[Any], progress: _Progress) -> Iterator[Any]:
         n = progress.world.num_workers
         for worker, state, item in iterator:
-            if isinstance(item, _Raised):
-                raise item.error
+            if isinstance(item, _Finished):
+                progress.finished(item)
+                continue
             progress.parts[worker] = state
             progress.next_worker = (worker + 1) % n
             yield item
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """What the pipeline's stages counted this epoch, summed over the workers that have
+        finished it (and the one that raised): ``"read"`` (``ReadStats``: samples, bytes,
+        skipped members, failed shards in lenient mode) and ``"decode"`` (``DecodeStats``).
+        """
+        return self._progress.stats if self._progress is not None else {}
 
     def state_dict(self, *, all_ranks: bool = False) -> State:
         """Return the state after the last item the trainer received (JSON-serializable).

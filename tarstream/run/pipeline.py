@@ -20,9 +20,11 @@ from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.context import get_spawning_popen
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..format.scan import ReadStats
 from ..plan.shard_list import ShardList
 from ..read.read_shards import ReadShards
 from ..stage import FunctionStage, Stage, State, connect_chain
+from ..stages.decode import DecodeStats
 from ..stages.memory import BatchMemory
 from ..world import Context, World, detect_world
 from .elastic import rest_of_epoch
@@ -246,6 +248,19 @@ class Pipeline(Fluent, DatasetBase):
                 yield chain.get_state(), item
         finally:
             chain.close()
+
+    def stage_stats(self) -> dict[str, Any]:
+        """What the stages counted in this process so far (the copies an iteration connects
+        count into their stage's stats): ``"read"`` (a ``ReadStats``) and ``"decode"`` (a
+        ``DecodeStats``), each summed over the stages that keep them; absent where no stage
+        does. ``since`` on each gives what one iteration counted."""
+        totals: dict[str, Any] = {}
+        for stage in self._stages:
+            stats: Any = getattr(stage, "stats", None)
+            for kind, stats_type in (("read", ReadStats), ("decode", DecodeStats)):
+                if isinstance(stats, stats_type):
+                    totals.setdefault(kind, stats_type()).add(stats)
+        return totals
 
     def state_dict(self) -> State:
         """Return the state after the last item this copy returned (JSON-serializable).

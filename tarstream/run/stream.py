@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from ..format.scan import DEFAULT_MAX_MEMBER_SIZE, DEFAULT_READ_SIZE, ReadStats
 from ..plan.segments import Even
@@ -49,6 +49,9 @@ class TarStream(Pipeline):
             sidecar records before yielding it (the default); False skips that check (the
             sidecar's layout, each sample's first member name, the shard's size and its end
             marker are still checked).
+        errors, max_errors: "skip" ends a shard that fails (truncated, corrupt, not
+            matching its sidecar) and goes on with the next, counting it in ``stats``;
+            more than ``max_errors`` such shards in an epoch raise (see ``ReadShards``).
     """
 
     def __init__(
@@ -66,12 +69,19 @@ class TarStream(Pipeline):
         allow_pipe: bool = False,
         storage: Storage | None = None,
         verify: bool = True,
+        errors: Literal["strict", "skip"] = "strict",
+        max_errors: int | None = None,
     ) -> None:
         self.shard_list = ShardList(
             source, sidecars=sidecars, allow_pipe=allow_pipe, storage=storage
         )
         self.reader = ReadShards(
-            sidecars=sidecars, max_member_size=max_member_size, read_size=read_size, verify=verify
+            sidecars=sidecars,
+            max_member_size=max_member_size,
+            read_size=read_size,
+            verify=verify,
+            errors=errors,
+            max_errors=max_errors,
         )
         stages: list[Stage[Any]] = [self.shard_list]
         stages += [ShuffleShards()] if shuffle_shards else []

@@ -43,6 +43,20 @@ class DecodeStats:
     skipped: int = 0
     errors: Counter[str] = field(default_factory=Counter)
 
+    def add(self, other: DecodeStats) -> None:
+        """Add ``other``'s counts to these (the stats of several workers, say)."""
+        self.samples += other.samples
+        self.skipped += other.skipped
+        self.errors.update(other.errors)
+
+    def since(self, earlier: DecodeStats) -> DecodeStats:
+        """What was counted after ``earlier``, a copy of these stats taken before."""
+        return DecodeStats(
+            self.samples - earlier.samples,
+            self.skipped - earlier.skipped,
+            self.errors - earlier.errors,
+        )
+
 
 class Decode(Transform[Sample]):
     """Decode the fields of each sample; see the module docstring for the decoders.

@@ -75,8 +75,8 @@ class Shuffle(Stage[Any]):
             return
         warnings.warn(
             f"{self!r}: resuming by re-reading the {returned} items returned since the epoch "
-            "started; with sidecars (`tarstream index PATTERN`) it would fetch only the "
-            "buffered ones",
+            f"started: {self.require_source()!r} cannot locate items by position (shards "
+            "without sidecars: `tarstream index PATTERN` builds them; or a lenient reader)",
             ResumeWarning,
             stacklevel=2,
         )
