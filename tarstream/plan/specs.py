@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from ..errors import ManifestError, SidecarError, redact_url
+from ..errors import ManifestError, RedactedCause, SidecarError, redact_url
 from ..format.braces import expand
 from ..format.manifest import MANIFEST_SUFFIX, Manifest
 from ..format.sidecar import SIDECAR_SUFFIX, ShardIndex
@@ -96,10 +96,13 @@ def resolve_shards(
 
 
 def _manifest_shards(url: str, storage: Storage | None) -> list[ShardSpec]:
+    text: bytes | None = None
     try:
         text = read_bytes(url, storage)
     except OSError as e:
-        raise ManifestError(f"{redact_url(url)}: cannot read manifest ({e})") from e
+        failure = RedactedCause.of(e)
+    if text is None:  # raised here, outside the handler: the redacted cause only
+        raise ManifestError(f"{redact_url(url)}: cannot read manifest ({failure})") from failure
     manifest = Manifest.from_json(text, url=redact_url(url))
     out = []
     for name, count, size in zip(manifest.shards, manifest.samples, manifest.sizes, strict=True):
