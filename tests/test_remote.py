@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import pickle
+import threading
 import time
 import traceback
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -278,3 +281,54 @@ def test_storage_options_are_validated() -> None:
         Retry(attempts=0)
     with pytest.raises(ValueError, match="cache_limit needs cache_dir"):
         Storage(cache_limit=10)
+
+
+@contextmanager
+def _stalling_server(data: bytes) -> Iterator[str]:
+    """A server that answers HEAD with the size and never sends a body for GET (each GET
+    waits for the test to end)."""
+    release = threading.Event()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Accept-Ranges", "bytes")
+            self.end_headers()
+
+        def do_GET(self) -> None:
+            release.wait()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("retry", "said"),
+    [
+        (Retry(attempts=3, backoff=0, timeout=0.3), "failed after 3 attempts"),
+        (Retry(attempts=1000, backoff=0.05, timeout=0.2, deadline=1.0), "deadline of 1.0 s"),
+    ],
+)
+def test_a_stalled_server_fails_within_the_timeouts_and_deadline(
+    tmp_path: Path, retry: Retry, said: str
+) -> None:
+    write_dataset(tmp_path, make_samples(5), max_samples=5)
+    data = (tmp_path / "train-000000.tar").read_bytes()
+    with _stalling_server(data) as base:
+        storage = Storage(retry=retry, prefetch=0)
+        started = time.monotonic()
+        with pytest.raises(StorageError, match=said):
+            list(tarstream.TarStream(f"{base}/train-000000.tar", storage=storage))
+        assert time.monotonic() - started < 5

@@ -131,11 +131,32 @@ class Storage:
         options.update(self._secrets or {})
         if self.credentials is not None:
             options.update(self.credentials())
+        _with_timeouts(url, options, self.retry.timeout)
         return fsspec.core.url_to_fs(url, **options)  # type: ignore[no-any-return]
 
     def executor(self) -> ThreadPoolExecutor:
         """This process's background fetch threads (made on first use, anew after fork)."""
         return self._local.executor()
+
+
+def _with_timeouts(url: str, options: dict[str, Any], timeout: float) -> None:
+    """Give the HTTP and S3 backends ``timeout`` for connecting and for each read, where
+    the options do not set their own (a stalled server would otherwise hold a try for the
+    backend's default, minutes)."""
+    protocol = url.split("://", 1)[0] if "://" in url and "::" not in url else ""
+    if protocol in ("http", "https"):
+        import aiohttp
+
+        client = dict(options.get("client_kwargs") or {})
+        client.setdefault(
+            "timeout", aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
+        )
+        options["client_kwargs"] = client
+    elif protocol in ("s3", "s3a"):
+        config = dict(options.get("config_kwargs") or {})
+        config.setdefault("connect_timeout", timeout)
+        config.setdefault("read_timeout", timeout)
+        options["config_kwargs"] = config
 
 
 class _ProcessLocal:

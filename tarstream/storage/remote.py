@@ -138,6 +138,7 @@ class RemoteInput(io.RawIOBase):
         self, what: str, action: Callable[[], None], on_retry: Callable[[], None] | None = None
     ) -> None:
         retry = self.storage.retry
+        started = time.monotonic()
         for attempt in range(1, retry.attempts + 1):
             try:
                 action()
@@ -150,11 +151,17 @@ class RemoteInput(io.RawIOBase):
                 # context of what we raise, only its redacted text is.
                 error = self._failure(e, what, attempt)
                 cause = RedactedCause.of(e)
+            wait = retry.delay(attempt, self._rng)
+            if error is None and time.monotonic() - started + wait > retry.deadline:
+                error = StorageError(
+                    f"{redact_url(self.url)}: {what} failed {attempt} times within its "
+                    f"deadline of {retry.deadline} s: {cause}"
+                )
             if error is not None:
                 raise error from cause
             if on_retry is not None:
                 on_retry()
-            time.sleep(retry.delay(attempt, self._rng))
+            time.sleep(wait)
             if self._closing:
                 return  # closed while waiting: nobody reads this block
 

@@ -15,18 +15,30 @@ __all__ = ["Retry", "is_transient"]
 class Retry:
     """How transient failures are retried: ``attempts`` tries in all per request, waiting
     ``backoff * 2**(try - 1)`` seconds (at most ``max_backoff``) between them, each wait
-    scaled by a random factor in ``1 - jitter .. 1``."""
+    scaled by a random factor in ``1 - jitter .. 1``.
+
+    ``timeout``: seconds a connection may take to open, or stay silent while a response
+    is read, before the try fails (as a transient failure; given to the HTTP and S3
+    backends, unless their own options set one). ``deadline``: seconds one request may
+    take in all, tries and waits included; no try starts past it.
+    """
 
     attempts: int = 6
     backoff: float = 0.2
     max_backoff: float = 10.0
     jitter: float = 0.5
+    timeout: float = 60.0
+    deadline: float = 600.0
 
     def __post_init__(self) -> None:
         if self.attempts < 1:
             raise ValueError(f"attempts must be >= 1, got {self.attempts}")
         if self.backoff < 0 or self.max_backoff < 0:
             raise ValueError(f"backoff must be >= 0, got {self.backoff}, {self.max_backoff}")
+        if self.timeout <= 0 or self.deadline <= 0:
+            raise ValueError(
+                f"timeout and deadline must be > 0, got {self.timeout}, {self.deadline}"
+            )
         if not 0 <= self.jitter <= 1:
             raise ValueError(f"jitter must be in 0..1, got {self.jitter}")
 
