@@ -63,7 +63,9 @@ __all__ = [
     "redact_url",
 ]
 
-_USERINFO = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@]*@")
+# anywhere, not only at the start: chained URLs (``simplecache::s3://k:s@b/x``) and pipe:
+# commands (``pipe:curl https://u:p@host/x``) carry URLs inside them
+_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]*@")
 _SECRET_QUERY = re.compile(
     r"([?&](?:x-amz-[a-z-]*|signature|sig|token|access_token|key|secret|password|credential)=)[^&]*",
     re.IGNORECASE,
@@ -77,6 +79,10 @@ def redact_url(url: str) -> str:
     's3://***@bucket/train-000001.tar'
     >>> redact_url("https://h/x.tar?X-Amz-Signature=abc&part=1")
     'https://h/x.tar?X-Amz-Signature=***&part=1'
+    >>> redact_url("pipe:curl -s https://user:pw@host/a@b.tar")
+    'pipe:curl -s https://***@host/a@b.tar'
+    >>> redact_url("simplecache::s3://AKIA:secret@bucket/x.tar")
+    'simplecache::s3://***@bucket/x.tar'
     """
     url = _USERINFO.sub(r"\1***@", url)
     return _SECRET_QUERY.sub(r"\1***", url)
