@@ -22,7 +22,15 @@ from tarstream.storage.remote import RemoteInput
 from tarstream.storage.retry import Retry, is_transient
 
 from .conftest import make_samples, write_dataset
-from .remote_helpers import JOURNAL, Fault, http_server, moto_server, s3_credentials, upload
+from .remote_helpers import (
+    JOURNAL,
+    Fault,
+    http_server,
+    moto_server,
+    s3_credentials,
+    serve,
+    upload,
+)
 
 NO_WAIT = Retry(attempts=4, backoff=0.0)
 
@@ -302,16 +310,11 @@ def _stalling_server(data: bytes) -> Iterator[str]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        release.set()
-        server.shutdown()
-        server.server_close()
+    with serve(Handler) as base:
+        try:
+            yield base
+        finally:
+            release.set()
 
 
 @pytest.mark.parametrize(
