@@ -348,6 +348,26 @@ def test_a_key_that_comes_back_after_other_samples_is_an_error_naming_both_offse
         build_sidecar(f, "split.tar", name="split.tar")
 
 
+@pytest.mark.parametrize("read_size", READ_SIZES)
+def test_a_lenient_reader_skips_and_counts_unsafe_and_repeated_keys_and_reads_on(
+    tmp_path: Path, read_size: int
+) -> None:
+    members = [(f"{i:04d}.txt", b"x") for i in range(100)]
+    members[50:50] = [("../../evil.txt", b"evil"), ("/etc/passwd.txt", b"root")]
+    members[80:80] = [("0007.cls", b"1"), ("0007.json", b"{}")]  # key 0007 comes back
+    (tmp_path / "hostile.tar").write_bytes(_tar_bytes(members))
+    stream = tarstream.TarStream(
+        str(tmp_path / "hostile.tar"), sidecars="ignore", errors="skip", read_size=read_size
+    )
+    samples = list(stream)
+    assert [s["__key__"] for s in samples] == [f"{i:04d}" for i in range(100)]
+    assert all(set(s) == {"__key__", "__url__", "txt"} for s in samples)  # 0007 not merged
+    stats = stream.stats
+    assert stats.skipped["unsafe_key"] == 2 and stats.skipped["repeated_key"] == 2
+    assert stats.shards_failed == 0 and len(stats.failures) == 3
+    assert "unsafe as a path" in stats.failures[0] and "appears again" in stats.failures[2]
+
+
 def test_members_the_bulk_parser_cannot_take_do_not_make_it_rescan_each_buffer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -35,6 +35,7 @@ def read_samples(
     read_size: int = DEFAULT_READ_SIZE,
     stats: ReadStats | None = None,
     layout: Layout | None = None,
+    lenient: bool = False,
 ) -> Generator[Sample, None, int]:
     """Yield one dict per sample (``__key__``, ``__url__``, one bytes value per field).
 
@@ -43,6 +44,10 @@ def read_samples(
     not end the sample before them. ``layout``: append where each sample lies. Returns the
     offset of the end-of-archive marker.
 
+    ``lenient``: a member whose key is unsafe, and the members of a key that appears again
+    after other samples, are skipped and counted (``stats.skipped["unsafe_key"]``,
+    ``["repeated_key"]``, the first messages in ``stats.failures``) instead of raised.
+
     Raises:
         ShardFormatError: a field appears twice in one sample; a key appears again after
             other samples (the members of a sample must be adjacent; both offsets named);
@@ -50,7 +55,7 @@ def read_samples(
             ``tarstream.format.scan.scan_members`` raises.
     """
     stats = stats if stats is not None else ReadStats()
-    grouping = _Grouping(url, stats, layout)
+    grouping = _Grouping(url, stats, layout, lenient)
     members = scan_members(
         f, url, max_member_size=max_member_size, read_size=read_size, stats=stats
     )
@@ -61,7 +66,7 @@ def read_samples(
             end: int = stop.value
             break
         yield from grouping.run(part) if isinstance(part, Run) else grouping.members(part)
-    if grouping.key is not None:
+    if grouping.key is not None and grouping.sample is not grouping.discard:
         stats.samples += 1
         yield grouping.sample
     stats.shards += 1
@@ -71,11 +76,21 @@ def read_samples(
 class _Grouping:
     """The sample being grouped, across the parts of a scan."""
 
-    def __init__(self, url: str, stats: ReadStats, layout: Layout | None) -> None:
-        self.url, self.stats, self.layout = url, stats, layout
+    def __init__(self, url: str, stats: ReadStats, layout: Layout | None, lenient: bool) -> None:
+        self.url, self.stats, self.layout, self.lenient = url, stats, layout, lenient
         self.key: str | None = None
         self.sample: Sample = {}
         self.seen: dict[str, int] = {}  # every key of the shard: the offset of its sample
+        # Lenient: the sample of a repeated key is this one, never filled nor yielded.
+        self.discard: Sample = {}
+
+    def _skip(self, reason: str, error: ShardFormatError, members: int = 1) -> None:
+        """Count ``members`` skipped for ``reason`` (lenient), or raise ``error``."""
+        if not self.lenient:
+            raise error
+        self.stats.skipped[reason] += members
+        if len(self.stats.failures) < 100:
+            self.stats.failures.append(str(error))
 
     def _repeated(self, key: str, name: str, offset: int) -> ShardFormatError:
         return ShardFormatError(
@@ -98,21 +113,25 @@ class _Grouping:
             if key != self.key:
                 unsafe = unsafe_key(key)
                 if unsafe is not None:
-                    raise ShardFormatError(
-                        f"key {key!r} is unsafe as a path: {unsafe}",
-                        shard=url,
-                        member=name,
-                        offset=start,
-                    )
-                if key in self.seen:
-                    raise self._repeated(key, name, start)
-                self.seen[key] = start
-                if self.key is not None:
+                    message = f"key {key!r} is unsafe as a path: {unsafe}"
+                    error = ShardFormatError(message, shard=url, member=name, offset=start)
+                    self._skip("unsafe_key", error)
+                    continue
+                if self.key is not None and self.sample is not self.discard:
                     stats.samples += 1
                     yield self.sample
-                self.key, self.sample = key, {"__key__": key, "__url__": url}
-                if layout is not None:
-                    layout.append((key, start, []))
+                self.key = key
+                if key in self.seen:
+                    self._skip("repeated_key", self._repeated(key, name, start), 0)
+                    self.sample = self.discard
+                else:
+                    self.seen[key] = start
+                    self.sample = {"__key__": key, "__url__": url}
+                    if layout is not None:
+                        layout.append((key, start, []))
+            if self.sample is self.discard:
+                stats.skipped["repeated_key"] += 1
+                continue
             if field in self.sample:
                 raise repeated_field_error(url, key, field, start)
             self.sample[field] = data
@@ -132,15 +151,22 @@ class _Grouping:
             h = header[b0]
             member_key = buf[h : h + key_len[b0]].decode("utf-8", "surrogateescape")
             if member_key != key:
-                if member_key in seen:
-                    raise self._repeated(member_key, part.name(b0), base + first[b0])
-                seen[member_key] = base + first[b0]
-                if key is not None:
+                if key is not None and sample is not self.discard:
                     stats.samples += 1
                     yield sample
-                key, sample = member_key, {"__key__": member_key, "__url__": url}
-                if layout is not None:
-                    layout.append((key, base + first[b0], []))
+                key = member_key
+                if member_key in seen:
+                    error = self._repeated(member_key, part.name(b0), base + first[b0])
+                    self._skip("repeated_key", error, 0)
+                    sample = self.discard
+                else:
+                    seen[member_key] = base + first[b0]
+                    sample = {"__key__": member_key, "__url__": url}
+                    if layout is not None:
+                        layout.append((key, base + first[b0], []))
+            if sample is self.discard:
+                stats.skipped["repeated_key"] += b1 - b0
+                continue
             expected = len(sample) + b1 - b0
             for i in range(b0, b1):
                 sample[names[i]] = buf[starts[i] : ends[i]]

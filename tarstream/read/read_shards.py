@@ -38,7 +38,9 @@ class ReadShards(Stage[Sample]):
     next segment; the samples it yielded stay delivered, the rest are lost and counted in
     ``stats`` (``shards_failed``, ``samples_lost``, ``errors``, ``failures``), and a resume
     continues after it. More than ``max_errors`` failed shards in an epoch raise the last
-    error. A lenient reader's items cannot be located by plan position (a failed shard's
+    error. Read without a sidecar, a member whose key is unsafe, and the members of a key
+    that comes back after other samples, are skipped and counted (``stats.skipped``) while
+    the shard goes on. A lenient reader's items cannot be located by plan position (a failed shard's
     rest is missing), so a shuffle after it resumes by re-reading (``ResumeWarning``) and
     elastic resume through one is refused.
 
@@ -159,6 +161,7 @@ class ReadShards(Stage[Sample]):
             stats=self.stats,
             opened=self._open(self._segment),
             verify=self.verify,
+            lenient=self.errors == "skip",
         )
         for sample in self._samples:
             self._offset += 1

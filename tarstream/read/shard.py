@@ -61,6 +61,7 @@ def read_shard(
     stats: ReadStats | None = None,
     opened: OpenShard | None = None,
     verify: bool = True,
+    lenient: bool = False,
 ) -> Iterator[Sample]:
     """Yield samples ``first:stop`` of one shard (``stop`` None: to its end), closing the
     file at the end.
@@ -68,7 +69,8 @@ def read_shard(
     With a sidecar (``sidecars`` "auto" or "require") members are sliced at the offsets it
     records, each sample checked against its checksum unless ``verify`` is false, and
     ``first`` seeks; without one, headers are parsed and ``first`` samples are read and
-    dropped. ``opened``: the shard as ``open_shard`` opened it ahead of time.
+    dropped. ``opened``: the shard as ``open_shard`` opened it ahead of time. ``lenient``:
+    skip and count members with unsafe or repeated keys (``read_samples``).
     """
     index, f, size = opened if opened is not None else open_shard(spec, sidecars=sidecars)
     label = redact_url(spec.url)
@@ -87,7 +89,12 @@ def read_shard(
             )
             return
         samples: Iterator[Sample] = read_samples(
-            f, label, max_member_size=max_member_size, read_size=read_size, stats=stats
+            f,
+            label,
+            max_member_size=max_member_size,
+            read_size=read_size,
+            stats=stats,
+            lenient=lenient,
         )
         if first or stop is not None:
             samples = islice(samples, first, stop)
