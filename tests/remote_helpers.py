@@ -187,3 +187,60 @@ def serve(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def ranged_http_server(objects: dict[str, bytes]) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """Serve ``objects`` (name → bytes, replaceable while served) on 127.0.0.1 the way an
+    object store does: HEAD gives size and a strong ETag, GET honours ``Range`` (206) and
+    answers 412 when ``If-Match`` names another ETag. Yields the base URL and ``objects``."""
+
+    def etag(data: bytes) -> str:
+        return '"' + hashlib.sha256(data).hexdigest()[:16] + '"'
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"
+
+        def _headers(self, data: bytes, status: int, length: int) -> None:
+            self.send_response(status)
+            self.send_header("Content-Length", str(length))
+            self.send_header("ETag", etag(data))
+            self.send_header("Accept-Ranges", "bytes")
+
+        def _found(self) -> bytes | None:
+            data = objects.get(self.path.lstrip("/"))
+            if data is None:
+                self.send_error(404)
+            elif self.headers.get("If-Match") not in (None, etag(data)):
+                self.send_error(412)
+                return None
+            return data
+
+        def do_HEAD(self) -> None:
+            data = self._found()
+            if data is not None:
+                self._headers(data, 200, len(data))
+                self.end_headers()
+
+        def do_GET(self) -> None:
+            data = self._found()
+            if data is None:
+                return
+            ranged = self.headers.get("Range", "").removeprefix("bytes=")
+            if not ranged:
+                self._headers(data, 200, len(data))
+                self.end_headers()
+                self.wfile.write(data)
+                return
+            first, _, last = ranged.partition("-")
+            start, end = int(first), min(int(last or len(data) - 1), len(data) - 1)
+            self._headers(data, 206, end + 1 - start)
+            self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+            self.end_headers()
+            self.wfile.write(data[start : end + 1])
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    with serve(Handler) as base:
+        yield base, objects

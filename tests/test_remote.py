@@ -27,6 +27,7 @@ from .remote_helpers import (
     Fault,
     http_server,
     moto_server,
+    ranged_http_server,
     s3_credentials,
     serve,
     upload,
@@ -278,6 +279,25 @@ def test_a_refused_request_is_a_storage_error_with_a_redacted_cause_and_no_conte
     assert "***@127.0.0.1" in str(error)
     copy = pickle.loads(pickle.dumps(error.__cause__))
     assert str(copy) == str(error.__cause__)
+
+
+def test_an_http_object_replaced_between_two_ranged_reads_is_never_mixed(
+    tmp_path: Path,
+) -> None:
+    # Two versions of one shard, of the same size: only the ETag tells them apart.
+    write_dataset(tmp_path / "a", make_samples(40), max_samples=40)
+    write_dataset(tmp_path / "b", make_samples(40, prefix="t"), max_samples=40)
+    old, new = (tmp_path / v / "train-000000.tar" for v in "ab")
+    assert old.stat().st_size == new.stat().st_size
+    with ranged_http_server({"train.tar": old.read_bytes()}) as (base, objects):
+        storage = Storage(block_size=4096, prefetch=0, retry=NO_WAIT)
+        stream = iter(tarstream.TarStream(f"{base}/train.tar", storage=storage, read_size=4096))
+        first = [next(stream)["__key__"] for _ in range(3)]
+        objects["train.tar"] = new.read_bytes()  # replaced while it is read
+        with pytest.raises(ShardChangedError, match="ETag no longer matches") as caught:
+            first.extend(s["__key__"] for s in stream)
+    assert all(key.startswith("s/") for key in first)  # nothing of the new version
+    assert caught.value.shard == f"{base}/train.tar"
 
 
 def test_storage_options_are_validated() -> None:

@@ -6,7 +6,8 @@ time overlaps parsing and decoding; the memory held is at most ``1 + prefetch`` 
 transient failure (connection reset, timeout, a body ending early, 5xx, SlowDown) is retried
 with exponential backoff and jitter from the byte already reached, so no byte is read twice
 or skipped; a permanent one (403, 404) fails at once. An object that changes during the
-read (its ETag or size differs on a retry, or S3 refuses the read's If-Match) raises
+read (its ETag or size differs on a retry, or the server refuses a read's If-Match: every
+HTTP read carries the ETag seen at open, and s3fs pins its own) raises
 ``ShardChangedError``: bytes of two versions are never mixed.
 """
 
@@ -63,10 +64,8 @@ class RemoteInput(io.RawIOBase):
     def _reopen(self, position: int) -> None:
         self._close_file()
         fs, path = self.storage.filesystem(self.url)
-        f = fs.open(path, "rb", block_size=self.storage.block_size, cache_type="none")
-        details = getattr(f, "details", None) or {}
-        size = getattr(f, "size", None)
-        identity = (size, details.get("ETag"), details.get("VersionId"))
+        f, identity = _open_pinned(fs, path, self.storage.block_size)
+        size = identity[0]
         if self._identity is None:
             self._identity, self.size = identity, size
         elif identity != self._identity:
@@ -173,6 +172,10 @@ class RemoteInput(io.RawIOBase):
                 "object changed during the read (its ETag no longer matches)", shard=self.url
             )
         status = _status(e)
+        if status == 412:  # If-Match refused: the object is not the one opened
+            return ShardChangedError(
+                "object changed during the read (its ETag no longer matches)", shard=self.url
+            )
         if status in (401, 403) or isinstance(e, PermissionError):
             return StorageError(f"{url}: {what} refused (access denied): {_describe(e)}")
         if isinstance(e, FileNotFoundError):
@@ -265,6 +268,41 @@ class RemoteInput(io.RawIOBase):
             self._block = b""
             self._drop_file()
         super().close()
+
+
+def _open_pinned(fs: Any, path: str, block_size: int) -> tuple[Any, tuple[Any, ...]]:
+    """Open ``path`` for reading; return the file and the object's identity (size, ETag,
+    version).
+
+    Over HTTP every read of the file is a request of its own, so each carries ``If-Match``
+    with the strong ETag seen when it was opened: a server that honours it refuses (412) a
+    read of a replaced object instead of sending the new version's bytes. (s3fs pins its
+    reads by itself.)
+    """
+    if "http" not in _protocols(fs):
+        f = fs.open(path, "rb", block_size=block_size, cache_type="none")
+        details = getattr(f, "details", None) or {}
+        return f, (getattr(f, "size", None), details.get("ETag"), details.get("VersionId"))
+    info = fs.info(path)
+    etag, size = info.get("ETag"), info.get("size")
+    options: dict[str, Any] = {}
+    if isinstance(etag, str) and not etag.startswith("W/"):  # a weak ETag cannot pin
+        options["headers"] = {**(fs.kwargs.get("headers") or {}), "If-Match": etag}
+    ranged = size is not None and info.get("partial", True)
+    f = fs.open(
+        path,
+        "rb",
+        block_size=block_size,
+        cache_type="none",
+        size=size if ranged else None,
+        **options,
+    )
+    return f, (size, etag, None)
+
+
+def _protocols(fs: Any) -> tuple[str, ...]:
+    protocol = getattr(fs, "protocol", ())
+    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
 
 
 def _status(e: BaseException) -> int | None:
