@@ -59,7 +59,8 @@ class Fault:
     """Fail reads of ``path`` that reach byte ``at``, on the ``attempts`` (1-based) given.
 
     kind: "reset" (ConnectionResetError), "short" (the body ends early), "forbidden"
-    (PermissionError), "change" (the object is replaced: ETag changes).
+    (PermissionError), "change" (the object is replaced: ETag changes), "stall" (the read
+    never returns until ``JOURNAL.release`` is set: a backend without a timeout of its own).
     """
 
     path: str
@@ -77,6 +78,7 @@ class Journal:
     ranges: list[tuple[str, int, int]] = field(default_factory=list)
     opens: int = 0
     replaced: set[str] = field(default_factory=set)
+    release: threading.Event = field(default_factory=threading.Event)
 
     def bytes_fetched(self) -> int:
         return sum(end - start for _, start, end in self.ranges)
@@ -101,6 +103,8 @@ class FlakyFile(AbstractBufferedFile):  # type: ignore[misc]
                         raise ConnectionResetError(104, "Connection reset by peer")
                     if fault.kind == "short":
                         end = fault.at
+                    if fault.kind == "stall":
+                        JOURNAL.release.wait()
         JOURNAL.ranges.append((self.path, start, end))
         with open(real, "rb") as f:
             f.seek(start)

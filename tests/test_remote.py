@@ -62,8 +62,10 @@ def flaky(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     JOURNAL.ranges.clear()
     JOURNAL.replaced.clear()
     JOURNAL.opens = 0
+    JOURNAL.release.clear()
     yield "flaky://" + str(tmp_path), tmp_path
     JOURNAL.faults.clear()
+    JOURNAL.release.set()  # a stalled read still waiting ends
 
 
 # -- a real S3 endpoint ------------------------------------------------------------------------
@@ -149,6 +151,23 @@ def test_a_permanent_fault_fails_within_seconds(flaky: tuple[str, Path]) -> None
         list(tarstream.TarStream(f"{url}/train.manifest.json", storage=storage))
     assert time.monotonic() - started < 5
     assert "train-000002.tar" in str(caught.value)
+
+
+@pytest.mark.parametrize("prefetch", [0, 2])
+def test_a_backend_that_never_returns_fails_at_the_deadline(
+    flaky: tuple[str, Path], prefetch: int
+) -> None:
+    # The flaky backend takes no timeout: only tarstream's own bound ends the wait.
+    url, directory = flaky
+    shard = str(directory / "train-000001.tar").lstrip("/")
+    JOURNAL.faults.append(Fault(shard, at=9000, kind="stall"))
+    retry = Retry(attempts=3, backoff=0, timeout=0.2, deadline=0.5)
+    storage = Storage(retry=retry, block_size=8192, prefetch=prefetch)
+    stream = tarstream.TarStream(f"{url}/train.manifest.json", storage=storage)
+    started = time.monotonic()
+    with pytest.raises(StorageError, match=r"train-000001\.tar: read at byte 8192 did not finish"):
+        list(stream)
+    assert time.monotonic() - started < 5
 
 
 def test_an_object_replaced_during_the_read_is_an_error_not_mixed_bytes(
@@ -338,20 +357,23 @@ def _stalling_server(data: bytes) -> Iterator[str]:
 
 
 @pytest.mark.parametrize(
-    ("retry", "said"),
+    ("retry", "said", "chain"),
     [
-        (Retry(attempts=3, backoff=0, timeout=0.3), "failed after 3 attempts"),
-        (Retry(attempts=1000, backoff=0.05, timeout=0.2, deadline=1.0), "deadline of 1.0 s"),
+        (Retry(attempts=3, backoff=0, timeout=0.3), "failed after 3 attempts", ""),
+        (Retry(attempts=1000, backoff=0.05, timeout=0.2, deadline=1.0), "deadline of 1.0 s", ""),
+        # Chained: the timeout reaches the http layer under simplecache (else 600 s); its
+        # stalled download makes fsspec's exists() false, so fsspec says the file is missing.
+        (Retry(attempts=3, backoff=0, timeout=0.3), "no such object", "simplecache::"),
     ],
 )
 def test_a_stalled_server_fails_within_the_timeouts_and_deadline(
-    tmp_path: Path, retry: Retry, said: str
+    tmp_path: Path, retry: Retry, said: str, chain: str
 ) -> None:
     write_dataset(tmp_path, make_samples(5), max_samples=5)
     data = (tmp_path / "train-000000.tar").read_bytes()
     with _stalling_server(data) as base:
         storage = Storage(retry=retry, prefetch=0)
         started = time.monotonic()
-        with pytest.raises(StorageError, match=said):
-            list(tarstream.TarStream(f"{base}/train-000000.tar", storage=storage))
+        with pytest.raises((StorageError, FileNotFoundError), match=said):
+            list(tarstream.TarStream(f"{chain}{base}/train-000000.tar", storage=storage))
         assert time.monotonic() - started < 5

@@ -142,9 +142,16 @@ class Storage:
 def _with_timeouts(url: str, options: dict[str, Any], timeout: float) -> None:
     """Give the HTTP and S3 backends ``timeout`` for connecting and for each read, where
     the options do not set their own (a stalled server would otherwise hold a try for the
-    backend's default, minutes)."""
-    protocol = url.split("://", 1)[0] if "://" in url and "::" not in url else ""
-    if protocol in ("http", "https"):
+    backend's default, minutes). In a chained URL (``simplecache::s3://...``) the timeouts
+    go to the target's options (``options["s3"]``), where fsspec looks for them."""
+    layers = url.split("::")
+    target = layers[-1]
+    protocol = target.split("://", 1)[0] if "://" in target else ""
+    if len(layers) > 1 and protocol:
+        inner = dict(options.get(protocol) or {})
+        _with_timeouts(target, inner, timeout)
+        options[protocol] = inner
+    elif protocol in ("http", "https"):
         import aiohttp
 
         client = dict(options.get("client_kwargs") or {})

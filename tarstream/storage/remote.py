@@ -21,6 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from ..errors import RedactedCause, ShardChangedError, ShardError, StorageError, redact_url
@@ -121,6 +122,8 @@ class RemoteInput(io.RawIOBase):
                     got += len(chunk)
 
         self._with_retries(f"read at byte {start}", attempt, on_retry=self._drop_file)
+        if self._closing:  # closed while this fetch ran (close() could not take the file)
+            self._drop_file()
         return b"".join(parts)
 
     def _drop_file(self) -> None:
@@ -246,16 +249,30 @@ class RemoteInput(io.RawIOBase):
         self._fill_ahead()
         if self._ahead:
             start, future = self._ahead.popleft()
-            self._block, self._block_start = future.result(), start
         else:
             start = self._next_fetch
-            self._block, self._block_start = self._fetch(start, self.storage.block_size), start
+            future = self.storage.executor().submit(self._fetch, start, self.storage.block_size)
             self._next_fetch += self.storage.block_size
+        self._block, self._block_start = self._wait(future, start), start
         if len(self._block) < self.storage.block_size and self.size is None:
             self._stream_end = start + len(self._block)  # a short block ends a stream
             self._cancel_ahead()
         self._fill_ahead()
         return bool(self._block) and self._pos < start + len(self._block)
+
+    def _wait(self, future: Future[bytes], start: int) -> bytes:
+        """The block ``future`` fetches, or a ``StorageError`` once it has run past the
+        deadline: a backend that ignores our timeout (or has none) cannot hang the reader."""
+        retry = self.storage.retry
+        try:
+            return future.result(timeout=retry.deadline + retry.timeout)
+        except FutureTimeout:
+            pass  # raised outside the handler: no context
+        self._closing = True  # the stalled fetch gives up at its next try
+        raise StorageError(
+            f"{redact_url(self.url)}: read at byte {start} did not finish within the "
+            f"deadline of {retry.deadline} s (+ a timeout of {retry.timeout} s)"
+        )
 
     def _cancel_ahead(self) -> None:
         while self._ahead:
@@ -266,7 +283,12 @@ class RemoteInput(io.RawIOBase):
             self._closing = True
             self._cancel_ahead()
             self._block = b""
-            self._drop_file()
+            # A fetch that stalls holds the lock; it closes the file itself when it ends.
+            if self._lock.acquire(blocking=False):
+                try:
+                    self._close_file()
+                finally:
+                    self._lock.release()
         super().close()
 
 
