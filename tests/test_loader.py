@@ -241,3 +241,16 @@ def test_the_loader_sums_what_the_workers_stages_counted(tmp_path: Path) -> None
         assert read.shards_failed == 1 and read.samples_lost + read.samples == 40
         assert decode.skipped == 1 and decode.errors == {"json": 1}
         assert got == decode.samples == read.samples - 1
+
+
+def test_the_loaders_stats_grow_during_the_epoch_and_end_exact(tmp_path: Path) -> None:
+    write_dataset(tmp_path, make_samples(400), max_samples=100)
+    # Samples are counted per read (of read_size bytes): small reads, counts that move.
+    pattern = str(tmp_path / "train-{000000..000003}.tar")
+    stream = tarstream.TarStream(pattern, read_size=4096).batch(10)
+    loader = tarstream.Loader(stream, num_workers=2, stats_every=0)
+    seen = [loader.stats["read"].samples for _ in loader]
+    assert any(0 < n < 400 for n in seen) and seen == sorted(seen)  # reported while it ran
+    assert loader.stats["read"].samples == 400 and loader.stats["read"].shards == 4
+    with pytest.raises(ValueError, match="stats_every must be >= 0"):
+        tarstream.Loader(stream, stats_every=-1)

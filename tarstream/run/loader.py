@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import multiprocessing
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -29,17 +30,28 @@ __all__ = ["Loader"]
 class _WorkerStream(DatasetBase):
     """What each DataLoader worker iterates: its copy of the pipeline, tagged items.
 
-    Yields ``(worker, stage state, item)``, so the main process knows the state after each
-    item it hands to the trainer, whatever the workers have prefetched. DataLoader worker
+    Yields ``(worker, stage state, item, stats)``, so the main process knows the state
+    after each item it hands to the trainer, whatever the workers have prefetched; ``stats``
+    is None, or what the stages counted since the last report (at most every
+    ``stats_every`` seconds: it rides on an item, so reports never change the order in
+    which items arrive). DataLoader worker
     ``i`` plays pipeline worker ``(i + shift) % n`` so that a resumed epoch keeps the
     round-robin order of the interrupted one.
     """
 
-    def __init__(self, pipeline: Pipeline, world: World, resume: State | None, shift: int) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        world: World,
+        resume: State | None,
+        shift: int,
+        stats_every: float,
+    ) -> None:
         self.pipeline = pipeline
         self.world = world
         self.resume = resume
         self.shift = shift
+        self.stats_every = stats_every
         self._iterated = False
         self._memory: SharedBatchMemory | None = None  # made in the worker that uses it
 
@@ -56,16 +68,41 @@ class _WorkerStream(DatasetBase):
             self._memory = SharedBatchMemory()
         memory = self._memory if info is not None else None
         resume = self.resume if first else None  # checked by Loader.load_state_dict
-        before = copy.deepcopy(pipeline.stage_stats())
+        reports = _Reports(pipeline, self.stats_every)
         try:
             for state, item in pipeline.with_states(resume=resume, memory=memory):
-                yield worker, state, (memory.ship(item) if memory is not None else item)
+                shipped = memory.ship(item) if memory is not None else item
+                yield worker, state, shipped, reports.due()
         except TarstreamError as e:
             # torch would re-raise it in the trainer as the same type built from a message
             # alone, losing shard, member and offset: it travels whole instead
-            yield worker, None, _Finished(_since(pipeline.stage_stats(), before), e)
+            yield worker, None, _Finished(reports.rest(), e), None
             return
-        yield worker, None, _Finished(_since(pipeline.stage_stats(), before))
+        yield worker, None, _Finished(reports.rest()), None
+
+
+class _Reports:
+    """What a worker's stages counted, in reports of what is new since the last one."""
+
+    def __init__(self, pipeline: Pipeline, every: float) -> None:
+        self.pipeline, self.every = pipeline, every
+        self.last = copy.deepcopy(pipeline.stage_stats())
+        self.next = time.monotonic() + every
+
+    def due(self) -> dict[str, Any] | None:
+        """What is new, once ``every`` seconds have passed since the last report."""
+        now = time.monotonic()
+        if now < self.next:
+            return None
+        self.next = now + self.every
+        return self.rest()
+
+    def rest(self) -> dict[str, Any]:
+        """What is new since the last report."""
+        current = self.pipeline.stage_stats()
+        new = _since(current, self.last)
+        self.last = copy.deepcopy(current)
+        return new
 
 
 def _since(stats: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
@@ -92,12 +129,16 @@ class _Progress:
     next_worker: int = 0
     stats: dict[str, Any] = field(default_factory=dict)
 
-    def finished(self, end: _Finished) -> None:
-        """Add what a worker's stages counted; raise the error that ended it, if any."""
-        for kind, stats in end.stats.items():
+    def add(self, report: dict[str, Any]) -> None:
+        """Add a report of what a worker's stages counted."""
+        for kind, stats in report.items():
             if kind not in self.stats:
                 self.stats[kind] = type(stats)()
             self.stats[kind].add(stats)
+
+    def finished(self, end: _Finished) -> None:
+        """Add the last report of a worker; raise the error that ended it, if any."""
+        self.add(end.stats)
         if end.error is not None:
             raise end.error
 
@@ -125,6 +166,7 @@ class Loader:
         num_workers: worker processes (0: iterate in this process).
         multiprocessing_context: "fork", "spawn" or "forkserver" (default: the platform's).
         persistent_workers, prefetch_factor, pin_memory, timeout: as for DataLoader.
+        stats_every: seconds between a worker's reports to ``stats`` (0: with every item).
     """
 
     def __init__(
@@ -137,6 +179,7 @@ class Loader:
         prefetch_factor: int | None = None,
         pin_memory: bool = False,
         timeout: float = 0.0,
+        stats_every: float = 1.0,
     ) -> None:
         from torch.utils.data import DataLoader
 
@@ -149,6 +192,9 @@ class Loader:
         self.dataset = dataset
         self.num_workers = num_workers
         self.persistent_workers = persistent_workers
+        if stats_every < 0:
+            raise ValueError(f"stats_every must be >= 0, got {stats_every}")
+        self.stats_every = stats_every
         if num_workers > 0:
             dataset.share_epoch(multiprocessing.get_context(multiprocessing_context))
         options: dict[str, Any] = {}
@@ -210,7 +256,7 @@ class Loader:
             else:
                 require_complete(resume, world)  # raised here, not in a worker
                 progress.base = base_of(resume)
-        stream = _WorkerStream(self.dataset, world, resume, shift)
+        stream = _WorkerStream(self.dataset, world, resume, shift, self.stats_every)
         if (
             self._loader is None
             or not self.persistent_workers
@@ -226,7 +272,9 @@ class Loader:
     @staticmethod
     def _deliver(iterator: Iterator[Any], progress: _Progress) -> Iterator[Any]:
         n = progress.world.num_workers
-        for worker, state, item in iterator:
+        for worker, state, item, report in iterator:
+            if report is not None:
+                progress.add(report)
             if isinstance(item, _Finished):
                 progress.finished(item)
                 continue
@@ -236,10 +284,12 @@ class Loader:
 
     @property
     def stats(self) -> dict[str, Any]:
-        """What the pipeline's stages counted this epoch, summed over the workers that have
-        finished it (and the one that raised): ``"read"`` (``ReadStats``: samples, bytes,
-        skipped members, failed shards in lenient mode) and ``"decode"`` (``DecodeStats``).
-        """
+        """What the pipeline's stages counted this epoch, summed over the workers:
+        ``"read"`` (``ReadStats``: samples, bytes, skipped members, failed shards in lenient
+        mode) and ``"decode"`` (``DecodeStats``). Live: each worker reports what is new at
+        most every ``stats_every`` seconds, with an item, and the rest when its share ends
+        (or raises), so after the epoch the sums are exact. Counts include what workers
+        read ahead of the items the trainer has taken."""
         return self._progress.stats if self._progress is not None else {}
 
     def state_dict(self, *, all_ranks: bool = False) -> State:
