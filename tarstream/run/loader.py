@@ -55,7 +55,7 @@ class _WorkerStream(DatasetBase):
         self._iterated = False
         self._memory: SharedBatchMemory | None = None  # made in the worker that uses it
 
-    def __iter__(self) -> Iterator[tuple[int, State | None, Any]]:
+    def __iter__(self) -> Iterator[tuple[int, State | None, Any, dict[str, Any] | None]]:
         from torch.utils.data import get_worker_info
 
         info = get_worker_info()
