@@ -12,8 +12,24 @@ import pytest
 import webdataset as wds
 
 import tarstream
+from tarstream.cli import main as cli_main
 
 from .conftest import make_samples, write_dataset
+
+#: Keys in several scripts, with UTF-8 lengths around the 100-byte ustar name field.
+UNICODE_KEYS = [
+    "日本語/サンプル",
+    "ελληνικά/δείγμα",
+    "русский",
+    "عربى",
+    "emoji-😀",
+    "a" * 40 + "é" * 28,  # 96 bytes, with ".cls" 100: fits the field, but not ASCII
+    "b" * 40 + "é" * 29,  # 98 bytes: the name needs a PAX record
+    "ü" * 48,
+    "x" * 95,  # ASCII: 99 bytes with ".txt", in the ustar field
+    "y" * 96,  # ASCII: 100 bytes with ".txt", PAX
+    "z" * 120,
+]
 
 
 def _raw(sample: dict[str, Any]) -> dict[str, bytes]:
@@ -98,3 +114,26 @@ def test_webdataset_decoded_fields_match_the_written_values(tmp_path: Path) -> N
     write_dataset(tmp_path, [{"__key__": "k", "npy": array, "json": {"a": 1}, "cls": 4}])
     [sample] = list(wds.WebDataset(str(tmp_path / "train-000000.tar"), shardshuffle=False).decode())
     assert (sample["npy"] == array).all() and sample["json"] == {"a": 1} and sample["cls"] == 4
+
+
+@pytest.mark.parametrize("sidecars", ["auto", "require", "ignore"])
+def test_unicode_keys_round_trip_through_every_sidecar_mode(tmp_path: Path, sidecars: str) -> None:
+    samples = [{"__key__": k, "txt": k, "cls": i} for i, k in enumerate(UNICODE_KEYS)]
+    write_dataset(tmp_path, samples, max_samples=4)
+    manifest = str(tmp_path / "train.manifest.json")
+    read = list(tarstream.TarStream(manifest, sidecars=sidecars).decode())  # type: ignore[arg-type]
+    assert [(s["__key__"], s["txt"], s["cls"]) for s in read] == [
+        (k, k, i) for i, k in enumerate(UNICODE_KEYS)
+    ]
+
+
+def test_unicode_keys_are_indexed_and_read_by_webdataset(tmp_path: Path) -> None:
+    samples = [{"__key__": k, "txt": k} for k in UNICODE_KEYS]
+    write_dataset(tmp_path, samples, max_samples=100)
+    for sidecar in tmp_path.glob("*.idx"):
+        sidecar.unlink()
+    assert cli_main(["index", str(tmp_path / "train-000000.tar")]) == 0
+    stream = tarstream.TarStream(str(tmp_path / "train-000000.tar"), sidecars="require")
+    assert [s["__key__"] for s in stream] == UNICODE_KEYS
+    read = wds.WebDataset(str(tmp_path / "train-000000.tar"), shardshuffle=False)
+    assert [s["__key__"] for s in read] == UNICODE_KEYS
