@@ -58,7 +58,7 @@ def main() -> None:
 
     tar_stream = tarstream.TarStream  # first use imports the pipeline (and torch): not timed
     start = time.perf_counter()
-    stream = tar_stream(str(OUT / "train.manifest.json"), sidecars="require")
+    stream = tar_stream(str(OUT / "_train.manifest.json"), sidecars="require")
     seen: dict[str, dict[str, object]] = {}
     for sample in stream:
         key = str(sample["__key__"])
@@ -76,7 +76,7 @@ def main() -> None:
     )
 
     pipeline = (
-        tarstream.TarStream(str(OUT / "train.manifest.json"), seed=7, shuffle_shards=True)
+        tarstream.TarStream(str(OUT / "_train.manifest.json"), seed=7, shuffle_shards=True)
         .shuffle(64)
         .decode("torchrgb8")
         .to_tuple("jpg", "cls", "__key__")
@@ -92,7 +92,7 @@ def main() -> None:
     )
 
     def epoch_loader() -> tarstream.Loader:
-        stream = tarstream.TarStream(str(OUT / "train.manifest.json"), seed=7, shuffle_shards=True)
+        stream = tarstream.TarStream(str(OUT / "_train.manifest.json"), seed=7, shuffle_shards=True)
         return tarstream.Loader(stream.shuffle(64).batch(8), num_workers=2)
 
     full = [batch["__key__"] for batch in epoch_loader()]

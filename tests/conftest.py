@@ -38,3 +38,10 @@ def dataset(tmp_path: Path) -> tuple[Path, list[dict[str, Any]]]:
     samples = make_samples(25)
     write_dataset(tmp_path, samples, max_samples=10)
     return tmp_path, samples
+
+
+def sidecar_of(shard: Path) -> Path:
+    """Where the writer puts the sidecar of ``shard``: ``.tarstream/NAME.idx`` beside it
+    (the folder is made, for a test that writes one)."""
+    (shard.parent / ".tarstream").mkdir(exist_ok=True)
+    return shard.parent / ".tarstream" / (shard.name + ".idx")

@@ -48,9 +48,9 @@ def upload(endpoint: str, bucket: str, directory: Path, prefix: str) -> None:
         aws_secret_access_key=S3_KEYS["secret"],
     )
     s3.create_bucket(Bucket=bucket)
-    for path in sorted(directory.iterdir()):
+    for path in sorted(directory.rglob("*")):  # shards, manifest and .tarstream/ sidecars
         if path.is_file():
-            s3.upload_file(str(path), bucket, f"{prefix}/{path.name}")
+            s3.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(directory).as_posix()}")
 
 
 # -- a file system that fails on purpose -------------------------------------------------------

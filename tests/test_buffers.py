@@ -92,7 +92,7 @@ def test_a_tensor_moved_to_shared_memory_frees_its_block() -> None:
 def test_a_pipeline_never_overwrites_batches_the_trainer_holds(tmp_path: Path) -> None:
     samples = [{"__key__": f"{i:04d}", "npy": np.full((2, 3), i), "cls": i} for i in range(40)]
     write_dataset(tmp_path, samples, max_samples=16)
-    stream = tarstream.TarStream(str(tmp_path / "train.manifest.json"))
+    stream = tarstream.TarStream(str(tmp_path / "_train.manifest.json"))
     pipeline = stream.decode().to_tuple("npy", "cls").batch(4)
     held = list(pipeline)
     assert [int(a[0, 0, 0]) for a, _ in held] == list(range(0, 40, 4))

@@ -162,8 +162,8 @@ def test_eviction_keeps_the_cache_within_its_limit_plus_one_shard(tmp_path: Path
     limit = int(2.5 * size)
     cache_dir = tmp_path / "cache"
     storage = Storage(cache_dir=cache_dir, cache_limit=limit, retry=Retry(backoff=0))
-    stream = tarstream.TarStream(f"flaky://{shards}/train.manifest.json", storage=storage)
-    expected = [s["__key__"] for s in tarstream.TarStream(str(shards / "train.manifest.json"))]
+    stream = tarstream.TarStream(f"flaky://{shards}/_train.manifest.json", storage=storage)
+    expected = [s["__key__"] for s in tarstream.TarStream(str(shards / "_train.manifest.json"))]
     for _ in range(2):
         assert [s["__key__"] for s in stream] == expected
         assert storage.cache is not None
@@ -181,7 +181,7 @@ def test_a_cache_hit_reads_nothing_remote(tmp_path: Path) -> None:
     write_dataset(tmp_path, make_samples(40), max_samples=20)
     JOURNAL.ranges.clear()
     storage = Storage(cache_dir=tmp_path / "cache")
-    stream = tarstream.TarStream(f"flaky://{tmp_path}/train.manifest.json", storage=storage)
+    stream = tarstream.TarStream(f"flaky://{tmp_path}/_train.manifest.json", storage=storage)
     first = [s["__key__"] for s in stream]
     fetched = {path for path, _, _ in JOURNAL.ranges if path.endswith(".tar")}
     assert len(fetched) == 2
@@ -200,7 +200,7 @@ def test_a_read_only_cache_directory_falls_back_to_streaming(
 
     monkeypatch.setattr("tarstream.storage.cache.os.makedirs", read_only)
     storage = Storage(cache_dir=tmp_path / "cache")
-    stream = tarstream.TarStream(f"flaky://{tmp_path}/train.manifest.json", storage=storage)
+    stream = tarstream.TarStream(f"flaky://{tmp_path}/_train.manifest.json", storage=storage)
     with pytest.warns(CacheWarning, match="Read-only file system"):
         assert len(list(stream)) == 10
 

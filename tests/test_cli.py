@@ -38,7 +38,7 @@ def test_write_from_a_directory_groups_files_by_key_in_sorted_order(
     assert captured.out.strip() == str(tmp_path / "out" / "train-{000000..000001}.tar")
     assert "wrote 4 samples in 2 shards" in captured.err
     assert "skipped 2 files" in captured.err and "README" in captured.err
-    read = _samples(str(tmp_path / "out" / "train.manifest.json"))
+    read = _samples(str(tmp_path / "out" / "_train.manifest.json"))
     assert read == [
         {
             "__key__": f"{d}/{i:03d}",
@@ -119,9 +119,9 @@ def test_repack_existing_shards_with_new_limits(tmp_path: Path) -> None:
     assert (
         main(["write", str(tmp_path / "w-{000000..000002}.tar"), out, "--max-samples", "10"]) == 0
     )
-    manifest = json.loads((tmp_path / "r" / "r.manifest.json").read_text())
+    manifest = json.loads((tmp_path / "r" / "_r.manifest.json").read_text())
     assert manifest["samples"] == [10, 10]
-    assert _samples(str(tmp_path / "r" / "r.manifest.json")) == _samples(
+    assert _samples(str(tmp_path / "r" / "_r.manifest.json")) == _samples(
         str(tmp_path / "w-{000000..000002}.tar")
     )
 
@@ -135,13 +135,13 @@ def test_index_builds_sidecars_and_a_manifest_for_webdataset_shards_in_place(
     pattern = str(tmp_path / "w-{000000..000003}.tar")
     before = {p.name: p.read_bytes() for p in tmp_path.glob("*.tar")}
     assert main(["index", pattern]) == 0
-    assert capsys.readouterr().out.strip() == str(tmp_path / "w.manifest.json")
+    assert capsys.readouterr().out.strip() == str(tmp_path / "_w.manifest.json")
     assert {p.name: p.read_bytes() for p in tmp_path.glob("*.tar")} == before  # not rewritten
-    manifest = json.loads((tmp_path / "w.manifest.json").read_text())
+    manifest = json.loads((tmp_path / "_w.manifest.json").read_text())
     assert (
         manifest["samples"] == [30, 30, 30, 10] and manifest["shards"] == "w-{000000..000003}.tar"
     )
-    indexed = list(tarstream.TarStream(str(tmp_path / "w.manifest.json"), sidecars="require"))
+    indexed = list(tarstream.TarStream(str(tmp_path / "_w.manifest.json"), sidecars="require"))
     assert indexed == list(tarstream.TarStream(pattern, sidecars="ignore"))
 
 

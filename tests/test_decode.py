@@ -328,7 +328,7 @@ def _corrupt_dataset(directory: Path, n: int = 1000, bad: int = 10) -> None:
 
 def test_lenient_decoding_skips_and_counts_exactly_the_corrupt_samples(tmp_path: Path) -> None:
     _corrupt_dataset(tmp_path)
-    stream = tarstream.TarStream(str(tmp_path / "img.manifest.json"))
+    stream = tarstream.TarStream(str(tmp_path / "_img.manifest.json"))
     with pytest.raises(DecodeError, match=r"img-000000\.tar: member '00003\.jpg'"):
         list(stream.decode())
     lenient = stream.decode(errors="skip")
@@ -342,7 +342,7 @@ def test_lenient_decoding_skips_and_counts_exactly_the_corrupt_samples(tmp_path:
 
 def test_the_error_budget_raises_once_spent(tmp_path: Path) -> None:
     _corrupt_dataset(tmp_path)
-    stream = tarstream.TarStream(str(tmp_path / "img.manifest.json"))
+    stream = tarstream.TarStream(str(tmp_path / "_img.manifest.json"))
     with pytest.raises(DecodeError, match="more than max_errors=5 samples failed"):
         list(stream.decode(errors="skip", max_errors=5))
     assert len(list(stream.decode(errors="skip", max_errors=10))) == 990
@@ -354,7 +354,7 @@ def test_lenient_decode_resumes_exactly(tmp_path: Path) -> None:
     _corrupt_dataset(tmp_path, n=200, bad=4)
 
     def make() -> tarstream.Pipeline:
-        stream = tarstream.TarStream(str(tmp_path / "img.manifest.json"), seed=2).shuffle(30)
+        stream = tarstream.TarStream(str(tmp_path / "_img.manifest.json"), seed=2).shuffle(30)
         return stream.decode("l8", errors="skip").map(lambda s: s["__key__"])
 
     run = assert_resumable(make, at=[0, 1, 50, 120, 195], epochs=2)

@@ -9,6 +9,8 @@ from typing import Any
 
 import msgpack
 
+from .conftest import sidecar_of
+
 FORMAT_MD = Path(__file__).resolve().parent.parent / "FORMAT.md"
 
 
@@ -22,7 +24,7 @@ def test_the_sidecar_table_lists_exactly_the_keys_the_writer_writes(
     dataset: tuple[Path, list[dict[str, Any]]],
 ) -> None:
     directory, _ = dataset
-    doc = msgpack.unpackb((directory / "train-000000.tar.idx").read_bytes())
+    doc = msgpack.unpackb(sidecar_of(directory / "train-000000.tar").read_bytes())
     assert set(doc) == _table_keys("Sidecar index")
     assert doc["format"] == "tarstream.shard-index" and doc["version"] == 1
 
@@ -31,7 +33,7 @@ def test_the_manifest_table_lists_exactly_the_keys_the_writer_writes(
     dataset: tuple[Path, list[dict[str, Any]]],
 ) -> None:
     directory, _ = dataset
-    doc = json.loads((directory / "train.manifest.json").read_text())
+    doc = json.loads((directory / "_train.manifest.json").read_text())
     assert set(doc) == _table_keys("Manifest")
 
 

@@ -19,11 +19,11 @@ from tarstream.plan.specs import ShardSpec
 from tarstream.read.shard import read_shard, read_shard_at
 from tarstream.testing import assert_resumable
 
-from .conftest import make_samples, write_dataset
+from .conftest import make_samples, sidecar_of, write_dataset
 
 
 def _spec(path: Path) -> ShardSpec:
-    return ShardSpec(str(path), str(path) + ".idx")
+    return ShardSpec(str(path), str(sidecar_of(path)))
 
 
 def test_the_writers_sidecar_equals_one_built_by_scanning_the_shard(
@@ -34,7 +34,7 @@ def test_the_writers_sidecar_equals_one_built_by_scanning_the_shard(
         shard = directory / f"train-{i:06d}.tar"
         with open(shard, "rb") as f:
             scanned = build_sidecar(f, str(shard), name=shard.name)
-        assert scanned.to_bytes() == (directory / f"train-{i:06d}.tar.idx").read_bytes()
+        assert scanned.to_bytes() == sidecar_of(directory / f"train-{i:06d}.tar").read_bytes()
 
 
 def test_sidecar_records_counts_keys_offsets_size_and_checksum(
@@ -44,7 +44,7 @@ def test_sidecar_records_counts_keys_offsets_size_and_checksum(
 
     directory, samples = dataset
     shard = directory / "train-000001.tar"
-    index = ShardIndex.from_bytes((directory / "train-000001.tar.idx").read_bytes(), url="x")
+    index = ShardIndex.from_bytes(sidecar_of(directory / "train-000001.tar").read_bytes(), url="x")
     assert index.count == 10 and index.keys == [s["__key__"] for s in samples[10:20]]
     assert index.size == shard.stat().st_size
     assert index.sha256 == hashlib.sha256(shard.read_bytes()).hexdigest()
@@ -110,7 +110,7 @@ def test_an_unreadable_sidecar_is_a_clear_error(
     dataset: tuple[Path, list[dict[str, Any]]], content: bytes, message: str
 ) -> None:
     directory, _ = dataset
-    (directory / "train-000000.tar.idx").write_bytes(content)
+    sidecar_of(directory / "train-000000.tar").write_bytes(content)
     with pytest.raises(tarstream.SidecarError, match=message) as info:
         list(tarstream.TarStream(str(directory / "train-000000.tar")))
     assert "train-000000.tar.idx" in str(info.value)
@@ -120,7 +120,7 @@ def test_sidecars_require_names_the_shard_and_the_command_that_builds_one(
     dataset: tuple[Path, list[dict[str, Any]]],
 ) -> None:
     directory, _ = dataset
-    os.unlink(directory / "train-000001.tar.idx")
+    os.unlink(sidecar_of(directory / "train-000001.tar"))
     pattern = str(directory / "train-{000000..000002}.tar")
     assert len(list(tarstream.TarStream(pattern))) == 25  # "auto" falls back to parsing
     with pytest.raises(tarstream.SidecarError, match="tarstream index") as info:
@@ -132,7 +132,7 @@ def test_a_manifest_that_disagrees_with_a_sidecar_is_an_error(
     dataset: tuple[Path, list[dict[str, Any]]],
 ) -> None:
     directory, _ = dataset
-    manifest = directory / "train.manifest.json"
+    manifest = directory / "_train.manifest.json"
     manifest.write_text(manifest.read_text().replace("10,", "11,", 1))
     with pytest.raises(tarstream.SidecarError, match="manifest says 11 samples, sidecar says 10"):
         list(tarstream.TarStream(str(manifest)))
@@ -147,7 +147,7 @@ def test_an_empty_shard_has_a_valid_sidecar(tmp_path: Path) -> None:
     with open(path, "rb") as f:
         index = build_sidecar(f, str(path), name=path.name)
     assert index.count == 0
-    (tmp_path / "empty.tar.idx").write_bytes(index.to_bytes())
+    sidecar_of(tmp_path / "empty.tar").write_bytes(index.to_bytes())
     assert list(tarstream.TarStream(str(path), sidecars="require")) == []
 
 
@@ -162,7 +162,7 @@ def test_many_samples_read_in_several_chunks(tmp_path: Path) -> None:
 
 def _rewrite_sidecar(path: Path, **changes: Any) -> None:
     """Write a sidecar for shard ``path`` that says something else (built without checks)."""
-    sidecar = Path(str(path) + ".idx")
+    sidecar = sidecar_of(path)
     index = ShardIndex.from_bytes(sidecar.read_bytes(), url=str(sidecar))
     fields = {f.name: getattr(index, f.name) for f in dataclasses.fields(ShardIndex)}
     sidecar.write_bytes(ShardIndex(**{**fields, **changes}).to_bytes())
@@ -186,7 +186,7 @@ def test_a_sidecar_that_describes_an_impossible_shard_is_refused(
 ) -> None:
     write_dataset(tmp_path, make_samples(10), max_samples=10)
     shard = tmp_path / "train-000000.tar"
-    sidecar = Path(str(shard) + ".idx")
+    sidecar = sidecar_of(shard)
     _rewrite_sidecar(shard, **change(ShardIndex.from_bytes(sidecar.read_bytes(), url="")))
     with pytest.raises(tarstream.SidecarError, match=problem) as caught:
         list(tarstream.TarStream(str(shard)))
@@ -212,7 +212,7 @@ def test_a_flipped_byte_is_caught_before_its_sample_is_yielded(
 ) -> None:
     write_dataset(tmp_path, make_samples(10), max_samples=10)
     shard = tmp_path / "train-000000.tar"
-    index = ShardIndex.from_bytes(Path(str(shard) + ".idx").read_bytes(), url="")
+    index = ShardIndex.from_bytes(sidecar_of(shard).read_bytes(), url="")
     data = bytearray(shard.read_bytes())
     position = where(index)
     data[position] ^= 0x20
@@ -234,12 +234,12 @@ def test_sidecars_of_earlier_writers_without_checksums_still_read(tmp_path: Path
     write_dataset(tmp_path, make_samples(10), max_samples=10)
     shard = tmp_path / "train-000000.tar"
     _rewrite_sidecar(shard, checksums=None)
-    assert "sample_crc32" not in msgpack.unpackb(Path(str(shard) + ".idx").read_bytes())
+    assert "sample_crc32" not in msgpack.unpackb(sidecar_of(shard).read_bytes())
     assert len(list(tarstream.TarStream(str(shard), sidecars="require"))) == 10
 
 
 def _flip_sample(shard: Path, sample: int) -> None:
-    index = ShardIndex.from_bytes(Path(str(shard) + ".idx").read_bytes(), url="")
+    index = ShardIndex.from_bytes(sidecar_of(shard).read_bytes(), url="")
     data = bytearray(shard.read_bytes())
     data[int(index.member_offset[int(index.member_start[sample])])] ^= 1
     shard.write_bytes(bytes(data))
@@ -248,7 +248,7 @@ def _flip_sample(shard: Path, sample: int) -> None:
 def test_a_lenient_reader_ends_a_bad_shard_counts_it_and_goes_on(tmp_path: Path) -> None:
     write_dataset(tmp_path, make_samples(25), max_samples=10)
     _flip_sample(tmp_path / "train-000001.tar", 3)  # s/00013
-    manifest = str(tmp_path / "train.manifest.json")
+    manifest = str(tmp_path / "_train.manifest.json")
     stream = tarstream.TarStream(manifest, errors="skip")
     keys = [s["__key__"] for s in stream]
     assert keys == [f"s/{i:05d}" for i in [*range(13), *range(20, 25)]]
@@ -265,7 +265,7 @@ def test_a_lenient_reader_ends_a_bad_shard_counts_it_and_goes_on(tmp_path: Path)
 def test_a_lenient_reader_resumes_exactly_past_a_bad_shard(tmp_path: Path) -> None:
     write_dataset(tmp_path, make_samples(25), max_samples=10)
     _flip_sample(tmp_path / "train-000001.tar", 3)
-    manifest = str(tmp_path / "train.manifest.json")
+    manifest = str(tmp_path / "_train.manifest.json")
 
     def make() -> tarstream.Pipeline:
         stream = tarstream.TarStream(manifest, errors="skip", seed=2, shuffle_shards=True)

@@ -120,7 +120,7 @@ def test_webdataset_decoded_fields_match_the_written_values(tmp_path: Path) -> N
 def test_unicode_keys_round_trip_through_every_sidecar_mode(tmp_path: Path, sidecars: str) -> None:
     samples = [{"__key__": k, "txt": k, "cls": i} for i, k in enumerate(UNICODE_KEYS)]
     write_dataset(tmp_path, samples, max_samples=4)
-    manifest = str(tmp_path / "train.manifest.json")
+    manifest = str(tmp_path / "_train.manifest.json")
     read = list(tarstream.TarStream(manifest, sidecars=sidecars).decode())  # type: ignore[arg-type]
     assert [(s["__key__"], s["txt"], s["cls"]) for s in read] == [
         (k, k, i) for i, k in enumerate(UNICODE_KEYS)
@@ -130,7 +130,7 @@ def test_unicode_keys_round_trip_through_every_sidecar_mode(tmp_path: Path, side
 def test_unicode_keys_are_indexed_and_read_by_webdataset(tmp_path: Path) -> None:
     samples = [{"__key__": k, "txt": k} for k in UNICODE_KEYS]
     write_dataset(tmp_path, samples, max_samples=100)
-    for sidecar in tmp_path.glob("*.idx"):
+    for sidecar in tmp_path.glob(".tarstream/*.idx"):
         sidecar.unlink()
     assert cli_main(["index", str(tmp_path / "train-000000.tar")]) == 0
     stream = tarstream.TarStream(str(tmp_path / "train-000000.tar"), sidecars="require")

@@ -196,7 +196,7 @@ def test_an_error_in_a_worker_reaches_the_trainer_as_the_same_type_with_its_attr
     data = bytearray(shard.read_bytes())
     data[1024 * 3 + 700] ^= 1  # a data byte of the shard's second sample
     shard.write_bytes(bytes(data))
-    stream = tarstream.TarStream(str(tmp_path / "train.manifest.json"))
+    stream = tarstream.TarStream(str(tmp_path / "_train.manifest.json"))
     loader = tarstream.Loader(stream, num_workers=2, multiprocessing_context=context)
     with pytest.raises(tarstream.ShardFormatError, match="does not match the checksum") as caught:
         list(loader)

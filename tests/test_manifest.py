@@ -25,7 +25,7 @@ def test_manifest_lists_shards_in_brace_form_with_counts_sizes_and_totals(
     dataset: tuple[Path, list[dict[str, Any]]],
 ) -> None:
     directory, _ = dataset
-    doc = json.loads((directory / "train.manifest.json").read_text())
+    doc = json.loads((directory / "_train.manifest.json").read_text())
     assert doc["format"] == "tarstream.manifest" and doc["version"] == 1
     assert doc["shards"] == "train-{000000..000002}.tar"
     assert doc["samples"] == [10, 10, 5] and doc["total_samples"] == 25
@@ -40,10 +40,10 @@ def test_a_manifest_names_shards_relative_to_itself(tmp_path: Path) -> None:
     write_dataset(tmp_path / "first", samples, max_samples=10)
     moved = tmp_path / "elsewhere"
     (tmp_path / "first").rename(moved)
-    specs = resolve_shards(str(moved / "train.manifest.json"))
+    specs = resolve_shards(str(moved / "_train.manifest.json"))
     assert [s.url for s in specs] == [str(moved / f"train-{i:06d}.tar") for i in range(3)]
     assert [s.count for s in specs] == [10, 10, 5]
-    keys = [s["__key__"] for s in tarstream.TarStream(str(moved / "train.manifest.json"))]
+    keys = [s["__key__"] for s in tarstream.TarStream(str(moved / "_train.manifest.json"))]
     assert keys == [s["__key__"] for s in samples]
 
 
@@ -53,7 +53,7 @@ def test_sources_brace_patterns_lists_and_manifests_give_the_same_samples(
     directory, _ = dataset
     by_pattern = list(tarstream.TarStream(str(directory / "train-{000000..000002}.tar")))
     by_list = list(tarstream.TarStream([str(directory / f"train-{i:06d}.tar") for i in range(3)]))
-    by_manifest = list(tarstream.TarStream(directory / "train.manifest.json"))
+    by_manifest = list(tarstream.TarStream(directory / "_train.manifest.json"))
     assert by_pattern == by_list == by_manifest and len(by_pattern) == 25
 
 

@@ -59,7 +59,7 @@ def test_a_pipe_command_runs_without_a_shell_and_its_failure_names_the_shard(
 
 def test_a_manifest_may_not_name_a_command(shards: tuple[Path, list[Any]]) -> None:
     directory, _ = shards
-    manifest = json.loads((directory / "train.manifest.json").read_text())
+    manifest = json.loads((directory / "_train.manifest.json").read_text())
     manifest["shards"] = [_pipe("cat", "x.tar"), "train-000001.tar", "train-000002.tar"]
     (directory / "evil.manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ManifestError, match=r"'pipe:cat x\.tar' must be relative .* or pipe:"):

@@ -64,7 +64,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def source(data: Path, **options: Any) -> tuple[Stage[Any], ...]:
     return (
-        ShardList(str(data / "train.manifest.json")),
+        ShardList(str(data / "_train.manifest.json")),
         ShuffleShards(),
         SplitByRank(**options),
         SplitByWorker(),
@@ -137,7 +137,9 @@ def test_resume_in_a_simulated_worker_and_rank(data: Path) -> None:
     world = tarstream.World(1, 2, 2, 3)
 
     def make() -> Pipeline:
-        stream = tarstream.TarStream(str(data / "train.manifest.json"), seed=2, shuffle_shards=True)
+        stream = tarstream.TarStream(
+            str(data / "_train.manifest.json"), seed=2, shuffle_shards=True
+        )
         return stream.shuffle(7).decode().in_world(world)
 
     # rank 1 of 2 has 26 samples; worker share (2 + epoch 0) % 3 = 2 gets 26 - 17 = 9
@@ -151,7 +153,7 @@ def test_list_and_fluent_composition_give_the_same_items(data: Path) -> None:
 
 
 def test_fluent_methods_return_new_pipelines_and_leave_the_original_alone(data: Path) -> None:
-    base = tarstream.TarStream(str(data / "train.manifest.json"))
+    base = tarstream.TarStream(str(data / "_train.manifest.json"))
     shuffled = base.shuffle(10)
     batched = shuffled.batch(4)
     assert base is not shuffled is not batched
@@ -170,7 +172,9 @@ def test_one_stage_object_serves_several_pipelines(data: Path) -> None:
 
 def test_order_differs_between_epochs_and_repeats_across_runs(data: Path) -> None:
     def run(epoch: int) -> list[Any]:
-        stream = tarstream.TarStream(str(data / "train.manifest.json"), seed=3, shuffle_shards=True)
+        stream = tarstream.TarStream(
+            str(data / "_train.manifest.json"), seed=3, shuffle_shards=True
+        )
         stream.set_epoch(epoch)
         return [s["__key__"] for s in stream.shuffle(20)]
 
@@ -182,7 +186,7 @@ def test_seed_changes_the_order(data: Path) -> None:
     orders = [
         [
             s["__key__"]
-            for s in tarstream.TarStream(str(data / "train.manifest.json"), seed=s).shuffle(52)
+            for s in tarstream.TarStream(str(data / "_train.manifest.json"), seed=s).shuffle(52)
         ]
         for s in (1, 2)
     ]
@@ -246,14 +250,14 @@ def test_collate_stacks_arrays_and_tensors_and_keeps_other_values() -> None:
 
 
 def test_batches_and_partial_batches(data: Path) -> None:
-    stream = tarstream.TarStream(str(data / "train.manifest.json")).to_tuple("txt", "cls")
+    stream = tarstream.TarStream(str(data / "_train.manifest.json")).to_tuple("txt", "cls")
     assert [len(b[0]) for b in stream.batch(10)] == [10, 10, 10, 10, 10, 2]
     assert [len(b[0]) for b in stream.batch(10, partial=False)] == [10] * 5
     assert len(stream.batch(10)) == 6 and len(stream.batch(10, partial=False)) == 5
 
 
 def test_length_is_known_through_count_preserving_stages_only(data: Path) -> None:
-    stream = tarstream.TarStream(str(data / "train.manifest.json"))
+    stream = tarstream.TarStream(str(data / "_train.manifest.json"))
     assert len(stream) == 52 and len(stream.shuffle(5).decode().take(30)) == 30
     assert len(stream.skip(50).repeat(3)) == 6
     with pytest.raises(TypeError, match="length unknown"):
@@ -285,7 +289,7 @@ def test_bad_stage_options_are_rejected_at_construction(
 
 
 def test_state_is_small_json_and_versioned(data: Path) -> None:
-    stream = tarstream.TarStream(str(data / "train.manifest.json")).shuffle(40).decode().batch(4)
+    stream = tarstream.TarStream(str(data / "_train.manifest.json")).shuffle(40).decode().batch(4)
     iterator = iter(stream)
     next(iterator)
     state = stream.state_dict()
@@ -430,7 +434,7 @@ def test_images_decoded_into_the_batch_equal_batches_of_decoded_images(
         pack(image, out)
 
     monkeypatch.setattr(PendingImage, "pack", staticmethod(counting_pack))
-    stream = tarstream.TarStream(str(images / "train.manifest.json"))
+    stream = tarstream.TarStream(str(images / "_train.manifest.json"))
     into_place = list(COMPOSITIONS[compose](stream.decode(spec)).batch(4))
     assert len(packed) == 23 - 3  # all but 0005 and the two after it in its batch
     packed.clear()
@@ -455,6 +459,6 @@ def test_a_corrupt_image_decoded_into_a_batch_is_a_decode_error_naming_it(
         for i in range(10)
     ]
     write_dataset(tmp_path, samples)
-    stream = tarstream.TarStream(str(tmp_path / "train.manifest.json"))
+    stream = tarstream.TarStream(str(tmp_path / "_train.manifest.json"))
     with pytest.raises(tarstream.DecodeError, match=rf"train-000000\.tar: member '000{bad}\.jpg'"):
         list(stream.decode("torchrgb8").to_tuple("jpg", "cls").batch(4))

@@ -71,9 +71,9 @@ def flaky(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 # -- a real S3 endpoint ------------------------------------------------------------------------
 def test_s3_stream_gives_exactly_the_samples_of_the_local_copy(s3: tuple[str, Path]) -> None:
     endpoint, directory = s3
-    local = _rows(tarstream.TarStream(str(directory / "train.manifest.json")))
+    local = _rows(tarstream.TarStream(str(directory / "_train.manifest.json")))
     storage = _s3_storage(endpoint, block_size=16 << 10)
-    assert _rows(tarstream.TarStream("s3://data/train/train.manifest.json", storage=storage)) == (
+    assert _rows(tarstream.TarStream("s3://data/train/_train.manifest.json", storage=storage)) == (
         local
     )
     pattern = "s3://data/train/train-{000000..000003}.tar"  # sidecars found beside the shards
@@ -85,9 +85,9 @@ def test_s3_stream_gives_exactly_the_samples_of_the_local_copy(s3: tuple[str, Pa
 @pytest.mark.parametrize("start", ["fork", "spawn"])
 def test_s3_stream_through_two_workers(s3: tuple[str, Path], start: str) -> None:
     endpoint, directory = s3
-    local = _rows(tarstream.TarStream(str(directory / "train.manifest.json")))
+    local = _rows(tarstream.TarStream(str(directory / "_train.manifest.json")))
     stream = tarstream.TarStream(
-        "s3://data/train/train.manifest.json", storage=_s3_storage(endpoint, block_size=16 << 10)
+        "s3://data/train/_train.manifest.json", storage=_s3_storage(endpoint, block_size=16 << 10)
     )
     loader = tarstream.Loader(stream.batch(8), num_workers=2, multiprocessing_context=start)
     got = [row for b in loader for row in zip(b["__key__"], b["txt"], b["json"], strict=True)]
@@ -105,9 +105,9 @@ def test_s3_missing_object_fails_at_once_naming_it(s3: tuple[str, Path]) -> None
 
 def test_s3_warm_cache_gives_the_same_samples(s3: tuple[str, Path], tmp_path: Path) -> None:
     endpoint, directory = s3
-    local = _rows(tarstream.TarStream(str(directory / "train.manifest.json")))
+    local = _rows(tarstream.TarStream(str(directory / "_train.manifest.json")))
     storage = _s3_storage(endpoint, cache_dir=tmp_path / "cache")
-    stream = tarstream.TarStream("s3://data/train/train.manifest.json", storage=storage)
+    stream = tarstream.TarStream("s3://data/train/_train.manifest.json", storage=storage)
     assert _rows(stream) == local
     assert storage.cache is not None
     assert sorted(p.rsplit("-", 1)[-1] for p, _, _ in storage.cache.entries()) == [
@@ -123,11 +123,11 @@ def test_transient_faults_are_retried_from_the_byte_reached(
     flaky: tuple[str, Path], kind: str, prefetch: int
 ) -> None:
     url, directory = flaky
-    expected = _rows(tarstream.TarStream(str(directory / "train.manifest.json")))
+    expected = _rows(tarstream.TarStream(str(directory / "_train.manifest.json")))
     shard = str(directory / "train-000001.tar").lstrip("/")
     JOURNAL.faults += [Fault(shard, at=5000, attempts=(1, 2), kind=kind), Fault(shard, at=40000)]
     storage = Storage(retry=NO_WAIT, block_size=8192, prefetch=prefetch)
-    got = _rows(tarstream.TarStream(f"{url}/train.manifest.json", storage=storage))
+    got = _rows(tarstream.TarStream(f"{url}/_train.manifest.json", storage=storage))
     assert got == expected  # every sample exactly once, in order
     assert JOURNAL.faults[0].seen >= 3 and JOURNAL.faults[1].seen >= 2  # faults were met
 
@@ -138,7 +138,7 @@ def test_retries_used_up_is_a_storage_error_naming_the_shard(flaky: tuple[str, P
     JOURNAL.faults.append(Fault(shard, at=100, attempts=(1, 2, 3, 4)))
     storage = Storage(retry=NO_WAIT, block_size=8192)
     with pytest.raises(StorageError, match=r"train-000000\.tar: read at byte 0 failed after 4"):
-        list(tarstream.TarStream(f"{url}/train.manifest.json", storage=storage))
+        list(tarstream.TarStream(f"{url}/_train.manifest.json", storage=storage))
 
 
 def test_a_permanent_fault_fails_within_seconds(flaky: tuple[str, Path]) -> None:
@@ -148,7 +148,7 @@ def test_a_permanent_fault_fails_within_seconds(flaky: tuple[str, Path]) -> None
     storage = Storage(retry=Retry(attempts=6, backoff=2.0), block_size=8192)
     started = time.monotonic()
     with pytest.raises(StorageError, match="403 Forbidden") as caught:
-        list(tarstream.TarStream(f"{url}/train.manifest.json", storage=storage))
+        list(tarstream.TarStream(f"{url}/_train.manifest.json", storage=storage))
     assert time.monotonic() - started < 5
     assert "train-000002.tar" in str(caught.value)
 
@@ -163,7 +163,7 @@ def test_a_backend_that_never_returns_fails_at_the_deadline(
     JOURNAL.faults.append(Fault(shard, at=9000, kind="stall"))
     retry = Retry(attempts=3, backoff=0, timeout=0.2, deadline=0.5)
     storage = Storage(retry=retry, block_size=8192, prefetch=prefetch)
-    stream = tarstream.TarStream(f"{url}/train.manifest.json", storage=storage)
+    stream = tarstream.TarStream(f"{url}/_train.manifest.json", storage=storage)
     started = time.monotonic()
     with pytest.raises(StorageError, match=r"train-000001\.tar: read at byte 8192 did not finish"):
         list(stream)
@@ -179,7 +179,7 @@ def test_an_object_replaced_during_the_read_is_an_error_not_mixed_bytes(
     storage = Storage(retry=NO_WAIT, block_size=8192)
     seen = []
     with pytest.raises(ShardChangedError, match="object changed during the read"):
-        for sample in tarstream.TarStream(f"{url}/train.manifest.json", storage=storage):
+        for sample in tarstream.TarStream(f"{url}/_train.manifest.json", storage=storage):
             seen.append(sample["__key__"])
     assert seen == [f"s/{i:05d}" for i in range(len(seen))]  # nothing after the change
 
@@ -217,7 +217,7 @@ def test_truncation_without_content_length_is_caught_by_the_sidecar(tmp_path: Pa
     size = (tmp_path / "train-000001.tar").stat().st_size
     with http_server(tmp_path, cut={"train-000001.tar": size - 3000}) as base:
         stream = tarstream.TarStream(
-            f"{base}/train.manifest.json", storage=Storage(retry=NO_WAIT, block_size=8192)
+            f"{base}/_train.manifest.json", storage=Storage(retry=NO_WAIT, block_size=8192)
         )
         with pytest.raises(TruncatedShardError, match=r"train-000001\.tar"):
             list(stream)
@@ -246,7 +246,7 @@ def test_secrets_stay_out_of_pickles_state_repr_and_errors(flaky: tuple[str, Pat
         {"key": "AKIAEXAMPLE", "secret": SECRET, "client_kwargs": {"region_name": "x"}},
         retry=NO_WAIT,
     )
-    stream = tarstream.TarStream(f"{url}/train.manifest.json", storage=storage).shuffle(5)
+    stream = tarstream.TarStream(f"{url}/_train.manifest.json", storage=storage).shuffle(5)
     it = iter(stream)
     next(it)
     texts = [

@@ -89,7 +89,7 @@ def uneven(tmp_path: Path) -> tuple[Path, list[str]]:
         samples = [{"__key__": f"s{shard}/{i:03d}", "txt": f"{shard}-{i}"} for i in range(size)]
         keys += [str(s["__key__"]) for s in samples]
         write_dataset(tmp_path, samples, start_index=shard)
-        os.rename(tmp_path / "train.manifest.json", tmp_path / f"m{shard}.json")
+        os.rename(tmp_path / "_train.manifest.json", tmp_path / f"m{shard}.json")
     return tmp_path, keys
 
 

@@ -66,7 +66,9 @@ def _reader(source: str) -> list[Stage[Any]]:
 def two_datasets(tmp_path: Path) -> tuple[str, str]:
     write_dataset(tmp_path / "a", make_samples(17, prefix="a"), max_samples=5)
     write_dataset(tmp_path / "b", make_samples(9, prefix="b"), max_samples=4)
-    return str(tmp_path / "a" / "train.manifest.json"), str(tmp_path / "b" / "train.manifest.json")
+    return str(tmp_path / "a" / "_train.manifest.json"), str(
+        tmp_path / "b" / "_train.manifest.json"
+    )
 
 
 def test_a_stage_with_two_named_sources_alternates_and_resumes_each_from_its_own_state(

@@ -21,7 +21,11 @@ from .conftest import make_samples, write_dataset
 
 
 def _files(directory: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+    return {
+        p.relative_to(directory).as_posix(): p.read_bytes()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_two_writes_of_the_same_input_are_byte_identical(tmp_path: Path) -> None:
@@ -30,13 +34,13 @@ def test_two_writes_of_the_same_input_are_byte_identical(tmp_path: Path) -> None
     write_dataset(tmp_path / "b", samples, max_samples=15)
     a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
     assert sorted(a) == [
+        ".tarstream/train-000000.tar.idx",
+        ".tarstream/train-000001.tar.idx",
+        ".tarstream/train-000002.tar.idx",
+        "_train.manifest.json",
         "train-000000.tar",
-        "train-000000.tar.idx",
         "train-000001.tar",
-        "train-000001.tar.idx",
         "train-000002.tar",
-        "train-000002.tar.idx",
-        "train.manifest.json",
     ]
     assert a == b
 
@@ -75,7 +79,8 @@ os._exit(3)  # dies with shard 1 half written: no close, no cleanup
     result = subprocess.run([sys.executable, "-c", script], capture_output=True)
     assert result.returncode == 3
     names = sorted(os.listdir(tmp_path))
-    assert names == [".t-000001.tar.partial", "t-000000.tar", "t-000000.tar.idx"]
+    assert names == [".t-000001.tar.partial", ".tarstream", "t-000000.tar"]
+    assert os.listdir(tmp_path / ".tarstream") == ["t-000000.tar.idx"]
     assert len(list(tarstream.TarStream(str(tmp_path / "t-000000.tar"), sidecars="require"))) == 5
 
 
@@ -89,7 +94,8 @@ def test_an_exception_in_the_with_block_removes_the_partial_shard_and_writes_no_
         for i in range(3):
             w.write({"__key__": str(i), "txt": "x"})
         raise RuntimeError("boom")
-    assert sorted(os.listdir(tmp_path)) == ["t-000000.tar", "t-000000.tar.idx"]
+    assert sorted(os.listdir(tmp_path)) == [".tarstream", "t-000000.tar"]
+    assert os.listdir(tmp_path / ".tarstream") == ["t-000000.tar.idx"]
 
 
 @pytest.mark.parametrize(
@@ -139,7 +145,7 @@ def test_url_metadata_from_a_reader_is_ignored_so_read_samples_can_be_written_ba
     tmp_path: Path, dataset: tuple[Path, list[dict[str, object]]]
 ) -> None:
     directory, _ = dataset
-    read = list(tarstream.TarStream(str(directory / "train.manifest.json")))
+    read = list(tarstream.TarStream(str(directory / "_train.manifest.json")))
     write_dataset(tmp_path / "copy", read, max_samples=10)
     for name in ("train-000000.tar", "train-000001.tar", "train-000002.tar"):
         assert (tmp_path / "copy" / name).read_bytes() == (directory / name).read_bytes()

@@ -57,8 +57,9 @@ def _upload(endpoint: str, directory: Path) -> None:
         aws_secret_access_key=_KEYS["secret"],
     )
     s3.create_bucket(Bucket="bench")
-    for path in sorted(directory.iterdir()):
-        s3.upload_file(str(path), "bench", f"small/{path.name}")
+    for path in sorted(directory.rglob("*")):  # the shards, _small.manifest.json, .tarstream/
+        if path.is_file():
+            s3.upload_file(str(path), "bench", f"small/{path.relative_to(directory).as_posix()}")
 
 
 def credentials() -> dict[str, str]:
@@ -80,7 +81,7 @@ def bench_remote(args: argparse.Namespace) -> dict[str, Any]:
         _wait_for(port, server)
         endpoint = f"http://127.0.0.1:{port}"
         _upload(endpoint, d)
-        manifest = "s3://bench/small/small.manifest.json"
+        manifest = "s3://bench/small/_small.manifest.json"
         cache_dir = tempfile.mkdtemp(prefix="tarstream-bench-cache-")
 
         def s3(**options: Any) -> Callable[[], int]:
@@ -90,7 +91,7 @@ def bench_remote(args: argparse.Namespace) -> dict[str, Any]:
             return lambda: _count(tarstream.TarStream(manifest, storage=storage))
 
         runs: dict[str, Callable[[], int]] = {
-            "local_disk": lambda: _count(tarstream.TarStream(str(d / "small.manifest.json"))),
+            "local_disk": lambda: _count(tarstream.TarStream(str(d / "_small.manifest.json"))),
             "s3_prefetch": s3(prefetch=2),
             "s3_no_prefetch": s3(prefetch=0),
             "s3_warm_cache": s3(cache_dir=cache_dir),

@@ -23,7 +23,7 @@ import numpy as np
 SHARDS = 20
 #: Written into a workload's DONE file; a workload written under another stamp (an older
 #: shard or sidecar format) is written again.
-STAMP = "2: sidecars with sample checksums\n"
+STAMP = "3: sidecars in .tarstream/, manifest _NAME.manifest.json\n"
 _WORDS = [
     "the",
     "of",

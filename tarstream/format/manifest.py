@@ -57,6 +57,9 @@ class Manifest:
     sizes: list[int]
     fields: list[str]
     sidecar_suffix: str = ".idx"
+    #: The folder beside the shards that holds their sidecars ("": beside the shards, as
+    #: manifests written before the folder say by not naming one).
+    sidecar_dir: str = ""
     writer: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -79,6 +82,7 @@ class Manifest:
             "total_bytes": self.total_bytes,
             "fields": self.fields,
             "sidecar_suffix": self.sidecar_suffix,
+            "sidecar_dir": self.sidecar_dir,
             "writer": self.writer,
         }
         return json.dumps(doc, indent=1, sort_keys=False) + "\n"
@@ -107,6 +111,7 @@ class Manifest:
                 sizes=[int(n) for n in doc["sizes"]],
                 fields=[str(f) for f in doc.get("fields", [])],
                 sidecar_suffix=str(doc.get("sidecar_suffix", ".idx")),
+                sidecar_dir=str(doc.get("sidecar_dir", "")),
                 writer=dict(doc.get("writer", {})),
             )
         except (KeyError, TypeError, ValueError) as e:
@@ -127,6 +132,12 @@ class Manifest:
         if not suffix or "/" in unquote(suffix) or not is_safe_name("x" + suffix):
             raise ManifestError(
                 f"{url}: sidecar_suffix {suffix!r} must be a plain suffix such as '.idx' "
+                "(no '/', '..' or control character)"
+            )
+        folder = manifest.sidecar_dir
+        if folder and ("/" in unquote(folder) or not is_safe_name(folder)):
+            raise ManifestError(
+                f"{url}: sidecar_dir {folder!r} must be one folder name such as '.tarstream' "
                 "(no '/', '..' or control character)"
             )
         return manifest

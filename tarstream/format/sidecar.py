@@ -1,6 +1,10 @@
 """The per-shard sidecar (format v1; see FORMAT.md): what a reader knows before opening a shard.
 
-A sidecar sits next to its shard as ``SHARD + SIDECAR_SUFFIX``. It is a msgpack map holding
+A sidecar lives in a hidden folder beside its shard, ``DIR/.tarstream/NAME.idx`` for
+``DIR/NAME`` (``sidecar_url``), where tools that read a directory of shards (Hugging Face
+``datasets``, Ray Data) do not look and where Megatron-Energon's own ``NAME.idx`` cannot
+collide with it; before, it sat beside the shard (``legacy_sidecar_url``), where readers still
+find it. It is a msgpack map holding
 the shard's byte size and SHA-256, its samples' keys and header offsets, and for every
 member its field, data offset and size, so a reader can know the epoch length without
 opening tars, seek to sample *i*, slice members without parsing headers, and detect a
@@ -19,9 +23,11 @@ import numpy as np
 from ..errors import SidecarError
 from .keys import unsafe_key
 
-__all__ = ["SIDECAR_SUFFIX", "ShardIndex", "sidecar_url"]
+__all__ = ["SIDECAR_DIR", "SIDECAR_SUFFIX", "ShardIndex", "legacy_sidecar_url", "sidecar_url"]
 
 SIDECAR_SUFFIX = ".idx"
+#: The folder beside the shards that holds their sidecars.
+SIDECAR_DIR = ".tarstream"
 FORMAT_NAME = "tarstream.shard-index"
 FORMAT_VERSION = 1
 
@@ -31,9 +37,22 @@ _U32 = np.dtype("<u4")
 _U16 = np.dtype("<u2")
 
 
-def sidecar_url(shard_url: str) -> str:
-    """Return where the sidecar of ``shard_url`` lives."""
-    return shard_url + SIDECAR_SUFFIX
+def sidecar_url(shard_url: str, folder: str = SIDECAR_DIR, suffix: str = SIDECAR_SUFFIX) -> str:
+    """Return where the sidecar of ``shard_url`` (a path or URL) lives: in ``folder`` beside
+    it ("": beside it, as before the folder).
+
+    >>> sidecar_url("s3://b/d/train-000001.tar"), sidecar_url("x.tar", "")
+    ('s3://b/d/.tarstream/train-000001.tar.idx', 'x.tar.idx')
+    """
+    if not folder:
+        return shard_url + suffix
+    head, slash, name = shard_url.rpartition("/")
+    return f"{head}{slash}{folder}/{name}{suffix}"
+
+
+def legacy_sidecar_url(shard_url: str) -> str:
+    """Where sidecars were written before ``SIDECAR_DIR``: beside the shard."""
+    return sidecar_url(shard_url, "")
 
 
 @dataclass(frozen=True, eq=False)
@@ -128,6 +147,12 @@ class ShardIndex:
             ),
         }
         return bytes(msgpack.packb(doc, use_bin_type=True))
+
+    @staticmethod
+    def is_sidecar(data: bytes) -> bool:
+        """Whether ``data`` claims to be a tarstream sidecar (its format field, which
+        ``to_bytes`` writes first); another tool's file of the same name does not."""
+        return FORMAT_NAME.encode() in data[:64]
 
     @classmethod
     def from_bytes(cls, data: bytes, *, url: str) -> ShardIndex:

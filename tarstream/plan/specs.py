@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Literal
 from ..errors import ManifestError, RedactedCause, SidecarError, redact_url
 from ..format.braces import expand
 from ..format.manifest import MANIFEST_SUFFIX, Manifest
-from ..format.sidecar import SIDECAR_SUFFIX, ShardIndex
+from ..format.sidecar import ShardIndex, legacy_sidecar_url, sidecar_url
 from ..storage.files import read_bytes
 from ..storage.urls import is_pipe, join_url
 
@@ -43,13 +43,16 @@ def check_sidecar_mode(sidecars: str) -> None:
 @dataclass(frozen=True)
 class ShardSpec:
     """One shard to read: its URL, where its sidecar is ("": none), its count and size if
-    known, and the storage that reaches remote URLs (None: defaults)."""
+    known, the storage that reaches remote URLs (None: defaults), and where an older
+    version put its sidecar ("": nowhere to look; a file there that is not a tarstream
+    sidecar, such as Megatron-Energon's index of the same name, is not one)."""
 
     url: str
     sidecar: str
     count: int | None = None
     size: int | None = None
     storage: Storage | None = None
+    legacy_sidecar: str = ""
 
 
 def _is_manifest(name: str) -> bool:
@@ -89,7 +92,14 @@ def resolve_shards(
             elif _is_manifest(name):
                 specs.extend(_manifest_shards(name, storage))
             else:
-                specs.append(ShardSpec(name, name + SIDECAR_SUFFIX, storage=storage))
+                specs.append(
+                    ShardSpec(
+                        name,
+                        sidecar_url(name),
+                        storage=storage,
+                        legacy_sidecar=legacy_sidecar_url(name),
+                    )
+                )
     if not specs:
         raise ValueError(f"source {source!r} names no shard")
     return specs
@@ -107,7 +117,8 @@ def _manifest_shards(url: str, storage: Storage | None) -> list[ShardSpec]:
     out = []
     for name, count, size in zip(manifest.shards, manifest.samples, manifest.sizes, strict=True):
         shard = join_url(url, name)
-        out.append(ShardSpec(shard, shard + manifest.sidecar_suffix, count, size, storage))
+        sidecar = sidecar_url(shard, manifest.sidecar_dir, manifest.sidecar_suffix)
+        out.append(ShardSpec(shard, sidecar, count, size, storage))
     return out
 
 
@@ -122,8 +133,27 @@ def load_sidecar(spec: ShardSpec) -> ShardIndex | None:
     try:
         data = read_bytes(spec.sidecar, spec.storage, cached=True)
     except FileNotFoundError:
-        return None
+        return _legacy_sidecar(spec)
     index = ShardIndex.from_bytes(data, url=redact_url(spec.sidecar))
+    return _agreeing(spec, index)
+
+
+def _legacy_sidecar(spec: ShardSpec) -> ShardIndex | None:
+    """The sidecar an older version wrote beside the shard, if one is there; a file there
+    that is not a tarstream sidecar is someone else's (Megatron-Energon writes its own
+    ``NAME.tar.idx``) and is left alone."""
+    if not spec.legacy_sidecar:
+        return None
+    try:
+        data = read_bytes(spec.legacy_sidecar, spec.storage, cached=True)
+    except FileNotFoundError:
+        return None
+    if not ShardIndex.is_sidecar(data):
+        return None
+    return _agreeing(spec, ShardIndex.from_bytes(data, url=redact_url(spec.legacy_sidecar)))
+
+
+def _agreeing(spec: ShardSpec, index: ShardIndex) -> ShardIndex:
     if spec.count is not None and spec.count != index.count:
         raise SidecarError(
             f"manifest says {spec.count} samples, sidecar says {index.count}", shard=spec.url

@@ -131,8 +131,11 @@ def read_bytes(url: str, storage: Storage | None = None, *, cached: bool = False
 
 
 def atomic_write(path: str, data: bytes) -> None:
-    """Write ``data`` to a local ``path`` through a temporary file and a rename."""
+    """Write ``data`` to a local ``path`` through a temporary file and a rename (making its
+    folder if needed)."""
     directory, base = os.path.split(path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
     temp = os.path.join(directory, f".{base}.partial")
     with open(temp, "wb") as f:
         f.write(data)

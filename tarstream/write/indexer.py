@@ -1,4 +1,5 @@
-"""Sidecars and a manifest for existing shards (``tarstream index``), written beside them."""
+"""Sidecars and a manifest for existing shards (``tarstream index``), written beside them
+(the sidecars in the ``.tarstream/`` folder)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from ..errors import WriteError
 from ..format.braces import expand
 from ..format.manifest import Manifest
 from ..format.samples import build_sidecar
-from ..format.sidecar import SIDECAR_SUFFIX
+from ..format.sidecar import SIDECAR_DIR, sidecar_url
 from ..storage.files import atomic_write, open_input
 from ..storage.urls import is_local, local_path
 from .progress import Progress
@@ -21,7 +22,8 @@ __all__ = ["index_shards"]
 def index_shards(
     pattern: str, *, manifest: str | None = None, progress: Progress | None = None
 ) -> tuple[str, Manifest]:
-    """Build the sidecar of every shard ``pattern`` names, beside it, and a manifest.
+    """Build the sidecar of every shard ``pattern`` names (in ``.tarstream/`` beside it)
+    and a manifest.
 
     Returns the manifest's path (default: beside the shards, named after the pattern's
     prefix) and the manifest.
@@ -40,7 +42,7 @@ def index_shards(
         f, _ = open_input(shard)
         with f:
             index = build_sidecar(f, shard, name=os.path.basename(shard))
-        atomic_write(local_path(shard) + SIDECAR_SUFFIX, index.to_bytes())
+        atomic_write(sidecar_url(local_path(shard)), index.to_bytes())
         counts.append(index.count)
         sizes.append(index.size)
         fields.update(index.fields)
@@ -56,6 +58,7 @@ def index_shards(
         samples=counts,
         sizes=sizes,
         fields=sorted(fields),
+        sidecar_dir=SIDECAR_DIR,
         writer={"tool": "tarstream index"},
     )
     atomic_write(manifest_path, written.to_json().encode("utf-8"))

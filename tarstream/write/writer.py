@@ -16,7 +16,7 @@ from ..errors import DuplicateKeyError, InvalidKeyError, WriteError
 from ..format.header import BLOCK, RECORD, archive_end, member_header, padded, round_up
 from ..format.keys import validate_field, validate_key
 from ..format.manifest import MANIFEST_SUFFIX, Manifest
-from ..format.sidecar import SIDECAR_SUFFIX, ShardIndex
+from ..format.sidecar import SIDECAR_DIR, SIDECAR_SUFFIX, ShardIndex, sidecar_url
 from ..storage.files import atomic_write
 
 __all__ = ["ShardWriter", "default_manifest_path"]
@@ -27,14 +27,18 @@ _IGNORED_META = frozenset({"__url__", "__local_path__"})
 
 
 def default_manifest_path(pattern: str) -> str:
-    """Return the manifest path of a shard pattern.
+    """Return the manifest path of a shard pattern (or of one shard): beside the shards,
+    named after the pattern's prefix, with a leading ``_`` so that tools reading the
+    directory as shards (Ray Data, Spark, Arrow) pass it over.
 
-    >>> default_manifest_path("d/train-%06d.tar")
-    'd/train.manifest.json'
+    >>> default_manifest_path("d/train-%06d.tar"), default_manifest_path("d/val-000003.tar")
+    ('d/_train.manifest.json', 'd/_val.manifest.json')
     """
     directory, base = os.path.split(pattern)
-    stem = _PLACEHOLDER.split(base, maxsplit=1)[0].rstrip("-_.") or "dataset"
-    return os.path.join(directory, stem + MANIFEST_SUFFIX)
+    stem = _PLACEHOLDER.split(base, maxsplit=1)[0]
+    stem = re.sub(r"(\.(tar|tgz|tar\.gz))$", "", stem)
+    stem = stem.rstrip("0123456789").rstrip("-_.") or "dataset"
+    return os.path.join(directory, "_" + stem.lstrip("_") + MANIFEST_SUFFIX)
 
 
 class ShardWriter:
@@ -45,9 +49,10 @@ class ShardWriter:
     >>> with ShardWriter(os.path.join(d, "train-%06d.tar"), max_samples=2) as w:
     ...     for i in range(3):
     ...         w.write({"__key__": f"{i:04d}", "txt": f"sample {i}", "cls": i % 2})
-    >>> sorted(os.listdir(d))  # doctest: +NORMALIZE_WHITESPACE
-    ['train-000000.tar', 'train-000000.tar.idx', 'train-000001.tar', 'train-000001.tar.idx',
-     'train.manifest.json']
+    >>> sorted(os.listdir(d))
+    ['.tarstream', '_train.manifest.json', 'train-000000.tar', 'train-000001.tar']
+    >>> sorted(os.listdir(os.path.join(d, ".tarstream")))
+    ['train-000000.tar.idx', 'train-000001.tar.idx']
 
     Each sample is a mapping with ``__key__`` and fields; values are encoded by the field's
     extension (see ``tarstream.codecs.encode``). Fields are written in sorted order as ustar
@@ -62,7 +67,7 @@ class ShardWriter:
         max_bytes: start a new shard before one would exceed this size (None: no limit).
             A single sample larger than this gets a shard of its own.
         manifest: the manifest's path; None writes none. Default: beside the shards,
-            named after the pattern's prefix (``out/train.manifest.json``).
+            named after the pattern's prefix (``out/_train.manifest.json``).
         start_index: number of the first shard.
     """
 
@@ -204,7 +209,7 @@ class ShardWriter:
             end,
             self._checksums,
         )
-        atomic_write(self._path + SIDECAR_SUFFIX, index.to_bytes())
+        atomic_write(sidecar_url(self._path), index.to_bytes())
         self._indexes.append((self._path, index))
 
     def close(self) -> None:
@@ -235,6 +240,7 @@ class ShardWriter:
             sizes=[index.size for _, index in self._indexes],
             fields=sorted({f for _, index in self._indexes for f in index.fields}),
             sidecar_suffix=SIDECAR_SUFFIX,
+            sidecar_dir=SIDECAR_DIR,
             writer={
                 "tool": "tarstream.ShardWriter",
                 "max_samples": self.max_samples,
