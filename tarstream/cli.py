@@ -125,18 +125,29 @@ def _run_index(args: argparse.Namespace) -> int:
     print(path)
     print(
         f"indexed {manifest.total_samples:,} samples in {len(manifest.shards):,} shards; "
-        "sidecars written beside them",
+        "sidecars written in .tarstream/ beside them",
         file=sys.stderr,
     )
     return 0
 
 
 def _guard(run: Any, args: argparse.Namespace) -> int:
+    """Run a command: a problem with the data is one line and status 1, a mistake in the
+    arguments (a bad pattern or limit) one line and status 2, never a traceback."""
     try:
         return int(run(args))
     except (TarstreamError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _version(parser: argparse.ArgumentParser) -> None:
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
 
 
 def write_main(argv: Sequence[str] | None = None) -> int:
@@ -145,6 +156,7 @@ def write_main(argv: Sequence[str] | None = None) -> int:
         prog="tarstream-write",
         description="Write tar shards with sidecar indexes and a manifest.",
     )
+    _version(parser)
     _add_write_arguments(parser)
     return _guard(_run_write, parser.parse_args(argv))
 
@@ -152,13 +164,14 @@ def write_main(argv: Sequence[str] | None = None) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``tarstream``."""
     parser = argparse.ArgumentParser(prog="tarstream", description="tarstream shard tools.")
+    _version(parser)
     commands = parser.add_subparsers(dest="command", required=True)
     write = commands.add_parser("write", help="write shards (same as tarstream-write)")
     _add_write_arguments(write)
     index = commands.add_parser(
         "index", help="build sidecars and a manifest for existing shards, in place"
     )
-    index.add_argument("pattern", help="brace pattern of existing shards")
+    index.add_argument("pattern", help="brace pattern or glob of existing shards")
     index.add_argument("--manifest", default=None, help="manifest path (default: beside them)")
     args = parser.parse_args(argv)
     return _guard(_run_write if args.command == "write" else _run_index, args)

@@ -187,3 +187,49 @@ def test_the_installed_console_scripts_run(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(tmp_path / "o-000.tar")
+
+
+def test_version_and_python_dash_m(capsys: pytest.CaptureFixture[str]) -> None:
+    for entry in (main, write_main):
+        with pytest.raises(SystemExit) as done:
+            entry(["--version"])
+        assert done.value.code == 0
+        assert capsys.readouterr().out.split()[-1] == tarstream.__version__
+    result = subprocess.run(
+        [sys.executable, "-m", "tarstream", "--version"], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and result.stdout.strip() == f"tarstream {tarstream.__version__}"
+
+
+def test_index_takes_a_glob_and_names_the_manifest_after_the_shards(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with wds.ShardWriter(str(tmp_path / "val-%06d.tar"), maxcount=10, verbose=0) as w:
+        for i in range(25):
+            w.write({"__key__": f"{i:04d}", "txt": f"t{i}"})
+    assert main(["index", str(tmp_path / "val-*.tar")]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "_val.manifest.json")
+    assert len(list(tarstream.TarStream(str(tmp_path / "_val.manifest.json")))) == 25
+    assert main(["index", str(tmp_path / "val-000001.tar")]) == 0  # one shard
+    assert capsys.readouterr().out.strip() == str(tmp_path / "_val.manifest.json")
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["index", "{nothing"], "Unbalanced braces"),
+        (["index", "none-*.tar"], "names no shard"),
+        (["write", "SRC", "OUT/x-%06d.tar", "--max-samples", "0"], "max_samples"),
+    ],
+)
+def test_a_mistake_is_one_line_and_status_2_never_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], said: str
+) -> None:
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.txt").write_text("x")
+    argv = [a.replace("SRC", str(tmp_path / "src")).replace("OUT", str(tmp_path)) for a in argv]
+    argv = [str(tmp_path / a) if a.startswith(("{", "none")) else a for a in argv]
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code in (1, 2) and said in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1

@@ -1,6 +1,8 @@
 """Image decoding through Pillow: forms, layouts, reduced-size JPEG decode, a pixel limit.
 
-``spec`` names the form: ``"pil"`` (a loaded PIL image); ``"rgb8"``, ``"l8"``, ``"rgba8"``
+``spec`` names the form: ``"pil"`` (a loaded PIL image in RGB, as webdataset gives it;
+``"pill"``, ``"pilrgb"``, ``"pilrgba"`` in that mode, ``"pilany"`` in the mode it is stored
+in); ``"rgb8"``, ``"l8"``, ``"rgba8"``
 (uint8 arrays); ``"rgb"``, ``"l"``, ``"rgba"`` (float32 in 0..1); a ``"torch"`` prefix
 (``"torchrgb8"``) gives a CxHxW torch tensor. Numpy arrays are HxWxC, or CxHxW with
 ``layout="CHW"`` (grey images get a channel axis in CHW and torch forms).
@@ -23,6 +25,7 @@ from ..errors import ImageTooLargeError
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "PIL_FORMS",
     "ImageForm",
     "Size",
     "check_image_spec",
@@ -37,26 +40,39 @@ __all__ = [
 #: The largest image decoded by default (width x height): 8192 x 8192.
 DEFAULT_MAX_PIXELS = 1 << 26
 _MODES = {"rgb": "RGB", "l": "L", "rgba": "RGBA"}
+#: The PIL forms and the mode each converts to (None: the stored mode).
+PIL_FORMS: dict[str, str | None] = {
+    "pil": "RGB",
+    "pilrgb": "RGB",
+    "pill": "L",
+    "pilrgba": "RGBA",
+    "pilany": None,
+}
 
 Size = int | tuple[int, int] | None
 
 
 def check_image_spec(spec: str) -> tuple[str | None, bool, bool]:
-    """Return (PIL mode or None for "pil", as float, as torch) for ``spec``.
+    """Return (PIL mode, None: as stored; as float; as torch) for ``spec``.
 
     Raises:
         ValueError: ``spec`` is not an image form.
     """
-    if spec == "pil":
-        return None, False, False
+    if not isinstance(spec, str):
+        raise TypeError(
+            f"the image form is a string such as 'rgb8' or 'pil', got {spec!r} (custom "
+            "decoders go in decoders={'jpg': function})"
+        )
+    if spec in PIL_FORMS:
+        return PIL_FORMS[spec], False, False
     torch_out = spec.startswith("torch")
     name = spec[len("torch") :] if torch_out else spec
     as_float = not name.endswith("8")
     mode = _MODES.get(name.rstrip("8"))
     if mode is None:
         raise ValueError(
-            f"image must be 'pil' or one of rgb8, l8, rgba8, rgb, l, rgba (optionally with a "
-            f"'torch' prefix), got {spec!r}"
+            f"image must be one of {', '.join(PIL_FORMS)}, or one of rgb8, l8, rgba8, rgb, l, "
+            f"rgba (optionally with a 'torch' prefix), got {spec!r}"
         )
     return mode, as_float, torch_out
 
@@ -85,7 +101,7 @@ class ImageForm:
     layout: str = "HWC"
     size: Size = None
     max_pixels: int = DEFAULT_MAX_PIXELS
-    #: The PIL mode (None: "pil"), whether values are float and whether torch tensors.
+    #: The PIL mode (None: as stored), whether values are float and whether torch tensors.
     parsed: tuple[str | None, bool, bool] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -118,8 +134,9 @@ class ImageForm:
     def packs_in_place(self) -> bool:
         """Whether a value's memory is the image's pixels as ``pack_image`` writes them
         (uint8, H x W x C memory order): a batch can then decode images into its rows."""
-        mode, as_float, torch_out = self.parsed
-        return mode is not None and not as_float and (torch_out or self.layout == "HWC")
+        _, as_float, torch_out = self.parsed
+        pil = self.spec in PIL_FORMS
+        return not pil and not as_float and (torch_out or self.layout == "HWC")
 
 
 def _target(width: int, height: int, size: Size) -> tuple[int, int] | None:
@@ -153,7 +170,7 @@ def image_value(image: Any, spec: str, layout: str = "HWC", *, pixels: bool = Tr
     """The form ``spec`` names (in ``layout``) of a PIL image from ``open_image``; with
     ``pixels=False``, of its size and type only, the pixels left unwritten."""
     _, as_float, torch_out = check_image_spec(spec)
-    if spec == "pil":
+    if spec in PIL_FORMS:
         return image
     array = np.empty(pixel_shape(image, channel_axis=torch_out or layout == "CHW"), np.uint8)
     if pixels:

@@ -36,6 +36,7 @@ def read_samples(
     stats: ReadStats | None = None,
     layout: Layout | None = None,
     lenient: bool = False,
+    lowercase: bool = False,
 ) -> Generator[Sample, None, int]:
     """Yield one dict per sample (``__key__``, ``__url__``, one bytes value per field).
 
@@ -47,6 +48,8 @@ def read_samples(
     ``lenient``: a member whose key is unsafe, and the members of a key that appears again
     after other samples, are skipped and counted (``stats.skipped["unsafe_key"]``,
     ``["repeated_key"]``, the first messages in ``stats.failures``) instead of raised.
+    ``lowercase``: lower-case field names (``0001.JPG`` gives field ``jpg``); two fields of
+    one sample that differ only in case are then a repeated field.
 
     Raises:
         ShardFormatError: a field appears twice in one sample; a key appears again after
@@ -55,7 +58,7 @@ def read_samples(
             ``tarstream.format.scan.scan_members`` raises.
     """
     stats = stats if stats is not None else ReadStats()
-    grouping = _Grouping(url, stats, layout, lenient)
+    grouping = _Grouping(url, stats, layout, lenient, lowercase)
     members = scan_members(
         f, url, max_member_size=max_member_size, read_size=read_size, stats=stats
     )
@@ -76,8 +79,11 @@ def read_samples(
 class _Grouping:
     """The sample being grouped, across the parts of a scan."""
 
-    def __init__(self, url: str, stats: ReadStats, layout: Layout | None, lenient: bool) -> None:
+    def __init__(
+        self, url: str, stats: ReadStats, layout: Layout | None, lenient: bool, lowercase: bool
+    ) -> None:
         self.url, self.stats, self.layout, self.lenient = url, stats, layout, lenient
+        self.lowercase = lowercase
         self.key: str | None = None
         self.sample: Sample = {}
         self.seen: dict[str, int] = {}  # every key of the shard: the offset of its sample
@@ -110,6 +116,8 @@ class _Grouping:
                 stats.skipped["no_field" if parts is None else "reserved_field"] += 1
                 continue
             key, field = parts
+            if self.lowercase:
+                field = field.lower()
             if key != self.key:
                 unsafe = unsafe_key(key)
                 if unsafe is not None:
@@ -144,7 +152,8 @@ class _Grouping:
         url, stats, layout, key, sample = self.url, self.stats, self.layout, self.key, self.sample
         buf, header, key_len = part.buf, part.header, part.key_len
         starts, ends = part.data_start, part.data_end
-        names = [part.fields[i] for i in part.field_id]
+        fields = [f.lower() for f in part.fields] if self.lowercase else part.fields
+        names = [fields[i] for i in part.field_id]
         seen = self.seen  # unsafe keys never reach a run: the bulk parser leaves them
         base, first = part.base, part.start
         for b0, b1 in pairwise(part.bounds):
@@ -171,7 +180,7 @@ class _Grouping:
             for i in range(b0, b1):
                 sample[names[i]] = buf[starts[i] : ends[i]]
             if len(sample) != expected:
-                _raise_repeated_field(url, part, b0, b1)
+                _raise_repeated_field(url, part, names, b0, b1)
             if layout is not None:
                 layout[-1][2].extend(
                     (names[i], part.base + starts[i], ends[i] - starts[i]) for i in range(b0, b1)
@@ -179,13 +188,14 @@ class _Grouping:
         self.key, self.sample = key, sample
 
 
-def _raise_repeated_field(url: str, run: Run, b0: int, b1: int) -> None:
-    seen: set[int] = set()
+def _raise_repeated_field(url: str, run: Run, names: list[str], b0: int, b1: int) -> None:
+    seen: set[str] = set()
     for i in range(b0, b1):
-        if run.field_id[i] in seen:
-            field = run.fields[run.field_id[i]]
-            raise repeated_field_error(url, run.key(i), field, run.base + run.start[i])
-        seen.add(run.field_id[i])
+        if names[i] in seen:
+            raise repeated_field_error(url, run.key(i), names[i], run.base + run.start[i])
+        seen.add(names[i])
+    # Repeated across two runs of the same sample: a field of this run was in the last one.
+    raise repeated_field_error(url, run.key(b0), names[b0], run.base + run.start[b0])
 
 
 def repeated_field_error(url: str, key: str, field: str, offset: int) -> ShardFormatError:

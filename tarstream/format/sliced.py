@@ -33,9 +33,14 @@ class _Table:
     moff: list[int]
     msize: list[int]
     crcs: list[int] | None
+    #: The field names samples get (lower-cased where asked), and whether two fields of
+    #: the shard became one name (then each sample is checked for a repeated field).
+    names: list[str]
+    merged: bool
 
     @classmethod
-    def of(cls, index: ShardIndex, *, verify: bool) -> _Table:
+    def of(cls, index: ShardIndex, *, verify: bool, lowercase: bool = False) -> _Table:
+        names = [f.lower() for f in index.fields] if lowercase else list(index.fields)
         return cls(
             index.offsets.tolist(),
             index.member_start.tolist(),
@@ -43,6 +48,8 @@ class _Table:
             index.member_offset.tolist(),
             index.member_size.tolist(),
             index.checksums.tolist() if verify and index.checksums is not None else None,
+            names,
+            len(set(names)) < len(names),
         )
 
 
@@ -70,8 +77,10 @@ def read_sliced(
     read_size: int = DEFAULT_READ_SIZE,
     stats: ReadStats | None = None,
     verify: bool = True,
+    lowercase: bool = False,
 ) -> Iterator[Sample]:
     """Yield samples ``first:stop`` of a shard by slicing at the offsets its sidecar records.
+    ``lowercase``: lower-case field names (``0001.JPG`` gives field ``jpg``).
 
     The shard is checked against the sidecar: its size (``file_size`` when known, else by
     reading to the end), the name in the header of each sample's first member, each
@@ -82,7 +91,6 @@ def read_sliced(
 
     ``only``: yield just these samples (sorted sample numbers); reading seeks over gaps
     longer than ``read_size`` and stops after the last of them.
-
     Raises:
         TruncatedShardError: the shard is shorter than the sidecar says.
         SidecarError: the shard does not match its sidecar.
@@ -90,7 +98,7 @@ def read_sliced(
     """
     stats = stats if stats is not None else ReadStats()
     first, n = _span(index.count, first, stop, only)
-    table = _Table.of(index, verify=verify)
+    table = _Table.of(index, verify=verify, lowercase=lowercase)
     offsets = table.offsets
     if file_size is not None and file_size != index.size:
         _raise_size_mismatch(url, index, file_size, table)
@@ -143,6 +151,7 @@ def _slice(
     """The samples ``chosen`` from ``chunk``, which starts at byte ``base`` of the shard."""
     mstart, mfield, moff, msize = table.mstart, table.mfield, table.moff, table.msize
     keys, fields, offsets, crcs = index.keys, index.fields, table.offsets, table.crcs
+    names = table.names
     view = memoryview(chunk)
     for s in chosen:
         m0 = mstart[s]
@@ -175,8 +184,20 @@ def _slice(
         sample: Sample = {"__key__": key, "__url__": url}
         for m in range(m0, mstart[s + 1]):
             o = moff[m] - base
-            sample[fields[mfield[m]]] = chunk[o : o + msize[m]]
+            sample[names[mfield[m]]] = chunk[o : o + msize[m]]
+        if table.merged and len(sample) != 2 + mstart[s + 1] - m0:
+            _raise_merged(url, key, [names[mfield[m]] for m in range(m0, mstart[s + 1])])
         yield sample
+
+
+def _raise_merged(url: str, key: str, names: list[str]) -> None:
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    raise ShardFormatError(
+        f"fields of sample {key!r} differ only in case and become one field {repeated} when "
+        "lower-cased; read with lowercase_fields=False to keep them apart",
+        shard=url,
+        member=f"{key}.{repeated[0]}",
+    )
 
 
 def skip_to(f: BinaryIO, position: int) -> None:

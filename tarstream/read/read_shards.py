@@ -33,6 +33,9 @@ class ReadShards(Stage[Sample]):
 
     ``verify``: with sidecars, check each sample's bytes against its recorded checksum.
 
+    ``lowercase_fields``: field names are lower-cased as webdataset does (``0001.JPG`` gives
+    field ``jpg``); False keeps them as stored.
+
     ``errors="skip"``: a shard that fails with a ``ShardError`` (truncated, corrupt, not
     matching its sidecar, a command that fails) ends there and the epoch goes on with the
     next segment; the samples it yielded stay delivered, the rest are lost and counted in
@@ -61,6 +64,7 @@ class ReadShards(Stage[Sample]):
         verify: bool = True,
         errors: Literal["strict", "skip"] = "strict",
         max_errors: int | None = None,
+        lowercase_fields: bool = True,
     ) -> None:
         super().__init__()
         if errors not in ("strict", "skip"):
@@ -78,6 +82,7 @@ class ReadShards(Stage[Sample]):
         self.max_member_size = max_member_size
         self.read_size = read_size
         self.verify = verify
+        self.lowercase_fields = lowercase_fields
         self.stats = ReadStats()
         self._samples: Iterator[Sample] | None = None
         self._ahead: tuple[int, OpenShard] | None = None
@@ -162,6 +167,7 @@ class ReadShards(Stage[Sample]):
             opened=self._open(self._segment),
             verify=self.verify,
             lenient=self.errors == "skip",
+            lowercase=self.lowercase_fields,
         )
         for sample in self._samples:
             self._offset += 1
@@ -266,6 +272,7 @@ class ReadShards(Stage[Sample]):
                 sidecars=self.sidecars,
                 max_member_size=self.max_member_size,
                 verify=self.verify,
+                lowercase=self.lowercase_fields,
             )
             for shard, samples in wanted.items()
         }

@@ -62,6 +62,7 @@ def read_shard(
     opened: OpenShard | None = None,
     verify: bool = True,
     lenient: bool = False,
+    lowercase: bool = False,
 ) -> Iterator[Sample]:
     """Yield samples ``first:stop`` of one shard (``stop`` None: to its end), closing the
     file at the end.
@@ -70,7 +71,8 @@ def read_shard(
     records, each sample checked against its checksum unless ``verify`` is false, and
     ``first`` seeks; without one, headers are parsed and ``first`` samples are read and
     dropped. ``opened``: the shard as ``open_shard`` opened it ahead of time. ``lenient``:
-    skip and count members with unsafe or repeated keys (``read_samples``).
+    skip and count members with unsafe or repeated keys (``read_samples``). ``lowercase``:
+    lower-case field names.
     """
     index, f, size = opened if opened is not None else open_shard(spec, sidecars=sidecars)
     label = redact_url(spec.url)
@@ -86,6 +88,7 @@ def read_shard(
                 read_size=read_size,
                 stats=stats,
                 verify=verify,
+                lowercase=lowercase,
             )
             return
         samples: Iterator[Sample] = read_samples(
@@ -95,6 +98,7 @@ def read_shard(
             read_size=read_size,
             stats=stats,
             lenient=lenient,
+            lowercase=lowercase,
         )
         if first or stop is not None:
             samples = islice(samples, first, stop)
@@ -108,6 +112,7 @@ def read_shard_at(
     sidecars: SidecarMode = "auto",
     max_member_size: int = DEFAULT_MAX_MEMBER_SIZE,
     verify: bool = True,
+    lowercase: bool = False,
 ) -> dict[int, Sample]:
     """Return the samples of one shard at ``indices`` (sample numbers), by number.
 
@@ -121,11 +126,13 @@ def read_shard_at(
     label = redact_url(spec.url)
     with f:
         if index is not None:
-            run = read_sliced(f, label, index, only=wanted, file_size=size, verify=verify)
+            run = read_sliced(
+                f, label, index, only=wanted, file_size=size, verify=verify, lowercase=lowercase
+            )
             return dict(zip(wanted, run, strict=True))
         keep = set(wanted)
         out: dict[int, Sample] = {}
-        samples = read_samples(f, label, max_member_size=max_member_size)
+        samples = read_samples(f, label, max_member_size=max_member_size, lowercase=lowercase)
         for position, sample in enumerate(samples):
             if position in keep:
                 out[position] = sample

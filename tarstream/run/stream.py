@@ -52,6 +52,8 @@ class TarStream(Pipeline):
         errors, max_errors: "skip" ends a shard that fails (truncated, corrupt, not
             matching its sidecar) and goes on with the next, counting it in ``stats``;
             more than ``max_errors`` such shards in an epoch raise (see ``ReadShards``).
+        lowercase_fields: lower-case field names as webdataset does (``0001.JPG`` gives
+            field ``jpg``, matched by ``"jpg"``); False keeps them as stored.
     """
 
     def __init__(
@@ -71,6 +73,7 @@ class TarStream(Pipeline):
         verify: bool = True,
         errors: Literal["strict", "skip"] = "strict",
         max_errors: int | None = None,
+        lowercase_fields: bool = True,
     ) -> None:
         self.shard_list = ShardList(
             source, sidecars=sidecars, allow_pipe=allow_pipe, storage=storage
@@ -82,6 +85,7 @@ class TarStream(Pipeline):
             verify=verify,
             errors=errors,
             max_errors=max_errors,
+            lowercase_fields=lowercase_fields,
         )
         stages: list[Stage[Any]] = [self.shard_list]
         stages += [ShuffleShards()] if shuffle_shards else []

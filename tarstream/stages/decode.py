@@ -68,8 +68,8 @@ class Decode(Transform[Sample]):
             JPEGs at reduced scale first.
         max_pixels: refuse images larger than this (from the header, before decoding).
         video, audio: how videos and audio are decoded.
-        only: decode only these fields (names or glob patterns); the others stay bytes, or
-            are dropped with ``drop_others=True``.
+        only: decode only these fields (names or glob patterns; a string: separated by
+            spaces); the others stay bytes, or are dropped with ``drop_others=True``.
         decoders: custom decoders by field name or glob pattern (None: leave as bytes).
         unsafe: extensions whose decoders run code, allowed here (``("pkl",)``).
         max_size: the most bytes a ``.gz`` field may expand to (default 256 MiB; it is
@@ -116,6 +116,10 @@ class Decode(Transform[Sample]):
             if decoder is not None and not callable(decoder):
                 raise TypeError(f"decoder for {name!r} must be a function or None")
         self.video, self.audio = video or VideoOptions(), audio or AudioOptions()
+        if isinstance(only, str):  # "jpg cls", as webdataset takes it: not letters
+            only = only.split()
+        if only is not None and not all(isinstance(name, str) for name in only):
+            raise TypeError(f"only takes field names or patterns as strings, got {only!r}")
         self.only = None if only is None else tuple(only)
         self.drop_others = drop_others
         self.decoders = dict(decoders or {})

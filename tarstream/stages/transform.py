@@ -47,6 +47,18 @@ class Filter(Stage[Any]):
         return f"Filter({getattr(self.predicate, '__name__', self.predicate)!r})"
 
 
+def _field_specs(stage: str, fields: tuple[object, ...]) -> list[str]:
+    """The field specs of ``fields``: strings, each possibly several separated by spaces."""
+    specs: list[str] = []
+    for spec in fields:
+        if not isinstance(spec, str):
+            raise TypeError(f"{stage} takes field names as strings ('jpg;png'), got {spec!r}")
+        specs += spec.split()
+    if not specs:
+        raise ValueError(f"{stage} needs at least one field")
+    return specs
+
+
 def _alternatives(spec: str) -> list[str]:
     names = [n for n in spec.split(";") if n]
     if not names:
@@ -67,16 +79,21 @@ def _first_present(sample: Sample, names: list[str], spec: str) -> Any:
 class Select(Transform[Sample]):
     """Keep only the named fields (``"jpg;png"``: whichever is present) and the metadata.
 
-    ``__key__`` and ``__url__`` are kept.
+    ``__key__`` and ``__url__`` are kept. Fields may also be given in one string separated
+    by spaces, as webdataset writes them: ``Select("jpg;png cls")``. (webdataset's
+    ``select(predicate)`` keeps samples: that is ``filter`` here.)
     """
 
     passes_values = True
 
     def __init__(self, *fields: str) -> None:
         super().__init__()
-        if not fields:
-            raise ValueError("Select needs at least one field")
-        self.fields = [(spec, _alternatives(spec)) for spec in fields]
+        if len(fields) == 1 and callable(fields[0]):
+            raise TypeError(
+                "select() keeps fields by name; to keep samples for which a function is "
+                "true (webdataset's select(predicate)) use filter(predicate)"
+            )
+        self.fields = [(spec, _alternatives(spec)) for spec in _field_specs("Select", fields)]
 
     def apply(self, item: Sample) -> Sample:
         out: Sample = {k: item[k] for k in ("__key__", "__url__") if k in item}
@@ -91,17 +108,35 @@ class Select(Transform[Sample]):
 
 
 class Rename(Transform[Sample]):
-    """Rename fields: ``Rename(image="jpg;png", label="cls")`` (new name = old name(s))."""
+    """Rename fields: ``Rename(image="jpg;png", label="cls")`` (new name = old name(s)).
+
+    ``keep=False`` (as in webdataset): the sample has only the renamed fields, besides
+    ``__key__`` and ``__url__``.
+    """
 
     passes_values = True
 
-    def __init__(self, **mapping: str) -> None:
+    def __init__(self, *, keep: bool = True, **mapping: str) -> None:
         super().__init__()
+        if not isinstance(keep, bool):
+            raise TypeError(f"Rename's keep must be True or False, got {keep!r}")
         if not mapping:
             raise ValueError("Rename needs at least one new=old pair")
+        for new, old in mapping.items():
+            if not isinstance(old, str):
+                raise TypeError(
+                    f"Rename({new}=...) takes the old field name(s) as a string "
+                    f"('jpg;png'), got {old!r}"
+                )
+        self.keep = keep
         self.mapping = {new: _alternatives(old) for new, old in mapping.items()}
 
     def apply(self, item: Sample) -> Sample:
+        if not self.keep:
+            only: Sample = {k: item[k] for k in ("__key__", "__url__") if k in item}
+            for new, names in self.mapping.items():
+                only[new] = _first_present(item, names, ";".join(names))
+            return only
         out = dict(item)
         for new, names in self.mapping.items():
             for name in names:
@@ -114,15 +149,14 @@ class Rename(Transform[Sample]):
 
 
 class ToTuple(Transform[tuple[Any, ...]]):
-    """Turn each sample into a tuple of fields: ``ToTuple("jpg;png", "cls")``."""
+    """Turn each sample into a tuple of fields: ``ToTuple("jpg;png", "cls")``, or in one
+    string separated by spaces, as webdataset writes it: ``ToTuple("jpg;png cls")``."""
 
     passes_values = True
 
     def __init__(self, *fields: str) -> None:
         super().__init__()
-        if not fields:
-            raise ValueError("ToTuple needs at least one field")
-        self.fields = [(spec, _alternatives(spec)) for spec in fields]
+        self.fields = [(spec, _alternatives(spec)) for spec in _field_specs("ToTuple", fields)]
         # Every field a single name (the common case): looked up directly, per sample.
         single = all(len(names) == 1 for _, names in self.fields)
         self._names = [names[0] for _, names in self.fields] if single else []

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 
@@ -25,6 +26,7 @@ def index_shards(
     """Build the sidecar of every shard ``pattern`` names (in ``.tarstream/`` beside it)
     and a manifest.
 
+    ``pattern``: a brace pattern, a glob (``shards/*.tar``, in sorted order) or both.
     Returns the manifest's path (default: beside the shards, named after the pattern's
     prefix) and the manifest.
 
@@ -32,7 +34,9 @@ def index_shards(
         WriteError: a shard that is not local.
         ShardError: a shard that cannot be read as a tar.
     """
-    shards = expand(pattern)
+    shards = [name for part in expand(pattern) for name in _globbed(part)]
+    if not shards:
+        raise WriteError(f"{pattern}: names no shard")
     for shard in shards:
         if not is_local(shard):
             raise WriteError(f"{shard}: `tarstream index` writes sidecars beside local shards only")
@@ -50,7 +54,11 @@ def index_shards(
         if progress is not None:
             progress.update(total, number + 1)
     manifest_path = manifest or default_manifest_path(
-        re.sub(r"\{[^}]*\}", "%d", local_path(shards[0]) if len(shards) == 1 else pattern)
+        re.sub(
+            r"\{[^}]*\}|[*?]|\[[^]]*\]",
+            "%d",
+            local_path(shards[0]) if len(shards) == 1 else pattern,
+        )
     )
     base = os.path.dirname(manifest_path)
     written = Manifest(
@@ -63,3 +71,10 @@ def index_shards(
     )
     atomic_write(manifest_path, written.to_json().encode("utf-8"))
     return manifest_path, written
+
+
+def _globbed(name: str) -> list[str]:
+    """The files a glob names, sorted (a name without ``*?[`` is itself)."""
+    if not any(c in name for c in "*?["):
+        return [name]
+    return sorted(glob.glob(name))

@@ -1,0 +1,7 @@
+"""``python -m tarstream``: the ``tarstream`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
