@@ -32,6 +32,7 @@ Warnings, for what works but costs more or falls back::
 
     TarstreamWarning                (a UserWarning)
     ├── ResumeWarning               a resume re-reads data (shards without sidecars)
+    ├── EpochWarning                an epoch is iterated again without set_epoch
     └── CacheWarning                the cache could not be used; the shard was streamed
 """
 
@@ -44,6 +45,7 @@ __all__ = [
     "DecodeError",
     "DuplicateKeyError",
     "EncodeError",
+    "EpochWarning",
     "ImageTooLargeError",
     "InvalidKeyError",
     "ManifestError",
@@ -200,6 +202,10 @@ class TarstreamWarning(UserWarning):
 
 class ResumeWarning(TarstreamWarning):
     """Resuming costs more than it should: it re-reads data (shards without sidecars)."""
+
+
+class EpochWarning(TarstreamWarning):
+    """An epoch is iterated again without ``set_epoch``: it repeats the same order."""
 
 
 class CacheWarning(TarstreamWarning):

@@ -37,6 +37,7 @@ def test_every_warning_is_exported_drawn_in_the_tree_and_raised_by_its_module() 
     assert {w.__name__ for w in warning_types} == {
         "TarstreamWarning",
         "ResumeWarning",
+        "EpochWarning",
         "CacheWarning",
     }
     for warning_type in warning_types:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import multiprocessing
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -195,8 +194,6 @@ class Loader:
         if stats_every < 0:
             raise ValueError(f"stats_every must be >= 0, got {stats_every}")
         self.stats_every = stats_every
-        if num_workers > 0:
-            dataset.share_epoch(multiprocessing.get_context(multiprocessing_context))
         options: dict[str, Any] = {}
         if prefetch_factor is not None:
             options["prefetch_factor"] = prefetch_factor

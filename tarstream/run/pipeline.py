@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import multiprocessing
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from multiprocessing.context import get_spawning_popen
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..errors import EpochWarning
 from ..format.scan import ReadStats
 from ..plan.shard_list import ShardList
 from ..read.read_shards import ReadShards
@@ -28,6 +27,7 @@ from ..stages.decode import DecodeStats
 from ..stages.memory import BatchMemory
 from ..world import Context, World, detect_world
 from .elastic import rest_of_epoch
+from .epoch import SharedEpoch
 from .fluent import Fluent
 from .resume import Identity, check_state, new_state, plan_resume
 
@@ -103,9 +103,8 @@ class Pipeline(Fluent, DatasetBase):
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
-        self._epoch = 0
+        self._epoch = SharedEpoch()
         self._fixed_world: World | None = None
-        self._shared_epoch: Any = None
         self._chain: Stage[Any] | None = None
         self._context: Context | None = None
         self._pending: State | None = None
@@ -119,6 +118,7 @@ class Pipeline(Fluent, DatasetBase):
     def then(self: _P, *stages: Stage[Any] | Callable[..., Any]) -> _P:
         """Return a new pipeline with ``stages`` appended."""
         clone = copy.copy(self)
+        clone._epoch = SharedEpoch(self.epoch)
         clone._stages = self._stages + tuple(_as_stage(s) for s in stages)
         clone._chain = None
         clone._context = None
@@ -128,11 +128,13 @@ class Pipeline(Fluent, DatasetBase):
     # -- epochs ----------------------------------------------------------------------------
     @property
     def epoch(self) -> int:
-        shared = self._shared_epoch
-        return int(shared.value) if shared is not None else self._epoch
+        return self._epoch.value
 
     def set_epoch(self, epoch: int) -> None:
-        """Set the epoch of the next iteration (in the main process; workers follow).
+        """Set the epoch of the next iteration. Call it in the trainer before each epoch:
+        DataLoader workers follow, persistent or not (the epoch is in shared memory).
+        Iterating a shuffled pipeline again without it repeats the order, with an
+        ``EpochWarning`` (``tarstream.Loader`` advances the epoch itself).
 
         After ``load_state_dict``, another epoch than the state's starts that epoch from its
         beginning and drops the loaded state (with a warning).
@@ -140,24 +142,15 @@ class Pipeline(Fluent, DatasetBase):
         if epoch < 0:
             raise ValueError(f"epoch must be >= 0, got {epoch}")
         self._pending = drop_if_other_epoch(self._pending, epoch)
-        self._epoch = epoch
-        if self._shared_epoch is not None:
-            self._shared_epoch.value = epoch
+        self._epoch.set(epoch)
 
     def share_epoch(self, context: Any = None) -> None:
-        """Keep the epoch in shared memory, so persistent DataLoader workers see set_epoch."""
-        if self._shared_epoch is None:
-            ctx = context if context is not None else multiprocessing.get_context()
-            self._shared_epoch = ctx.Value("q", self._epoch, lock=False)
+        """Kept for compatibility: the epoch is always shared with DataLoader workers."""
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_chain"] = None
         state["_context"] = None
-        if self._shared_epoch is not None and get_spawning_popen() is None:
-            # shared memory travels only to processes being started; elsewhere keep the value
-            state["_epoch"] = self.epoch
-            state["_shared_epoch"] = None
         return state
 
     # -- iteration -------------------------------------------------------------------------
@@ -195,6 +188,8 @@ class Pipeline(Fluent, DatasetBase):
     def _start(self, memory: BatchMemory | None) -> Stage[Any]:
         """Connect and reset a chain for one iteration, from the loaded state if any."""
         world = self.world()
+        if self._pending is None and world.worker == 0 and self._epoch.start() == 2:
+            self._warn_repeated()
         epoch, base, stages = self._resume_point(world)
         self._pending = None
         rest = rest_of_epoch(self.connect, self.seed, epoch, base)
@@ -203,6 +198,16 @@ class Pipeline(Fluent, DatasetBase):
         self._chain, self._context, self._base = chain, context, base
         chain.reset(stages)
         return chain
+
+    def _warn_repeated(self) -> None:
+        if any(_shuffles(stage) for stage in self._stages):
+            warnings.warn(
+                f"epoch {self.epoch} is iterated again without set_epoch(): the same order "
+                "as before. Call pipeline.set_epoch(epoch) before each epoch (tarstream.Loader "
+                "does it itself)",
+                EpochWarning,
+                stacklevel=4,
+            )
 
     def _resume_point(self, world: World) -> tuple[int, State | None, State | None]:
         """Epoch, base layout and stage state the next iteration starts from in ``world``."""
@@ -337,3 +342,10 @@ class Pipeline(Fluent, DatasetBase):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(repr(s) for s in self._stages)})"
+
+
+def _shuffles(stage: Stage[Any]) -> bool:
+    """Whether ``stage`` orders items by the epoch (a shuffle of shards or of items)."""
+    return type(stage).__name__ in ("Shuffle", "ShuffleShards") or any(
+        _shuffles(s) for s in getattr(stage, "stages", ())
+    )
