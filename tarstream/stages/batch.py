@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from ..stage import Stage, State
 from ..world import Context
-from .collate import builder
+from .collate import builder, to_torch
 from .collate import collate as default_collate
 from .deferred import image_source
 from .memory import BatchMemory
@@ -22,6 +22,11 @@ class Batch(Stage[Any]):
         partial: return a last batch smaller than ``size`` (else drop it).
         collate: the function combining a list of items (default:
             ``tarstream.stages.collate.collate``).
+        tensors: "numpy" (numbers and arrays become numpy arrays) or "torch" (torch
+            tensors, sharing the arrays' memory). A batch of tuples is a tuple, of dicts a
+            dict, in one process, in ``tarstream.Loader`` workers and in a plain torch
+            DataLoader alike; the DataLoaders turn numpy arrays into tensors, so with
+            "torch" a batch has the same types everywhere.
 
     With the default collate, arrays and tensors are stacked into reused batch memory
     (``tarstream.stages.memory``; the pipeline's, given in its context, else the stage's
@@ -37,10 +42,14 @@ class Batch(Stage[Any]):
         *,
         partial: bool = True,
         collate: Callable[[Sequence[Any]], Any] | None = None,
+        tensors: Literal["numpy", "torch"] = "numpy",
     ) -> None:
         super().__init__()
         if size < 1:
             raise ValueError(f"size must be >= 1, got {size}")
+        if tensors not in ("numpy", "torch"):
+            raise ValueError(f"tensors must be 'numpy' or 'torch', got {tensors!r}")
+        self.tensors = tensors
         self.size = size
         self.partial = partial
         self.collate = collate if collate is not None else default_collate
@@ -69,7 +78,8 @@ class Batch(Stage[Any]):
                 break
         if not items or (len(items) < self.size and not self.partial):
             raise StopIteration
-        return self.collate(items)
+        batch = self.collate(items)
+        return to_torch(batch) if self.tensors == "torch" else batch
 
     def _next_stacked(self, source: Stage[Any]) -> Any:
         """The default collate, built as items arrive: each array or tensor is copied into
@@ -85,7 +95,8 @@ class Batch(Stage[Any]):
             n += 1
         if n < self.size and not self.partial:
             raise StopIteration
-        return column.finish(n)
+        batch = column.finish(n)
+        return to_torch(batch) if self.tensors == "torch" else batch
 
     def length(self, n: int) -> int:
         return -(-n // self.size) if self.partial else n // self.size

@@ -11,7 +11,42 @@ import numpy as np
 from .deferred import PendingImage
 from .memory import BatchMemory
 
-__all__ = ["builder", "collate", "is_chw_view"]
+__all__ = ["BatchTuple", "builder", "collate", "is_chw_view", "to_torch"]
+
+
+class BatchTuple(tuple):  # type: ignore[type-arg]
+    """The tuple a batch of tuples is: a plain tuple that torch's DataLoader also keeps a
+    tuple (it turns other tuples into lists; it rebuilds a type with ``_fields``, as it
+    does namedtuples, from its items)."""
+
+    __slots__ = ()
+    _fields: tuple[str, ...] = ()
+
+    def __new__(cls, *items: Any) -> BatchTuple:
+        return super().__new__(cls, items)
+
+    def __getnewargs__(self) -> tuple[Any, ...]:
+        return tuple(self)
+
+
+def to_torch(batch: Any) -> Any:
+    """``batch`` with its numpy arrays as torch tensors sharing their memory (arrays of a
+    dtype torch lacks, such as strings, stay arrays); containers keep their types."""
+    import torch
+
+    if isinstance(batch, np.ndarray):
+        try:
+            return torch.from_numpy(batch)
+        except TypeError:
+            return batch
+    if isinstance(batch, tuple):
+        items = [to_torch(value) for value in batch]
+        return type(batch)(*items) if hasattr(batch, "_fields") else tuple(items)
+    if isinstance(batch, list):
+        return [to_torch(value) for value in batch]
+    if isinstance(batch, dict):
+        return {key: to_torch(value) for key, value in batch.items()}
+    return batch
 
 
 def collate(items: Sequence[Any]) -> Any:
@@ -31,7 +66,7 @@ def collate(items: Sequence[Any]) -> Any:
         for item in items:
             if len(item) != len(first):
                 raise ValueError(f"tuples of {len(item)} and {len(first)} in one batch")
-        return tuple(collate(column) for column in zip(*items, strict=True))
+        return BatchTuple(*(collate(column) for column in zip(*items, strict=True)))
     if isinstance(first, np.ndarray):
         if all(isinstance(i, np.ndarray) and i.shape == first.shape for i in items):
             return np.stack(items)
@@ -193,7 +228,7 @@ class _Tuple:
             column.add(part)
 
     def finish(self, n: int) -> Any:
-        return tuple(column.finish(n) for column in self.columns)
+        return BatchTuple(*(column.finish(n) for column in self.columns))
 
 
 def builder(first: Any, size: int, memory: BatchMemory, *, rows: bool = False) -> Any:
