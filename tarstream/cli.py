@@ -145,9 +145,9 @@ def _guard(run: Any, args: argparse.Namespace) -> int:
 
 
 def _version(parser: argparse.ArgumentParser) -> None:
-    from . import __version__
+    from importlib.metadata import version
 
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version('tarstream')}")
 
 
 def write_main(argv: Sequence[str] | None = None) -> int:

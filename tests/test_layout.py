@@ -30,6 +30,7 @@ LAYERS = {
     "run": 7,
     "write": 8,
     "cli": 9,
+    "__main__": 10,
     "testing": 9,
     "": 9,  # tarstream/__init__.py, the public face
 }
