@@ -39,10 +39,15 @@ def _samples(n: int) -> list[dict[str, Any]]:
 def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A dataset of 30 samples in 3 shards, written as a user would."""
     directory = tmp_path_factory.mktemp("out")
-    with tarstream.ShardWriter(str(directory / "train-%06d.tar"), max_samples=10) as w:
-        for sample in _samples(30):
-            w.write(sample)
+    _write(directory, 30)
     return directory
+
+
+def _write(directory: Path, n: int) -> None:
+    """``n`` samples as a user writes them: shards of 10, sidecars, manifest."""
+    with tarstream.ShardWriter(str(directory / "train-%06d.tar"), max_samples=10) as w:
+        for sample in _samples(n):
+            w.write(sample)
 
 
 def _ours(directory: Path) -> list[tuple[str, str, int, Any, np.ndarray]]:
@@ -101,9 +106,7 @@ def _energon_index(shard: Path) -> bytes:
 def test_energon_index_files_beside_the_shards_change_nothing(
     tmp_path: Path,
 ) -> None:
-    with tarstream.ShardWriter(str(tmp_path / "train-%06d.tar"), max_samples=10) as w:
-        for sample in _samples(20):
-            w.write(sample)
+    _write(tmp_path, 20)
     shards = sorted(tmp_path.glob("train-*.tar"))
     for shard in shards:
         Path(f"{shard}.idx").write_bytes(_energon_index(shard))  # Energon's file
@@ -123,9 +126,7 @@ def test_energon_index_files_beside_the_shards_change_nothing(
 def test_a_dataset_written_before_the_sidecar_folder_reads_through_its_sidecars(
     tmp_path: Path,
 ) -> None:
-    with tarstream.ShardWriter(str(tmp_path / "train-%06d.tar"), max_samples=10) as w:
-        for sample in _samples(20):
-            w.write(sample)
+    _write(tmp_path, 20)
     want = list(tarstream.TarStream(str(tmp_path / "_train.manifest.json")))
     # The old layout: NAME.tar.idx beside each shard, a manifest without sidecar_dir.
     for shard in sorted(tmp_path.glob("train-*.tar")):
