@@ -256,8 +256,15 @@ class _Scanner:
         extended headers before it applied; the header checked."""
         if not checksum_ok(hdr):
             if offset == 0:
+                hint = (
+                    ": it is gzip-compressed; name it .tar.gz or .tgz to read it decompressed"
+                    if hdr.startswith(b"\x1f\x8b")
+                    else ""
+                )
                 raise ShardFormatError(
-                    "not a tar archive (header checksum mismatch)", shard=self.shard, offset=0
+                    f"not a tar archive (header checksum mismatch){hint}",
+                    shard=self.shard,
+                    offset=0,
                 )
             raise ShardFormatError(
                 f"corrupt header (checksum mismatch; previous member {self.last_name!r})",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from itertools import islice
-from typing import BinaryIO, NamedTuple
+from typing import BinaryIO, NamedTuple, cast
 
 from ..errors import ShardFormatError, SidecarError, redact_url
 from ..format.samples import Sample, read_samples
@@ -12,6 +12,7 @@ from ..format.scan import DEFAULT_MAX_MEMBER_SIZE, DEFAULT_READ_SIZE, ReadStats
 from ..format.sidecar import ShardIndex
 from ..format.sliced import read_sliced
 from ..plan.specs import ShardSpec, SidecarMode, load_sidecar
+from ..storage.compressed import GunzipInput, is_gzip_name
 from ..storage.files import open_input
 from ..storage.urls import is_local, is_pipe
 
@@ -32,9 +33,13 @@ def open_shard(
     """Load the sidecar of ``spec`` (as ``sidecars`` says) and open the shard.
 
     A remote shard starts arriving in the background at once; ``background=True`` also
-    fills a cache entry in the background (to open the next shard while one is read).
+    fills a cache entry in the background (to open the next shard while one is read). A
+    gzip-compressed shard (``.tar.gz``, ``.tgz``) is decompressed as it is read.
     """
     index = _index_for(spec, sidecars)
+    if is_gzip_name(spec.url):  # sizes and checksums are of the tar inside
+        raw, _ = open_input(spec.url, spec.storage, background=background)
+        return OpenShard(index, cast(BinaryIO, GunzipInput(raw, spec.url)), None)
     f, size = open_input(
         spec.url,
         spec.storage,

@@ -6,12 +6,14 @@ from __future__ import annotations
 import glob
 import os
 import re
+from typing import BinaryIO, cast
 
 from ..errors import WriteError
 from ..format.braces import expand
 from ..format.manifest import Manifest
 from ..format.samples import build_sidecar
 from ..format.sidecar import SIDECAR_DIR, sidecar_url
+from ..storage.compressed import GunzipInput, is_gzip_name
 from ..storage.files import atomic_write, open_input
 from ..storage.urls import is_local, local_path
 from .progress import Progress
@@ -44,6 +46,8 @@ def index_shards(
     total = 0
     for number, shard in enumerate(shards):
         f, _ = open_input(shard)
+        if is_gzip_name(shard):  # the sidecar describes the tar inside
+            f = cast(BinaryIO, GunzipInput(f, shard))
         with f:
             index = build_sidecar(f, shard, name=os.path.basename(shard))
         atomic_write(sidecar_url(local_path(shard)), index.to_bytes())

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import os
 import re
 import zlib
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from ..codecs.encode import encode_field
 from ..errors import DuplicateKeyError, InvalidKeyError, WriteError
@@ -17,6 +18,7 @@ from ..format.header import BLOCK, RECORD, archive_end, member_header, padded, r
 from ..format.keys import validate_field, validate_key
 from ..format.manifest import MANIFEST_SUFFIX, Manifest
 from ..format.sidecar import SIDECAR_DIR, SIDECAR_SUFFIX, ShardIndex, sidecar_url
+from ..storage.compressed import is_gzip_name
 from ..storage.files import atomic_write
 
 __all__ = ["ShardWriter", "default_manifest_path"]
@@ -165,7 +167,11 @@ class ShardWriter:
         if directory:
             os.makedirs(directory, exist_ok=True)
         self._temp = os.path.join(directory, f".{base}.partial")
-        self._file = open(self._temp, "wb")  # noqa: SIM115 - closed in _finish_shard/abort
+        self._raw = open(self._temp, "wb")  # noqa: SIM115 - closed in _finish_shard/abort
+        self._file = self._raw
+        if is_gzip_name(self._path):  # no name or time in the gzip header: reproducible
+            gz = gzip.GzipFile(filename="", fileobj=self._raw, mode="wb", mtime=0)
+            self._file = cast(BinaryIO, gz)
         self._hash = hashlib.sha256()
         self._size = 0
         self._samples = []
@@ -198,8 +204,7 @@ class ShardWriter:
         assert self._file is not None
         end = self._size
         self._emit(archive_end(end))
-        self._file.close()
-        self._file = None
+        self._close_output()
         os.replace(self._temp, self._path)
         index = ShardIndex.build(
             os.path.basename(self._path),
@@ -226,10 +231,15 @@ class ShardWriter:
         """Stop without finishing: remove the partial shard and write no manifest."""
         self._closed = True
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            self._close_output()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._temp)
+
+    def _close_output(self) -> None:
+        assert self._file is not None
+        self._file.close()  # a GzipFile writes its trailer; the file under it stays open
+        self._raw.close()
+        self._file = None
 
     def manifest(self) -> Manifest:
         """Return the manifest of the shards completed so far."""
