@@ -255,3 +255,48 @@ def test_write_after_close_is_an_error(tmp_path: Path) -> None:
     w.close()
     with pytest.raises(tarstream.WriteError, match="closed"):
         w.write({"__key__": "k", "txt": "x"})
+
+
+def test_what_the_writer_encodes_decode_gives_back_and_webdataset_reads(tmp_path: Path) -> None:
+    import numpy as np
+    import torch
+    import webdataset as wds
+
+    sample = {
+        "__key__": "k",
+        "json.gz": {"x": [1, 2]},
+        "txt.gz": "hello",
+        "pth": torch.arange(4),
+        "list.pth": [torch.ones(2), 3],
+        "cls": True,
+        "json": False,
+        "npy": np.arange(3, dtype=np.int16),
+        "png": np.full((2, 3, 1), 7, np.uint8),
+    }
+    write_dataset(tmp_path, [sample])
+    [got] = list(tarstream.TarStream(str(tmp_path / "_train.manifest.json")).decode("l8"))
+    assert got["json.gz"] == {"x": [1, 2]} and got["txt.gz"] == "hello"
+    assert torch.equal(got["pth"], torch.arange(4)) and got["list.pth"][1] == 3
+    assert got["cls"] == 1 and got["json"] is False
+    assert (got["npy"] == np.arange(3)).all() and got["png"].shape == (2, 3)
+    [theirs] = list(wds.WebDataset(str(tmp_path / "train-000000.tar"), shardshuffle=False).decode())
+    assert theirs["json.gz"] == {"x": [1, 2]} and theirs["cls"] == 1
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "said"),
+    [
+        ("png", "FLOATS", "uint8 array of H x W"),
+        ("cls", 3.5, "holds an integer"),
+        ("json", object(), "cannot encode"),
+    ],
+)
+def test_values_an_extension_cannot_hold_are_encode_errors(
+    tmp_path: Path, field: str, value: object, said: str
+) -> None:
+    import numpy as np
+
+    value = np.zeros((2, 3, 3)) if value == "FLOATS" else value
+    writer = tarstream.ShardWriter(str(tmp_path / "t-%06d.tar"))
+    with pytest.raises(tarstream.EncodeError, match=said):
+        writer.write({"__key__": "k", field: value})

@@ -6,18 +6,26 @@ value                     bytes written
 ========================  ==========================================================
 bytes-like                as is, whatever the extension
 str                       UTF-8
-bool, int, float          their decimal text (``cls`` -> ``b"7"``)
+bool, int, float          their decimal text (``cls`` -> ``b"7"``; see below)
 dict, list, tuple         JSON (UTF-8); msgpack for ``msgpack``/``mpk``/``mp``
 numpy.ndarray             ``.npy`` (no pickle) for ``npy``; an image for image extensions
 dict of arrays            ``.npz`` for ``npz``
 PIL.Image.Image           the image format named by the extension (png, jpg, webp, ...)
 ========================  ==========================================================
 
+By kind, so that ``decode()`` gives the value back: a ``cls`` field holds an integer
+(``True`` is ``1``; ``3.5`` is refused); a ``json`` field holds any JSON value, numbers and
+booleans included; a ``pth``/``pt`` field holds what ``torch.save`` writes (tensors, and
+lists, dicts and numbers of them; bytes stay as they are); an image field takes a PIL image
+or a uint8 array of H x W, H x W x 1, 3 or 4. ``EXT.gz`` is the value encoded for ``EXT``,
+then gzip-compressed (bytes already in gzip format are stored as they are).
+
 Anything else raises EncodeError naming the sample, the field and the type.
 """
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 from typing import Any
@@ -26,32 +34,72 @@ import msgpack
 import numpy as np
 
 from ..errors import EncodeError
-from .extensions import IMAGE, IMAGE_FORMATS, KINDS, MSGPACK, NPY, NPZ, extension
+from .extensions import (
+    CLASS,
+    IMAGE,
+    IMAGE_FORMATS,
+    JSON,
+    KINDS,
+    MSGPACK,
+    NPY,
+    NPZ,
+    TORCH,
+    extension,
+)
 
 __all__ = ["encode_field"]
 
 
 def encode_field(key: str, field: str, value: Any) -> bytes:
     """Return the bytes stored for ``value`` in member ``key.field``."""
-    ext = extension(field)
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, (bytearray, memoryview)):
-        return bytes(value)
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    if isinstance(value, (bool, int, float, np.integer, np.floating)) and not isinstance(
-        value, np.ndarray
-    ):
-        return str(value.item() if isinstance(value, np.generic) else value).encode("ascii")
     try:
-        return _encode_structured(ext, value)
+        if extension(field) == "gz":
+            return _gzipped(field[: -len(".gz")], value)
+        return _encode(extension(field), value)
     except EncodeError as e:
         raise EncodeError(f"sample {key!r}: field {field!r}: {e}") from None
-    except (TypeError, ValueError, OSError) as e:
-        raise EncodeError(
-            f"sample {key!r}: field {field!r}: cannot encode {type(value).__name__}: {e}"
-        ) from e
+    except (TypeError, ValueError, OSError, RuntimeError) as e:
+        message = f"sample {key!r}: field {field!r}: cannot encode {type(value).__name__}: {e}"
+    raise EncodeError(message)
+
+
+def _gzipped(inner: str, value: Any) -> bytes:
+    """``value`` encoded for the field ``inner`` names (``json`` of ``json.gz``), then
+    gzip-compressed (no time in the header: the same value gives the same bytes)."""
+    if isinstance(value, (bytes, bytearray, memoryview)) and bytes(value[:2]) == b"\x1f\x8b":
+        return bytes(value)  # already compressed
+    return gzip.compress(_encode(extension(inner), value) if inner else bytes(value), mtime=0)
+
+
+def _encode(ext: str, value: Any) -> bytes:
+    kind = KINDS.get(ext)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if kind == TORCH:
+        return _torch_save(value)
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, (bool, int, float, np.bool_, np.integer, np.floating)):
+        return _scalar(kind, value.item() if isinstance(value, np.generic) else value)
+    return _encode_structured(ext, value)
+
+
+def _scalar(kind: str | None, value: bool | int | float) -> bytes:
+    if kind == JSON:
+        return json.dumps(value).encode("ascii")
+    if kind == CLASS:
+        if isinstance(value, float) and not value.is_integer():
+            raise EncodeError(f"a class field holds an integer, not {value!r}")
+        return str(int(value)).encode("ascii")
+    return str(value).encode("ascii")
+
+
+def _torch_save(value: Any) -> bytes:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(value, buf)
+    return buf.getvalue()
 
 
 def _encode_structured(ext: str, value: Any) -> bytes:
@@ -60,7 +108,7 @@ def _encode_structured(ext: str, value: Any) -> bytes:
         if kind == IMAGE:
             from PIL import Image
 
-            return _encode_image(Image.fromarray(value), ext)
+            return _encode_image(Image.fromarray(_image_array(value)), ext)
         if kind != NPY:
             raise EncodeError(
                 f"a numpy array needs extension npy or an image extension, not {ext!r}"
@@ -85,6 +133,18 @@ def _encode_structured(ext: str, value: Any) -> bytes:
             raise EncodeError(f"a PIL image needs an image extension, not {ext!r}")
         return _encode_image(value, ext)
     raise EncodeError(f"cannot encode a value of type {type(value).__name__} as {ext!r}")
+
+
+def _image_array(value: np.ndarray) -> np.ndarray:
+    """``value`` as Pillow takes it, or EncodeError saying what an image array is."""
+    shape_ok = value.ndim == 2 or (value.ndim == 3 and value.shape[2] in (1, 3, 4))
+    if value.dtype != np.uint8 or not shape_ok:
+        raise EncodeError(
+            f"an image field takes a uint8 array of H x W, or H x W x 1, 3 or 4, not "
+            f"{value.dtype} {value.shape}; convert floats in 0..1 with "
+            "(a * 255).round().astype(numpy.uint8)"
+        )
+    return value[:, :, 0] if value.ndim == 3 and value.shape[2] == 1 else value
 
 
 def _encode_image(image: Any, ext: str) -> bytes:
