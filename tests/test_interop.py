@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tarfile
@@ -137,3 +138,59 @@ def test_unicode_keys_are_indexed_and_read_by_webdataset(tmp_path: Path) -> None
     assert [s["__key__"] for s in stream] == UNICODE_KEYS
     read = wds.WebDataset(str(tmp_path / "train-000000.tar"), shardshuffle=False)
     assert [s["__key__"] for s in read] == UNICODE_KEYS
+
+
+GNU_FORMATS = ["gnu", "oldgnu", "posix", "ustar", "v7"]
+
+
+def _gnu_tar(source: Path, out: Path, fmt: str, *extra: str) -> None:
+    command = ["tar", f"--format={fmt}", "--sort=name", *extra, "-cf", str(out), "-C"]
+    subprocess.run([*command, str(source), "."], check=True, capture_output=True)
+
+
+@pytest.mark.skipif(shutil.which("tar") is None, reason="GNU tar is not installed")
+@pytest.mark.parametrize("fmt", GNU_FORMATS)
+def test_every_gnu_tar_format_reads_byte_identically(tmp_path: Path, fmt: str) -> None:
+    source = tmp_path / "src"
+    names = ["a/0001", "a/0002", "b" * 60 + "/" + "c" * 30]  # 91 bytes: ustar prefix or long
+    if fmt in ("gnu", "oldgnu", "posix"):
+        names += ["d" * 120, "ünï/0003"]  # past 100 bytes; non-ASCII
+    files = {}
+    for i, key in enumerate(names):
+        for field in ("txt", "cls"):
+            path = source / f"{key}.{field}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            files[(key, field)] = f"{field} {i} ".encode() * (i * 50 + 1)
+            path.write_bytes(files[(key, field)])
+    _gnu_tar(source, tmp_path / "g.tar", fmt)
+    for sidecars in ("ignore", "auto"):
+        got = {
+            (s["__key__"].removeprefix("./"), f): s[f]  # type: ignore[union-attr]
+            for s in tarstream.TarStream(str(tmp_path / "g.tar"), sidecars=sidecars)  # type: ignore[arg-type]
+            for f in ("txt", "cls")
+        }
+        assert got == files
+        if sidecars == "ignore":
+            assert cli_main(["index", str(tmp_path / "g.tar")]) == 0
+
+
+@pytest.mark.skipif(shutil.which("tar") is None, reason="GNU tar is not installed")
+@pytest.mark.parametrize("fmt", ["gnu", "posix"])
+def test_gnu_tar_hard_links_and_sparse_files_are_errors_not_lost_fields(
+    tmp_path: Path, fmt: str
+) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "0001.txt").write_text("text")
+    os.link(source / "0001.txt", source / "0001.copy")  # a hard link: stored as a link
+    _gnu_tar(source, tmp_path / "links.tar", fmt)
+    with pytest.raises(tarstream.ShardFormatError, match="is a hardlink") as caught:
+        list(tarstream.TarStream(str(tmp_path / "links.tar")))
+    assert caught.value.member == "./0001.txt"  # sorted after 0001.copy, its link
+    (source / "0001.copy").unlink()
+    with open(source / "0002.bin", "wb") as f:  # mostly a hole
+        f.seek(1 << 20)
+        f.write(b"end")
+    _gnu_tar(source, tmp_path / "sparse.tar", fmt, "--sparse")
+    with pytest.raises(tarstream.ShardFormatError, match="is a sparse file") as caught:
+        list(tarstream.TarStream(str(tmp_path / "sparse.tar")))

@@ -93,9 +93,9 @@ def test_directories_links_and_fifos_are_skipped_and_counted(
             for kind, name in [
                 (tarfile.DIRTYPE, f"d{i}"),
                 (tarfile.REGTYPE, f"d{i}/{i:03d}.txt"),
-                (tarfile.SYMTYPE, f"d{i}/{i:03d}.lnk"),
-                (tarfile.FIFOTYPE, f"f{i}.x"),
-                (tarfile.LNKTYPE, f"h{i}.txt"),
+                (tarfile.SYMTYPE, f"d{i}/latest"),  # not named as a field: skipped
+                (tarfile.FIFOTYPE, f"f{i}"),
+                (tarfile.LNKTYPE, f"h{i}/"),
             ]:
                 info = tarfile.TarInfo(name)
                 info.type = kind
@@ -110,6 +110,35 @@ def test_directories_links_and_fifos_are_skipped_and_counted(
     assert [s["__key__"] for s in samples] == [f"d{i}/{i:03d}" for i in range(100)]
     assert all(s["txt"] == f"data{i}".encode() and len(s) == 3 for i, s in enumerate(samples))
     assert stats.skipped == {"directory": 100, "symlink": 100, "fifo": 100, "hardlink": 100}
+
+
+@pytest.mark.parametrize(
+    ("kind", "said"),
+    [
+        (tarfile.SYMTYPE, "symlink"),
+        (tarfile.LNKTYPE, "hardlink"),
+        (tarfile.FIFOTYPE, "fifo"),
+        (tarfile.CHRTYPE, "char device"),
+        (tarfile.GNUTYPE_SPARSE, "sparse file"),
+        (b"M", "continued file"),
+        (b"Q", "type 'Q'"),
+    ],
+)
+def test_a_member_named_as_a_field_that_is_not_a_file_is_an_error_not_a_lost_field(
+    tmp_path: Path, kind: bytes, said: str
+) -> None:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tf:
+        for name, type_ in [("0001.txt", tarfile.REGTYPE), ("0001.jpg", kind)]:
+            info = tarfile.TarInfo(name)
+            info.type = type_
+            info.linkname = "0001.txt" if kind in (tarfile.SYMTYPE, tarfile.LNKTYPE) else ""
+            tf.addfile(info, io.BytesIO(b""))
+    (tmp_path / "links.tar").write_bytes(out.getvalue())
+    for sidecars in ("ignore", "auto"):
+        with pytest.raises(tarstream.ShardFormatError, match=f"is a {said}, not a regular") as e:
+            _read(tmp_path / "links.tar", sidecars=sidecars)
+        assert e.value.member == "0001.jpg" and e.value.offset == 512
 
 
 def test_members_without_a_field_and_reserved_fields_are_skipped_and_counted() -> None:

@@ -49,6 +49,10 @@ SKIPPED_TYPES = {
     ord("4"): "block_device",
     ord("5"): "directory",
     ord("6"): "fifo",
+    ord("D"): "dumpdir",  # GNU: a directory's listing
+    ord("M"): "continued_file",  # GNU multi-volume: the rest of a file
+    ord("S"): "sparse_file",  # GNU sparse (old format)
+    ord("V"): "volume_label",
 }
 POSIX_MAGIC = b"ustar\x00"
 

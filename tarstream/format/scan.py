@@ -1,10 +1,12 @@
 """The tar scan: the regular files of a tar stream, in order, from large buffered reads.
 
 It verifies each header's checksum, handles ustar prefixes, GNU long names and PAX
-headers, yields only regular files (directories, links, devices and FIFOs are counted in
-``ReadStats`` and skipped, never followed), bounds member sizes before reading, and raises a
-typed error naming shard, member and byte offset for a stream that is truncated, corrupt,
-or not a tar. Runs of plain headers are parsed in bulk (``tarstream.format.bulk``).
+headers, yields only regular files (directories, and links, devices and FIFOs that are not
+named as a field, are counted in ``ReadStats`` and skipped, never followed; one named as a
+field, or a sparse file, is an error: skipping it would drop the field), bounds member
+sizes before reading, and raises a typed error naming shard, member and byte offset for a
+stream that is truncated, corrupt, or not a tar. Runs of plain headers are parsed in bulk
+(``tarstream.format.bulk``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from .header import (
     parse_number,
     parse_pax,
 )
+from .keys import split_member_name
 
 __all__ = [
     "DEFAULT_MAX_MEMBER_SIZE",
@@ -39,6 +42,10 @@ __all__ = [
     "read_exact",
     "scan_members",
 ]
+
+#: Members that are not regular files and hold nothing a sample could miss (skipped); any
+#: other that is named as a field (a link, device, sparse file...) is an error.
+_NO_FIELD = frozenset({"directory", "dumpdir", "volume_label"})
 
 DEFAULT_READ_SIZE = 2 << 20  # measured best on the small workload (cache-sized buffers)
 DEFAULT_MAX_MEMBER_SIZE = 4 << 30
@@ -229,6 +236,8 @@ class _Scanner:
             self.start = offset
         data = self._data(name, size)
         if typeflag in REGULAR and not name.endswith("/"):
+            if any(k.startswith("GNU.sparse.") for k in self.pax):
+                self._refuse(ord("S"), "sparse_file", name, offset)
             self.stats.members += 1
             member = (name, self.start, offset + BLOCK, data)
             self._done(name)
@@ -244,9 +253,25 @@ class _Scanner:
             self.long_name = data.split(b"\x00", 1)[0].decode("utf-8", "surrogateescape")
         elif typeflag != GNU_LONGLINK:  # a long link target: of a link that is skipped
             reason = SKIPPED_TYPES.get(typeflag, "directory" if typeflag in REGULAR else "other")
+            named = split_member_name(name) is not None and typeflag != PAX_GLOBAL
+            if named and reason not in _NO_FIELD:
+                self._refuse(typeflag, reason, name, offset)
             self.stats.skipped["pax_global" if typeflag == PAX_GLOBAL else reason] += 1
             self._done(name)
         return None
+
+    def _refuse(self, typeflag: int, reason: str, name: str, offset: int) -> None:
+        """A member that is not a regular file but is named as a sample's field: skipping it
+        would drop that field, so it is an error."""
+        kind = reason.replace("_", " ") if reason != "other" else f"type {chr(typeflag)!r}"
+        hint = " (GNU tar: --hard-dereference; -h follows symlinks)" if "link" in reason else ""
+        raise ShardFormatError(
+            f"member is a {kind}, not a regular file, but is named as a field; tarstream "
+            f"reads only the bytes of regular files: store the file itself{hint}",
+            shard=self.shard,
+            member=name,
+            offset=offset,
+        )
 
     def _done(self, name: str) -> None:
         self.last_name, self.start, self.pax, self.long_name = name, None, {}, None
