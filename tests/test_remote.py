@@ -377,3 +377,26 @@ def test_a_stalled_server_fails_within_the_timeouts_and_deadline(
         with pytest.raises((StorageError, FileNotFoundError), match=said):
             list(tarstream.TarStream(f"{chain}{base}/train-000000.tar", storage=storage))
         assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_a_server_without_byte_ranges_is_streamed(tmp_path: Path, cached: bool) -> None:
+    # http.server's SimpleHTTPRequestHandler sends whole files and ignores Range, as many
+    # servers of small files do.
+    write_dataset(tmp_path / "d", make_samples(60), max_samples=20)
+    local = _rows(tarstream.TarStream(str(tmp_path / "d" / "_train.manifest.json")))
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, directory=str(tmp_path / "d"), **kwargs)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    with serve(Handler) as base:
+        options: dict[str, Any] = {"cache_dir": tmp_path / "cache"} if cached else {}
+        storage = Storage(block_size=4096, retry=NO_WAIT, **options)
+        stream = tarstream.TarStream(f"{base}/_train.manifest.json", storage=storage)
+        assert _rows(stream) == local
+        assert storage.without_ranges(base)  # found once, for the server
+        assert _rows(stream) == local

@@ -138,6 +138,20 @@ class Storage:
         """This process's background fetch threads (made on first use, anew after fork)."""
         return self._local.executor()
 
+    def without_ranges(self, url: str) -> bool:
+        """Whether ``url``'s server was found not to serve byte ranges (in this process)."""
+        return _origin(url) in self._local.no_ranges
+
+    def found_without_ranges(self, url: str) -> None:
+        """Note that ``url``'s server sends whole objects for ranged reads: its objects are
+        streamed from now on, without asking again."""
+        self._local.no_ranges.add(_origin(url))
+
+
+def _origin(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}"
+
 
 def _with_timeouts(url: str, options: dict[str, Any], timeout: float) -> None:
     """Give the HTTP and S3 backends ``timeout`` for connecting and for each read, where
@@ -173,6 +187,7 @@ class _ProcessLocal:
         self._pid = -1
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        self.no_ranges: set[str] = set()  # servers that send whole objects for a Range
 
     def executor(self) -> ThreadPoolExecutor:
         with self._lock:

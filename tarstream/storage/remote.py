@@ -51,6 +51,7 @@ class RemoteInput(io.RawIOBase):
         self._file: Any = None
         self._file_pos = 0
         self._identity: tuple[Any, ...] | None = None
+        self._streamed = False  # read as one stream (a server without byte ranges)
         self.size: int | None = None
         self._pos = start
         self._block = b""
@@ -65,8 +66,10 @@ class RemoteInput(io.RawIOBase):
     def _reopen(self, position: int) -> None:
         self._close_file()
         fs, path = self.storage.filesystem(self.url)
-        f, identity = _open_pinned(fs, path, self.storage.block_size)
+        streamed = self.storage.without_ranges(self.url)
+        f, identity = _open_pinned(fs, path, 0 if streamed else self.storage.block_size)
         size = identity[0]
+        self._streamed = streamed
         if self._identity is None:
             self._identity, self.size = identity, size
         elif identity != self._identity:
@@ -81,7 +84,7 @@ class RemoteInput(io.RawIOBase):
         self._move_to(position)
 
     def _move_to(self, position: int) -> None:
-        if self.size is not None:
+        if self.size is not None and not self._streamed:
             self._file.seek(position)
         elif position < self._file_pos:  # a stream cannot go back: start it again
             self._reopen(position)
@@ -174,6 +177,10 @@ class RemoteInput(io.RawIOBase):
             return ShardChangedError(
                 "object changed during the read (its ETag no longer matches)", shard=self.url
             )
+        ranges_refused = isinstance(e, ValueError) and "support range requests" in str(e)
+        if ranges_refused and not self._streamed:
+            self.storage.found_without_ranges(self.url)  # streamed from the next try on
+            return None
         status = _status(e)
         if status == 412:  # If-Match refused: the object is not the one opened
             return ShardChangedError(
@@ -196,7 +203,7 @@ class RemoteInput(io.RawIOBase):
         # ``prefetch`` blocks beyond the one being read; until the object is open (and for
         # a stream of unknown size) one block at a time.
         known = self._identity is not None and self.size is not None
-        limit = self.prefetch if known else 1
+        limit = self.prefetch if known and not self._streamed else 1
         while len(self._ahead) < limit and (not known or self._next_fetch < (self.size or 0)):
             start, n = self._next_fetch, self.storage.block_size
             self._ahead.append((start, self.storage.executor().submit(self._fetch, start, n)))
@@ -251,7 +258,9 @@ class RemoteInput(io.RawIOBase):
             start, future = self._ahead.popleft()
         else:
             start = self._next_fetch
-            future = self.storage.executor().submit(self._fetch, start, self.storage.block_size)
+            # Its own thread, not the pool's: a cache fill running in the pool may be what
+            # reads here, and would wait on itself.
+            future = _in_thread(self._fetch, start, self.storage.block_size)
             self._next_fetch += self.storage.block_size
         self._block, self._block_start = self._wait(future, start), start
         if len(self._block) < self.storage.block_size and self.size is None:
@@ -292,6 +301,21 @@ class RemoteInput(io.RawIOBase):
         super().close()
 
 
+def _in_thread(fetch: Callable[[int, int], bytes], start: int, n: int) -> Future[bytes]:
+    """``fetch(start, n)`` run in a thread of its own; its future."""
+    future: Future[bytes] = Future()
+
+    def run() -> None:
+        if future.set_running_or_notify_cancel():
+            try:
+                future.set_result(fetch(start, n))
+            except BaseException as e:  # handed to the reader, which raises it
+                future.set_exception(e)
+
+    threading.Thread(target=run, daemon=True, name="tarstream-read").start()
+    return future
+
+
 def _open_pinned(fs: Any, path: str, block_size: int) -> tuple[Any, tuple[Any, ...]]:
     """Open ``path`` for reading; return the file and the object's identity (size, ETag,
     version).
@@ -310,7 +334,7 @@ def _open_pinned(fs: Any, path: str, block_size: int) -> tuple[Any, tuple[Any, .
     options: dict[str, Any] = {}
     if isinstance(etag, str) and not etag.startswith("W/"):  # a weak ETag cannot pin
         options["headers"] = {**(fs.kwargs.get("headers") or {}), "If-Match": etag}
-    ranged = size is not None and info.get("partial", True)
+    ranged = size is not None and info.get("partial", True) and block_size > 0
     f = fs.open(
         path,
         "rb",
