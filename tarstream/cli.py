@@ -1,6 +1,8 @@
-"""Command-line tools: ``tarstream-write`` and ``tarstream`` (``write``, ``index``).
+"""Command-line tools: ``tarstream-write`` and ``tarstream`` (``write``, ``index``, ``ls``,
+``stats``, ``verify``, ``cat``).
 
-Argument parsing and printing only; the work is ``tarstream.write``'s.
+Argument parsing and printing only; the work is ``tarstream.write``'s and
+``tarstream.read.inspect``'s.
 """
 
 from __future__ import annotations
@@ -9,11 +11,14 @@ import argparse
 import os
 import re
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 from .errors import TarstreamError
 from .format.manifest import compress_names
+from .plan.specs import resolve_shards
+from .read.inspect import ShardSummary, find_sample, summarize, verify
 from .write.indexer import index_shards
 from .write.progress import Progress
 from .write.sources import samples_from
@@ -131,6 +136,87 @@ def _run_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_ls(args: argparse.Namespace) -> int:
+    print("samples\tbytes\tshard\tfields")
+    for spec in resolve_shards(args.source):
+        summary = summarize(spec, read=args.read)
+        print(
+            f"{_or_unknown(summary.samples)}\t{_or_unknown(summary.size)}\t{summary.url}\t"
+            + (summary.problem or ",".join(sorted(summary.fields)))
+        )
+    return 0
+
+
+def _or_unknown(value: int | None) -> str:
+    return "?" if value is None else str(value)
+
+
+def _run_stats(args: argparse.Namespace) -> int:
+    specs = resolve_shards(args.source)
+    progress = Progress(sys.stderr)
+    summaries: list[ShardSummary] = []
+    for number, spec in enumerate(specs):
+        summaries.append(summarize(spec, read=True))
+        progress.update(sum(s.samples or 0 for s in summaries), number + 1)
+    progress.done()
+    fields: Counter[str] = Counter()
+    for summary in summaries:
+        fields.update(summary.fields)
+    indexed = sum(s.from_sidecar for s in summaries)
+    print(f"shards\t{len(summaries)} ({indexed} with sidecars)")
+    print(f"samples\t{sum(s.samples or 0 for s in summaries)}")
+    print(f"bytes\t{sum(s.size or 0 for s in summaries)}")
+    for name, count in sorted(fields.items()):
+        print(f"field {name}\t{count}")
+    problems = [f"{s.url}: {s.problem}" for s in summaries if s.problem]
+    for problem in problems:
+        print(f"problem\t{problem}")
+    return 1 if problems else 0
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    progress = Progress(sys.stderr)
+    failed = samples = 0
+    specs = resolve_shards(args.source)
+    for number, spec in enumerate(specs):
+        summary = verify(spec)
+        samples += summary.samples or 0
+        progress.update(samples, number + 1)
+        how = "checksums" if summary.from_sidecar else "headers only (no sidecar)"
+        if summary.problem:
+            failed += 1
+            print(f"FAIL\t{summary.problem}")
+        else:
+            print(f"ok\t{summary.samples}\t{summary.url}\t{how}")
+    progress.done()
+    print(
+        f"{len(specs) - failed} of {len(specs)} shards ok, {samples} samples read", file=sys.stderr
+    )
+    return 1 if failed else 0
+
+
+def _run_cat(args: argparse.Namespace) -> int:
+    for sample in find_sample(resolve_shards(args.source), args.key):
+        if args.field is None:
+            for name, value in sorted(sample.items()):
+                shown = f"{len(value)} bytes" if isinstance(value, bytes) else value
+                print(f"{name}\t{shown}")
+            return 0
+        if args.field not in sample:
+            fields = sorted(k for k in sample if not k.startswith("__"))
+            print(
+                f"error: sample {args.key!r} has no field {args.field!r} (fields: {fields})",
+                file=sys.stderr,
+            )
+            return 1
+        value = sample[args.field]
+        sys.stdout.buffer.write(value if isinstance(value, bytes) else str(value).encode())
+        sys.stdout.flush()
+        return 0
+    print(f"error: no sample with key {args.key!r}", file=sys.stderr)
+    return 1
+
+
 def _guard(run: Any, args: argparse.Namespace) -> int:
     """Run a command: a problem with the data is one line and status 1, a mistake in the
     arguments (a bad pattern or limit) one line and status 2, never a traceback."""
@@ -173,8 +259,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     index.add_argument("pattern", help="brace pattern or glob of existing shards")
     index.add_argument("--manifest", default=None, help="manifest path (default: beside them)")
+    source = "a manifest, a brace pattern or a URL of shards"
+    ls = commands.add_parser("ls", help="list shards: samples, bytes, fields (from sidecars)")
+    ls.add_argument("source", help=source)
+    ls.add_argument("--read", action="store_true", help="read shards without sidecars")
+    stats = commands.add_parser("stats", help="totals: shards, samples, bytes, fields")
+    stats.add_argument("source", help=source)
+    check = commands.add_parser(
+        "verify", help="read every byte against the sidecars; exit 1 on any problem"
+    )
+    check.add_argument("source", help=source)
+    cat = commands.add_parser("cat", help="print a sample's fields, or write one field's bytes")
+    cat.add_argument("source", help=source)
+    cat.add_argument("key", help="the sample's key")
+    cat.add_argument("field", nargs="?", default=None, help="the field to write to stdout")
     args = parser.parse_args(argv)
-    return _guard(_run_write if args.command == "write" else _run_index, args)
+    runs = {
+        "write": _run_write,
+        "index": _run_index,
+        "ls": _run_ls,
+        "stats": _run_stats,
+        "verify": _run_verify,
+        "cat": _run_cat,
+    }
+    return _guard(runs[args.command], args)
 
 
 if __name__ == "__main__":

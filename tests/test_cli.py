@@ -233,3 +233,36 @@ def test_a_mistake_is_one_line_and_status_2_never_a_traceback(
     err = capsys.readouterr().err
     assert code in (1, 2) and said in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_ls_stats_verify_and_cat_look_inside_a_dataset(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with tarstream.ShardWriter(str(tmp_path / "t-%06d.tar"), max_samples=10) as w:
+        for i in range(25):
+            w.write({"__key__": f"{i:03d}", "txt": "x" * i, "cls": i})
+    manifest = str(tmp_path / "_t.manifest.json")
+    assert main(["ls", manifest]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "samples\tbytes\tshard\tfields"
+    assert [line.split("\t")[0] for line in lines[1:]] == ["10", "10", "5"]
+    assert all(line.endswith("\tcls,txt") for line in lines[1:])
+    assert main(["stats", manifest]) == 0
+    out = capsys.readouterr().out
+    assert "samples\t25" in out and "field txt\t25" in out and "3 with sidecars" in out
+    assert main(["verify", manifest]) == 0
+    assert capsys.readouterr().out.count("ok\t") == 3
+    result = subprocess.run(
+        [sys.executable, "-m", "tarstream", "cat", manifest, "013", "txt"], capture_output=True
+    )
+    assert result.returncode == 0 and result.stdout == b"x" * 13
+    assert main(["cat", manifest, "013"]) == 0
+    assert "txt\t13 bytes" in capsys.readouterr().out
+    assert main(["cat", manifest, "999"]) == 1
+    shard = tmp_path / "t-000001.tar"
+    data = bytearray(shard.read_bytes())
+    data[3000] ^= 1  # one flipped bit in sample 011's data
+    shard.write_bytes(bytes(data))
+    assert main(["verify", manifest]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL\t" in out and "'011" in out and out.count("ok\t") == 2
