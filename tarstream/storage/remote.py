@@ -173,7 +173,8 @@ class RemoteInput(io.RawIOBase):
     def _failure(self, e: Exception, what: str, attempt: int) -> Exception | None:
         """The error to raise for failure ``e`` of try ``attempt`` (None: try again)."""
         url = redact_url(self.url)
-        if type(e).__name__ == "FileExpired":
+        status = _status(e)
+        if type(e).__name__ == "FileExpired" or status == 412:  # If-Match refused (S3, HTTP)
             return ShardChangedError(
                 "object changed during the read (its ETag no longer matches)", shard=self.url
             )
@@ -181,11 +182,6 @@ class RemoteInput(io.RawIOBase):
         if ranges_refused and not self._streamed:
             self.storage.found_without_ranges(self.url)  # streamed from the next try on
             return None
-        status = _status(e)
-        if status == 412:  # If-Match refused: the object is not the one opened
-            return ShardChangedError(
-                "object changed during the read (its ETag no longer matches)", shard=self.url
-            )
         if status in (401, 403) or isinstance(e, PermissionError):
             return StorageError(f"{url}: {what} refused (access denied): {_describe(e)}")
         if isinstance(e, FileNotFoundError):
