@@ -73,6 +73,30 @@ def test_write_from_a_jsonl_index_with_file_and_metadata_columns(tmp_path: Path)
     ]
 
 
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        (["--file", "nosuchcol"], "no column 'nosuchcol'"),
+        (["--file", "image", "--key", "ident"], "no column 'ident'"),
+        (
+            ["--file", "image", "--file", "thumb"],
+            "columns 'image' and 'thumb' both give field 'jpg'",
+        ),
+        (["--file", "image", "--field", "label=jpg"], "both give field 'jpg'"),
+    ],
+)
+def test_index_columns_that_are_missing_or_clash_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], options: list[str], said: str
+) -> None:
+    (tmp_path / "a.jpg").write_bytes(b"A")
+    (tmp_path / "b.jpg").write_bytes(b"B")
+    row = {"id": "k", "image": "a.jpg", "thumb": "b.jpg", "label": 1}
+    (tmp_path / "index.jsonl").write_text(json.dumps(row) + "\n")
+    code = write_main([str(tmp_path / "index.jsonl"), str(tmp_path / "o-%03d.tar"), *options])
+    err = capsys.readouterr().err
+    assert code == 1 and said in err and len(err.strip().splitlines()) == 1
+
+
 def test_write_from_a_csv_index_keys_rows_by_number_and_names_file_fields(tmp_path: Path) -> None:
     (tmp_path / "a.bin").write_bytes(b"A")
     (tmp_path / "b.bin").write_bytes(b"B")

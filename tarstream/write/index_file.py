@@ -57,8 +57,9 @@ def index_samples(
     number).
 
     Raises:
-        WriteError: a row without a key, a file without an extension to name its field, a
-            file that cannot be read.
+        WriteError: a named column the index lacks, two columns giving one field, a row
+            without a key, a file without an extension to name its field, a file that
+            cannot be read.
     """
     if not file_columns:
         raise WriteError(
@@ -66,16 +67,41 @@ def index_samples(
             "(other columns are written as fields)"
         )
     for row_no, row in enumerate(index_rows(path), 1):
+        if row_no == 1:
+            _check_columns(path, row, file_columns, key_column, rename)
         sample: dict[str, Any] = {"__key__": _key(path, row_no, row, key_column)}
+        source: dict[str, str] = {}  # field -> the column it came from
         for column, value in row.items():
             if column == key_column or value is None or value == "":
                 continue
             if column in file_columns:
                 field, data = _file_field(path, row_no, column, str(value), file_columns[column])
-                sample[field] = data
             else:
-                sample[rename.get(column, column)] = value
+                field, data = rename.get(column, column), value
+            if field in source:
+                raise WriteError(
+                    f"{path}: row {row_no}: columns {source[field]!r} and {column!r} both give "
+                    f"field {field!r}; name one with --file COLUMN=FIELD or --field COLUMN=FIELD"
+                )
+            source[field] = column
+            sample[field] = data
         yield sample
+
+
+def _check_columns(
+    path: Path,
+    row: Mapping[str, Any],
+    file_columns: Mapping[str, str | None],
+    key_column: str | None,
+    rename: Mapping[str, str],
+) -> None:
+    """Every column named on the command line is one of the index's (its first row's)."""
+    named = [*file_columns, *rename, *([key_column] if key_column is not None else [])]
+    missing = [column for column in named if column not in row]
+    if missing:
+        raise WriteError(
+            f"{path}: no column {', '.join(map(repr, missing))} (columns: {sorted(row)})"
+        )
 
 
 def _key(path: Path, row_no: int, row: Mapping[str, Any], key_column: str | None) -> str:
