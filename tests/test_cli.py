@@ -244,6 +244,8 @@ def test_index_takes_a_glob_and_names_the_manifest_after_the_shards(
         (["index", "{nothing"], "Unbalanced braces"),
         (["index", "none-*.tar"], "names no shard"),
         (["write", "SRC", "OUT/x-%06d.tar", "--max-samples", "0"], "max_samples"),
+        (["write", "SRC", "s3://bucket/x-%06d.tar"], "local paths only"),
+        (["write", "SRC", "OUT/x.tar"], "placeholder like %06d"),
     ],
 )
 def test_a_mistake_is_one_line_and_status_2_never_a_traceback(
