@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import json
 import pickle
+import tarfile
 import threading
 import time
 import traceback
@@ -400,3 +401,19 @@ def test_a_server_without_byte_ranges_is_streamed(tmp_path: Path, cached: bool) 
         assert _rows(stream) == local
         assert storage.without_ranges(base)  # found once, for the server
         assert _rows(stream) == local
+
+
+@pytest.mark.parametrize("chain", ["blockcache::", "filecache::", "simplecache::", "tar"])
+def test_chained_urls_read_the_same_samples(tmp_path: Path, chain: str) -> None:
+    write_dataset(tmp_path, make_samples(30), max_samples=10)
+    local = _rows(tarstream.TarStream(str(tmp_path / "_train.manifest.json")))
+    names = [f"train-{i:06d}.tar" for i in range(3)]
+    if chain == "tar":  # the shards inside one archive
+        with tarfile.open(tmp_path / "outer.tar", "w") as outer:
+            for name in names:
+                outer.add(tmp_path / name, arcname=name)
+        urls = [f"tar://{name}::file://{tmp_path}/outer.tar" for name in names]
+    else:
+        urls = [f"{chain}file://{tmp_path}/{name}" for name in names]
+    storage = Storage(retry=NO_WAIT)
+    assert _rows(tarstream.TarStream(urls, storage=storage, sidecars="ignore")) == local

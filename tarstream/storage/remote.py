@@ -49,6 +49,7 @@ class RemoteInput(io.RawIOBase):
         self._lock = threading.Lock()  # one fetch at a time uses the file object
         self._rng = random.Random()
         self._file: Any = None
+        self._fs: Any = None
         self._file_pos = 0
         self._identity: tuple[Any, ...] | None = None
         self._streamed = False  # read as one stream (a server without byte ranges)
@@ -66,6 +67,7 @@ class RemoteInput(io.RawIOBase):
     def _reopen(self, position: int) -> None:
         self._close_file()
         fs, path = self.storage.filesystem(self.url)
+        self._fs = fs  # kept while its file is read: tar:// closes its archive when collected
         streamed = self.storage.without_ranges(self.url)
         f, identity = _open_pinned(fs, path, 0 if streamed else self.storage.block_size)
         size = identity[0]
@@ -322,7 +324,10 @@ def _open_pinned(fs: Any, path: str, block_size: int) -> tuple[Any, tuple[Any, .
     reads by itself.)
     """
     if "http" not in _protocols(fs):
-        f = fs.open(path, "rb", block_size=block_size, cache_type="none")
+        # blockcache:: sets the cache type of what it opens itself
+        own_cache = {"blockcache", "cached"} & set(_protocols(fs))
+        cache: dict[str, Any] = {} if own_cache else {"cache_type": "none"}
+        f = fs.open(path, "rb", block_size=block_size, **cache)
         details = getattr(f, "details", None) or {}
         return f, (getattr(f, "size", None), details.get("ETag"), details.get("VersionId"))
     info = fs.info(path)
