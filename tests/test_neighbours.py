@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -139,3 +142,39 @@ def test_a_dataset_written_before_the_sidecar_folder_reads_through_its_sidecars(
     pattern = str(tmp_path / "train-{000000..000001}.tar")
     for source in (str(tmp_path / "train.manifest.json"), pattern):
         assert list(tarstream.TarStream(source, sidecars="require")) == want
+
+
+@pytest.mark.slow
+def test_megatron_energon_prepares_and_reads_the_output_and_tarstream_still_reads_it(
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("megatron.energon")
+    energon = shutil.which("energon", path=str(Path(sys.executable).parent))
+    assert energon is not None, "megatron-energon's energon command is not installed"
+    _write(tmp_path, 25)
+    want = [(s["__key__"], s["txt"]) for s in _text_samples(tmp_path)]
+    prepare = [energon, "prepare", "--non-interactive", "--no-progress", "--split-ratio", "1,0,0"]
+    prepare += ["--sample-type", "TextSample", "--field-map", '{"text": "txt"}', str(tmp_path)]
+    subprocess.run(prepare, check=True, capture_output=True, cwd=tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("*.tar.idx")) == [  # beside ours, not on them
+        f"train-{i:06d}.tar.idx" for i in range(3)
+    ]
+    code = """
+import json, sys
+from megatron.energon import WorkerConfig, get_loader, get_val_dataset
+config = WorkerConfig(rank=0, world_size=1, num_workers=0)
+dataset = get_val_dataset(sys.argv[1], split_part="train", worker_config=config, batch_size=None)
+print(json.dumps(sorted((s.__key__, s.text) for s in get_loader(dataset))))
+"""
+    read = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], check=True, capture_output=True, text=True
+    )
+    assert [tuple(row) for row in json.loads(read.stdout.splitlines()[-1])] == sorted(want)
+    assert [(s["__key__"], s["txt"]) for s in _text_samples(tmp_path)] == want  # ours still
+
+
+def _text_samples(directory: Path) -> Any:
+    pattern = str(directory / "train-{000000..000002}.tar")
+    for source in (str(directory / "_train.manifest.json"), pattern):
+        assert list(tarstream.TarStream(source, sidecars="require"))  # through our sidecars
+    return tarstream.TarStream(str(directory / "_train.manifest.json")).decode(only="txt")
