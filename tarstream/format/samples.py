@@ -98,6 +98,19 @@ class _Grouping:
         if len(self.stats.failures) < 100:
             self.stats.failures.append(str(error))
 
+    def _begin(self, key: str, start: int, member: str | tuple[Run, int]) -> Sample:
+        """The sample a new ``key`` starts, its first header at ``start``: a fresh one, or
+        for a key seen before (lenient; strict raises) the discard. ``member``: its name, or
+        where a run holds it (named only for the error)."""
+        if key in self.seen:
+            name = member if isinstance(member, str) else member[0].name(member[1])
+            self._skip("repeated_key", self._repeated(key, name, start), 0)
+            return self.discard
+        self.seen[key] = start
+        if self.layout is not None:
+            self.layout.append((key, start, []))
+        return {"__key__": key, "__url__": self.url}
+
     def _repeated(self, key: str, name: str, offset: int) -> ShardFormatError:
         return ShardFormatError(
             f"key {key!r} appears again after other samples (its sample starts at byte "
@@ -128,15 +141,7 @@ class _Grouping:
                 if self.key is not None and self.sample is not self.discard:
                     stats.samples += 1
                     yield self.sample
-                self.key = key
-                if key in self.seen:
-                    self._skip("repeated_key", self._repeated(key, name, start), 0)
-                    self.sample = self.discard
-                else:
-                    self.seen[key] = start
-                    self.sample = {"__key__": key, "__url__": url}
-                    if layout is not None:
-                        layout.append((key, start, []))
+                self.key, self.sample = key, self._begin(key, start, name)
             if self.sample is self.discard:
                 stats.skipped["repeated_key"] += 1
                 continue
@@ -154,26 +159,18 @@ class _Grouping:
         starts, ends = part.data_start, part.data_end
         fields = [f.lower() for f in part.fields] if self.lowercase else part.fields
         names = [fields[i] for i in part.field_id]
-        seen = self.seen  # unsafe keys never reach a run: the bulk parser leaves them
+        discard = self.discard  # unsafe keys never reach a run: the bulk parser leaves them
         base, first = part.base, part.start
         for b0, b1 in pairwise(part.bounds):
             h = header[b0]
             member_key = buf[h : h + key_len[b0]].decode("utf-8", "surrogateescape")
             if member_key != key:
-                if key is not None and sample is not self.discard:
+                if key is not None and sample is not discard:
                     stats.samples += 1
                     yield sample
                 key = member_key
-                if member_key in seen:
-                    error = self._repeated(member_key, part.name(b0), base + first[b0])
-                    self._skip("repeated_key", error, 0)
-                    sample = self.discard
-                else:
-                    seen[member_key] = base + first[b0]
-                    sample = {"__key__": member_key, "__url__": url}
-                    if layout is not None:
-                        layout.append((key, base + first[b0], []))
-            if sample is self.discard:
+                sample = self._begin(key, base + first[b0], (part, b0))
+            if sample is discard:
                 stats.skipped["repeated_key"] += b1 - b0
                 continue
             expected = len(sample) + b1 - b0
