@@ -39,6 +39,7 @@ __all__ = [
     "Stage",
     "State",
     "Transform",
+    "check_errors",
     "connect_chain",
     "delivered",
     "is_addressable",
@@ -332,3 +333,12 @@ class _Drain:
                 yield self.stage.next()
             except StopIteration:
                 return
+
+
+def check_errors(errors: str, max_errors: int | None) -> None:
+    """Check a stage's error policy: ``errors`` "strict" (raise) or "skip" (count and go
+    on), and ``max_errors`` None or >= 0 (the most skipped per epoch before raising)."""
+    if errors not in ("strict", "skip"):
+        raise ValueError(f"errors must be 'strict' or 'skip', got {errors!r}")
+    if max_errors is not None and max_errors < 0:
+        raise ValueError(f"max_errors must be >= 0, got {max_errors}")

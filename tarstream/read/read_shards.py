@@ -19,7 +19,7 @@ from ..format.scan import DEFAULT_MAX_MEMBER_SIZE, DEFAULT_READ_SIZE, ReadStats
 from ..plan.segments import Segment, known_size
 from ..plan.shard_list import PlanStage, ShardList
 from ..plan.specs import SidecarMode, check_sidecar_mode
-from ..stage import Stage, State
+from ..stage import Stage, State, check_errors
 from .shard import OpenShard, is_remote, open_shard, read_shard, read_shard_at
 
 __all__ = ["ReadShards"]
@@ -43,9 +43,9 @@ class ReadShards(Stage[Sample]):
     continues after it. More than ``max_errors`` failed shards in an epoch raise the last
     error. Read without a sidecar, a member whose key is unsafe, and the members of a key
     that comes back after other samples, are skipped and counted (``stats.skipped``) while
-    the shard goes on. A lenient reader's items cannot be located by plan position (a failed shard's
-    rest is missing), so a shuffle after it resumes by re-reading (``ResumeWarning``) and
-    elastic resume through one is refused.
+    the shard goes on. A lenient reader's items cannot be located by plan position (a
+    failed shard's rest is missing), so a shuffle after it resumes by re-reading
+    (``ResumeWarning``) and elastic resume through one is refused.
 
     A remote shard is read in blocks fetched ahead in the background, and the next remote
     shard of the plan is opened (its first block fetched, or its cache entry filled) while
@@ -67,10 +67,7 @@ class ReadShards(Stage[Sample]):
         lowercase_fields: bool = True,
     ) -> None:
         super().__init__()
-        if errors not in ("strict", "skip"):
-            raise ValueError(f"errors must be 'strict' or 'skip', got {errors!r}")
-        if max_errors is not None and max_errors < 0:
-            raise ValueError(f"max_errors must be >= 0, got {max_errors}")
+        check_errors(errors, max_errors)
         self.errors = errors
         self.max_errors = max_errors
         check_sidecar_mode(sidecars)

@@ -26,7 +26,7 @@ from ..codecs.images import DEFAULT_MAX_PIXELS, ImageForm, Size
 from ..codecs.media import AudioOptions, VideoOptions
 from ..errors import DecodeError
 from ..format.samples import Sample
-from ..stage import State, Transform
+from ..stage import State, Transform, check_errors
 from .deferred import PendingImage
 
 __all__ = ["Decode", "DecodeStats"]
@@ -99,10 +99,7 @@ class Decode(Transform[Sample]):
     ) -> None:
         super().__init__()
         self.form = ImageForm(image, layout, size, max_pixels)
-        if errors not in ("strict", "skip"):
-            raise ValueError(f"errors must be 'strict' or 'skip', got {errors!r}")
-        if max_errors is not None and max_errors < 0:
-            raise ValueError(f"max_errors must be >= 0, got {max_errors}")
+        check_errors(errors, max_errors)
         if max_size < 1:
             raise ValueError(f"max_size must be >= 1, got {max_size}")
         unsafe = frozenset(unsafe)
