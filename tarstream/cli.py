@@ -155,16 +155,17 @@ def _run_stats(args: argparse.Namespace) -> int:
     specs = resolve_shards(args.source)
     progress = Progress(sys.stderr)
     summaries: list[ShardSummary] = []
+    fields: Counter[str] = Counter()
+    samples = 0
     for number, spec in enumerate(specs):
         summaries.append(summarize(spec, read=True))
-        progress.update(sum(s.samples or 0 for s in summaries), number + 1)
+        samples += summaries[-1].samples or 0
+        fields.update(summaries[-1].fields)
+        progress.update(samples, number + 1)
     progress.done()
-    fields: Counter[str] = Counter()
-    for summary in summaries:
-        fields.update(summary.fields)
     indexed = sum(s.from_sidecar for s in summaries)
     print(f"shards\t{len(summaries)} ({indexed} with sidecars)")
-    print(f"samples\t{sum(s.samples or 0 for s in summaries)}")
+    print(f"samples\t{samples}")
     print(f"bytes\t{sum(s.size or 0 for s in summaries)}")
     for name, count in sorted(fields.items()):
         print(f"field {name}\t{count}")

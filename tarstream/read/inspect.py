@@ -42,10 +42,7 @@ def summarize(spec: ShardSpec, *, read: bool) -> ShardSummary:
             summary.samples, summary.size, summary.from_sidecar = index.count, index.size, True
             summary.fields.update(index.fields[i] for i in index.member_field.tolist())
         elif read:
-            summary.samples = 0
-            for sample in read_shard(spec, sidecars="ignore"):
-                summary.samples += 1
-                summary.fields.update(k for k in sample if not k.startswith("__"))
+            _count(summary, read_shard(spec, sidecars="ignore"))
     except ShardError as e:
         summary.problem = str(e)
     return summary
@@ -55,15 +52,21 @@ def verify(spec: ShardSpec) -> ShardSummary:
     """Read every byte of ``spec``: against its sidecar's checksums where it has one
     (``problem`` says what does not match), its headers otherwise."""
     summary = ShardSummary(redact_url(spec.url))
-    summary.samples = 0
     try:
         summary.from_sidecar = load_sidecar(spec) is not None
-        for sample in read_shard(spec, sidecars="auto", verify=True):
-            summary.samples += 1
-            summary.fields.update(k for k in sample if not k.startswith("__"))
+        _count(summary, read_shard(spec, sidecars="auto", verify=True))
     except ShardError as e:
         summary.problem = str(e)
     return summary
+
+
+def _count(summary: ShardSummary, samples: Iterator[Sample]) -> None:
+    """Count ``samples`` and their fields into ``summary`` as they are read (so a failure
+    part way leaves the count of those before it)."""
+    summary.samples = 0
+    for sample in samples:
+        summary.samples += 1
+        summary.fields.update(k for k in sample if not k.startswith("__"))
 
 
 def find_sample(specs: list[ShardSpec], key: str) -> Iterator[Sample]:
