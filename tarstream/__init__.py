@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .errors import (
+    ArgumentError,
     CacheWarning,
     DecodeError,
     DuplicateKeyError,
@@ -108,6 +109,7 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "ArgumentError",
     "AudioOptions",
     "Batch",
     "CacheWarning",

@@ -153,7 +153,7 @@ def _or_unknown(value: int | None) -> str:
 
 def _run_stats(args: argparse.Namespace) -> int:
     specs = resolve_shards(args.source)
-    progress = Progress(sys.stderr)
+    progress = Progress(sys.stderr, shards=len(specs))
     summaries: list[ShardSummary] = []
     fields: Counter[str] = Counter()
     samples = 0
@@ -176,9 +176,9 @@ def _run_stats(args: argparse.Namespace) -> int:
 
 
 def _run_verify(args: argparse.Namespace) -> int:
-    progress = Progress(sys.stderr)
     failed = samples = 0
     specs = resolve_shards(args.source)
+    progress = Progress(sys.stderr, shards=len(specs))
     for number, spec in enumerate(specs):
         summary = verify(spec)
         samples += summary.samples or 0

@@ -41,6 +41,7 @@ from __future__ import annotations
 import re
 
 __all__ = [
+    "ArgumentError",
     "CacheWarning",
     "DecodeError",
     "DuplicateKeyError",
@@ -167,6 +168,11 @@ class StorageError(TarstreamError, OSError):
 
 class ManifestError(TarstreamError):
     """A dataset manifest cannot be read or is not valid."""
+
+
+class ArgumentError(TarstreamError, TypeError, ValueError):
+    """An argument of the wrong type or form (a function where field names belong, a
+    string where a function does); both a TypeError and a ValueError, so either catches it."""
 
 
 class ResumeError(TarstreamError, ValueError):

@@ -20,7 +20,7 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> str:
     directory = tmp_path_factory.mktemp("batches")
     with tarstream.ShardWriter(str(directory / "b-%06d.tar"), max_samples=8) as w:
         for i in range(16):
-            image = Image.fromarray(np.full((6, 5, 3), i, np.uint8))
+            image = Image.fromarray(np.full((96, 80, 3), i, np.uint8))
             w.write({"__key__": f"{i:03d}", "png": image, "cls": i % 3, "txt": f"t{i}"})
     return str(directory / "_b.manifest.json")
 
@@ -46,44 +46,65 @@ def _pipelines(manifest: str, tensors: str) -> dict[str, tarstream.Pipeline]:
     }
 
 
+def _fields(shape: Any, kind: str) -> list[Any]:
+    """The image, label and string columns of a batch's ``_shape``."""
+    return shape[1] if kind == "tuple" else [shape[1][k] for k in ("png", "cls", "txt")]
+
+
 def _first(iterable: Any) -> Any:
     return next(iter(iterable))
 
 
+@pytest.mark.parametrize("tensors", ["auto", "torch"])
 @pytest.mark.parametrize("kind", ["tuple", "dict"])
-def test_torch_batches_are_the_same_in_process_in_the_loader_and_a_plain_dataloader(
-    manifest: str, kind: str
+def test_batches_are_the_same_in_process_in_the_loader_and_a_plain_dataloader(
+    manifest: str, kind: str, tensors: str
 ) -> None:
-    pipeline = _pipelines(manifest, "torch")[kind]
+    pipeline = _pipelines(manifest, tensors)[kind]
     here = _shape(_first(pipeline))
-    loader = _shape(_first(tarstream.Loader(pipeline, num_workers=2)))
-    plain = _shape(_first(torch.utils.data.DataLoader(pipeline, batch_size=None, num_workers=2)))
-    assert here == loader == plain
-    images = here[1][0] if kind == "tuple" else here[1]["png"]
-    assert images == ("Tensor", "torch.uint8", (4, 6, 5, 3))
-    strings = here[1][2] if kind == "tuple" else here[1]["txt"]
+    loaders = [
+        tarstream.Loader(pipeline),
+        tarstream.Loader(pipeline, num_workers=2),
+        torch.utils.data.DataLoader(pipeline, batch_size=None, num_workers=2),
+    ]
+    assert [_shape(_first(loader)) for loader in loaders] == [here] * 3
+    assert here[0] == ("BatchTuple" if kind == "tuple" else "dict")
+    images, labels, strings = _fields(here, kind)
+    assert images == ("Tensor", "torch.uint8", (4, 96, 80, 3))
+    assert labels == ("Tensor", "torch.int64", (4,))
     assert strings == ("list", ["str"])
 
 
 @pytest.mark.parametrize("kind", ["tuple", "dict"])
-def test_numpy_batches_keep_their_container_through_the_loaders(manifest: str, kind: str) -> None:
+def test_numpy_batches_stay_numpy_through_tarstreams_loader(manifest: str, kind: str) -> None:
     pipeline = _pipelines(manifest, "numpy")[kind]
-    here = _first(pipeline)
-    assert isinstance(here, tuple if kind == "tuple" else dict)
-    labels = here[1] if kind == "tuple" else here["cls"]
-    assert isinstance(labels, np.ndarray)
-    for batch in (
-        _first(tarstream.Loader(pipeline, num_workers=2)),
-        _first(torch.utils.data.DataLoader(pipeline, batch_size=None, num_workers=2)),
-    ):
-        assert type(batch) is type(
-            here
-        )  # DataLoaders turn arrays into tensors, not tuples into lists
-        labels = batch[1] if kind == "tuple" else batch["cls"]
-        assert isinstance(labels, torch.Tensor)
+    here = _shape(_first(pipeline))
+    images, labels, strings = _fields(here, kind)
+    assert images == ("ndarray", "uint8", (4, 96, 80, 3))  # over 64 KiB: a shared block
+    assert labels == ("ndarray", "int64", (4,))
+    assert strings == ("list", ["str"])
+    for context in ("fork", "spawn"):
+        loader = tarstream.Loader(pipeline, num_workers=2, multiprocessing_context=context)
+        assert [_shape(b) for b in loader] == [here] * 4
+    assert _shape(_first(tarstream.Loader(pipeline))) == here
+    # A plain DataLoader converts arrays itself (torch's default_convert); the container
+    # stays what it was.
+    plain = _first(torch.utils.data.DataLoader(pipeline, batch_size=None, num_workers=2))
+    assert type(plain) is type(_first(pipeline))
+    assert isinstance(plain[1] if kind == "tuple" else plain["cls"], torch.Tensor)
 
 
-def test_tensors_must_be_numpy_or_torch(manifest: str) -> None:
+def test_numpy_batches_from_the_loader_hold_the_values_read(manifest: str) -> None:
+    pipeline = _pipelines(manifest, "numpy")["tuple"]
+    expected = [(images.copy(), labels.copy()) for images, labels, _ in pipeline]
+    received = list(tarstream.Loader(pipeline, num_workers=2))  # every batch held at once
+    assert len(received) == len(expected) == 4
+    got = sorted(received, key=lambda b: int(b[0][0, 0, 0, 0]))
+    for (images, labels, _), (want_images, want_labels) in zip(got, expected, strict=True):
+        assert np.array_equal(images, want_images) and np.array_equal(labels, want_labels)
+
+
+def test_tensors_must_be_auto_numpy_or_torch(manifest: str) -> None:
     with pytest.raises(ValueError, match="tensors must be"):
         tarstream.TarStream(manifest).batch(4, tensors="jax")  # type: ignore[arg-type]
     assert Path(manifest).exists()

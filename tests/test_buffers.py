@@ -145,7 +145,7 @@ def test_when_every_shared_block_is_held_batches_go_to_torch_shared_memory() -> 
     assert (held == 1).all()
 
 
-def test_small_arrays_and_tensors_travel_inside_the_message_as_tensors() -> None:
+def test_small_arrays_and_tensors_travel_inside_the_message_as_they_were() -> None:
     memory = SharedBatchMemory(keep=2)
     labels = memory.array((64,), np.int64)  # a batch's labels: plain memory, not a block
     labels[:] = np.arange(64)
@@ -157,21 +157,30 @@ def test_small_arrays_and_tensors_travel_inside_the_message_as_tensors() -> None
     message = ForkingPickler.dumps({k: shipped[k] for k in ("labels", "ids")})
     assert len(message) > labels.nbytes + ids.nbytes  # the values, not a file descriptor
     sent = pickle.loads(message)
-    assert isinstance(sent["labels"], torch.Tensor) and sent["labels"].tolist() == list(range(64))
-    assert sent["ids"].dtype == torch.int32 and sent["ids"].tolist() == list(range(10))
+    assert isinstance(sent["labels"], np.ndarray) and sent["labels"].tolist() == list(range(64))
+    assert isinstance(sent["ids"], torch.Tensor) and sent["ids"].dtype == torch.int32
+    assert sent["ids"].tolist() == list(range(10))
     labels[:] = -1  # a copy travelled
     assert sent["labels"].tolist() == list(range(64))
 
 
-def test_arrays_ship_as_tensors_and_arrays_torch_cannot_hold_stay_arrays() -> None:
+def test_an_array_in_a_shared_block_arrives_as_an_array_over_the_same_memory() -> None:
     memory = SharedBatchMemory(keep=2)
-    numbers = memory.array((3,), np.int32)
-    numbers[:] = [1, 2, 3]
+    batch = memory.array((4, 8192), np.float32)  # 128 KiB: a shared block
+    batch[:] = np.arange(4 * 8192, dtype=np.float32).reshape(4, 8192)
+    address = _address(batch)
     words = memory.array((2,), np.dtype("<U3"))
     words[:] = ["ab", "cde"]
-    sent = pickle.loads(ForkingPickler.dumps(memory.ship({"n": numbers, "w": words})))
-    assert sent["n"].tolist() == [1, 2, 3] and isinstance(sent["n"], torch.Tensor)
+    message = ForkingPickler.dumps(memory.ship({"x": batch.T, "w": words}))
+    assert len(message) < 1024  # a handle, not the values
+    del batch
+    sent = pickle.loads(message)
+    assert isinstance(sent["x"], np.ndarray) and sent["x"].dtype == np.float32
+    assert sent["x"].shape == (8192, 4) and sent["x"][5, 1] == 8192 + 5  # strides kept
     assert sent["w"].tolist() == ["ab", "cde"]
+    assert all(_address(memory.array((4, 8192), np.float32)) != address for _ in range(3))
+    del sent  # the trainer let go: the block is free again
+    assert _address(memory.array((4, 8192), np.float32)) == address
 
 
 def test_the_trainer_maps_a_block_once_and_later_batches_over_it_name_it() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import shutil
 import subprocess
@@ -292,3 +293,24 @@ def test_ls_stats_verify_and_cat_look_inside_a_dataset(
     assert main(["verify", manifest]) == 1
     out = capsys.readouterr().out
     assert "FAIL\t" in out and "'011" in out and out.count("ok\t") == 2
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_verify_shows_a_progress_bar_on_a_terminal_and_nothing_when_piped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with tarstream.ShardWriter(str(tmp_path / "p-%06d.tar"), max_samples=4) as w:
+        for i in range(10):
+            w.write({"__key__": f"{i:03d}", "txt": "x"})
+    manifest = str(tmp_path / "_p.manifest.json")
+    assert main(["verify", manifest]) == 0
+    assert capsys.readouterr().err == "3 of 3 shards ok, 10 samples read\n"  # piped: quiet
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert main(["verify", manifest]) == 0
+    shown = terminal.getvalue()
+    assert "3/3" in shown and "shards" in shown and "10 samples" in shown  # tqdm's bar

@@ -377,7 +377,7 @@ BATCH_ITEMS = {
 @pytest.mark.parametrize("size", [1, 3, 7, 10])
 def test_batches_built_as_items_arrive_equal_collate_of_the_list(name: str, size: int) -> None:
     items = BATCH_ITEMS[name]
-    batches = list(Pipeline(_ListStage(items), Batch(size)))
+    batches = list(Pipeline(_ListStage(items), Batch(size, tensors="numpy")))
     expected = [collate(items[i : i + size]) for i in range(0, len(items), size)]
     assert len(batches) == len(expected)
     for got, want in zip(batches, expected, strict=True):

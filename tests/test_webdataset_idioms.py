@@ -73,6 +73,15 @@ def _flip(sample: dict[str, Any]) -> dict[str, Any]:
     return {**sample, "txt": sample["txt"][::-1]}
 
 
+def _tenfold(data: bytes) -> int:
+    return int(data) * 10
+
+
+def _shout(key: str, data: bytes) -> str | None:
+    """A webdataset handler: the text fields upper-cased, the others passed on."""
+    return data.decode().upper() if key == ".txt" else None
+
+
 def _has_png(sample: dict[str, Any]) -> bool:
     return "png" in sample
 
@@ -124,6 +133,14 @@ IDIOMS: dict[str, Idiom] = {
         lambda d: d.decode().to_tuple("json", "cls").map_tuple(lambda j: j["i"], lambda c: c + 1),
         lambda d: (
             d.decode(only="json cls").to_tuple("json", "cls").map(lambda t: (t[0]["i"], t[1] + 1))
+        ),
+    ),
+    "decode with handler functions before the image form": (
+        lambda d: d.decode(wds.handle_extension("cls", _tenfold), _shout, "rgb8").to_tuple(
+            "jpg;png", "cls", "txt"
+        ),
+        lambda d: d.decode(wds.handle_extension("cls", _tenfold), _shout, "rgb8").to_tuple(
+            "jpg;png", "cls", "txt"
         ),
     ),
     "slice is take": (
@@ -178,7 +195,9 @@ def test_two_fields_that_differ_only_in_case_are_an_error_not_one_lost(tmp_path:
 @pytest.mark.parametrize(
     ("make", "said"),
     [
-        (lambda d: d.decode(lambda key, data: None), "image form is a string"),
+        (lambda d: d.decode(3), "image form .a string. or handler functions"),
+        (lambda d: d.decode("pil", "rgb8"), "one image form"),
+        (lambda d: d.decode(image=len), "image form is a string"),
         (lambda d: d.rename(keep="no", image="jpg"), "keep must be True or False"),
         (lambda d: d.rename(image=["jpg"]), "old field name"),
         (lambda d: d.to_tuple("jpg", 3), "field names as strings"),
@@ -186,8 +205,9 @@ def test_two_fields_that_differ_only_in_case_are_an_error_not_one_lost(tmp_path:
         (lambda d: d.decode(only=[1]), "only takes field names"),
     ],
 )
-def test_wrong_argument_types_are_clear_type_errors(
+def test_wrong_argument_types_are_clear_errors(
     shards: str, make: Callable[[Any], Any], said: str
 ) -> None:
-    with pytest.raises(TypeError, match=said):
+    with pytest.raises(tarstream.ArgumentError, match=said) as raised:
         make(tarstream.TarStream(shards))
+    assert isinstance(raised.value, TypeError) and isinstance(raised.value, ValueError)

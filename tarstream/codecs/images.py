@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ImageTooLargeError
+from ..errors import ArgumentError, ImageTooLargeError
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -59,7 +59,7 @@ def check_image_spec(spec: str) -> tuple[str | None, bool, bool]:
         ValueError: ``spec`` is not an image form.
     """
     if not isinstance(spec, str):
-        raise TypeError(
+        raise ArgumentError(
             f"the image form is a string such as 'rgb8' or 'pil', got {spec!r} (custom "
             "decoders go in decoders={'jpg': function})"
         )

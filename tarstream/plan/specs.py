@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from ..errors import ManifestError, RedactedCause, SidecarError, redact_url
+from ..errors import ArgumentError, ManifestError, RedactedCause, SidecarError, redact_url
 from ..format.braces import expand
 from ..format.manifest import MANIFEST_SUFFIX, Manifest
 from ..format.sidecar import ShardIndex, legacy_sidecar_url, sidecar_url
@@ -81,7 +81,9 @@ def resolve_shards(
     for item in items:
         text = os.fspath(item)
         if not isinstance(text, str):
-            raise TypeError(f"shard sources must be str or path-like, got {type(item).__name__}")
+            raise ArgumentError(
+                f"shard sources must be str or path-like, got {type(item).__name__}"
+            )
         for name in expand(text, what="source"):
             if is_pipe(name):
                 if not allow_pipe:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from ..errors import TarstreamError
+from ..errors import ArgumentError, TarstreamError
 from ..stage import State
 from ..world import World
 from .pipeline import DatasetBase, Pipeline, drop_if_other_epoch
@@ -146,7 +146,8 @@ class Loader:
     """Iterate a pipeline through ``torch.utils.data.DataLoader`` worker processes.
 
     Batching happens in the pipeline (``.batch(n)``), so the DataLoader runs with
-    ``batch_size=None``; numpy arrays in the items become tensors. Each worker reads its own
+    ``batch_size=None``; items arrive as the pipeline makes them (numpy arrays stay numpy
+    arrays; batches are tensors by default, see ``Batch``). Each worker reads its own
     share of the epoch (split by rank, then worker), so every sample arrives exactly once.
 
     Epochs: each ``iter(loader)`` after the first starts the next epoch unless
@@ -183,7 +184,7 @@ class Loader:
         from torch.utils.data import DataLoader
 
         if not isinstance(dataset, Pipeline):
-            raise TypeError(f"Loader needs a tarstream Pipeline, got {type(dataset).__name__}")
+            raise ArgumentError(f"Loader needs a tarstream Pipeline, got {type(dataset).__name__}")
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         if num_workers == 0 and (persistent_workers or multiprocessing_context is not None):
@@ -199,6 +200,7 @@ class Loader:
             options["prefetch_factor"] = prefetch_factor
         self._options = dict(
             batch_size=None,
+            collate_fn=_as_made,  # torch's default would turn numpy arrays into tensors
             num_workers=num_workers,
             multiprocessing_context=multiprocessing_context,
             persistent_workers=persistent_workers,
@@ -346,3 +348,8 @@ class Loader:
             self.dataset.length(World(world.rank, world.world_size, w, world.num_workers))
             for w in range(world.num_workers)
         )
+
+
+def _as_made(item: Any) -> Any:
+    """The DataLoader's collate_fn: an item as the pipeline made it."""
+    return item

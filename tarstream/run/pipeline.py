@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..errors import EpochWarning
+from ..errors import ArgumentError, EpochWarning
 from ..format.scan import ReadStats
 from ..plan.shard_list import ShardList
 from ..read.read_shards import ReadShards
@@ -50,7 +50,7 @@ def _as_stage(item: Stage[Any] | Callable[..., Any]) -> Stage[Any]:
         return item
     if callable(item):
         return FunctionStage(item)
-    raise TypeError(f"pipeline items must be stages or generator functions, got {item!r}")
+    raise ArgumentError(f"pipeline items must be stages or generator functions, got {item!r}")
 
 
 def drop_if_other_epoch(pending: State | None, epoch: int) -> State | None:
@@ -98,7 +98,7 @@ class Pipeline(Fluent, DatasetBase):
         if not stages:
             raise ValueError("a Pipeline needs at least one stage")
         if not isinstance(seed, int) or isinstance(seed, bool):
-            raise TypeError(f"seed must be an int, got {seed!r}")
+            raise ArgumentError(f"seed must be an int, got {seed!r}")
         self._stages: tuple[Stage[Any], ...] = tuple(_as_stage(s) for s in stages)
         self.seed = seed
         self.rank = rank

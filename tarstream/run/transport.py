@@ -41,7 +41,8 @@ class SharedBatchMemory(BatchMemory):
     """Batch memory in a Loader's DataLoader worker: shared blocks, returned by the trainer.
 
     ``ship(item)`` replaces the item's tensors and arrays that are whole blocks with handles
-    that pickle as a file descriptor and arrive as tensors mapped over the same memory.
+    that pickle as a file descriptor and arrive as tensors (or arrays) mapped over the same
+    memory.
     Where ``os.memfd_create`` is missing, ``available()`` is false and batches go through
     torch's shared memory as usual.
     """
@@ -94,10 +95,23 @@ class SharedBatchMemory(BatchMemory):
 
     def ship(self, item: Any) -> Any:
         """``item`` with each tensor or array that is a whole block as a ``_Shipped``
-        handle (a block found twice is left to torch, which copies it)."""
+        handle (a block found twice is left to pickle, which copies it); numpy arrays
+        arrive as numpy arrays, tensors as tensors."""
         import torch
 
         shipped: set[int] = set()
+
+        def handle(address: int, value: Any) -> _Shipped | None:
+            if address not in self._maps or address in shipped:
+                return None
+            shipped.add(address)
+            fd, mapping, serial = self._maps[address]
+            mapping[0] = 1
+            first = serial not in self._sent
+            self._sent.add(serial)
+            forgotten, self._forgotten = self._forgotten, []
+            block = (*self._token, serial, len(mapping), fd if first else None, forgotten)
+            return _Shipped(block, value)
 
         def visit(value: Any) -> Any:
             if isinstance(value, tuple) and hasattr(value, "_fields"):  # a namedtuple
@@ -108,25 +122,12 @@ class SharedBatchMemory(BatchMemory):
                 return [visit(v) for v in value]
             if isinstance(value, dict):
                 return {k: visit(v) for k, v in value.items()}
-            if isinstance(value, np.ndarray):
-                try:
-                    tensor = torch.from_numpy(value)  # as the DataLoader would convert it
-                except TypeError:  # a dtype torch lacks (strings): pickled as it is
-                    return value
-                if _address(value) in self._maps:
-                    return visit(tensor)
-                return _small(value, value)
+            if isinstance(value, np.ndarray):  # pickled by value unless a whole block
+                return handle(_address(value), value) or value
             if isinstance(value, torch.Tensor) and value.device.type == "cpu":
-                address = value.untyped_storage().data_ptr()
-                if address in self._maps and address not in shipped:
-                    shipped.add(address)
-                    fd, mapping, serial = self._maps[address]
-                    mapping[0] = 1
-                    first = serial not in self._sent
-                    self._sent.add(serial)
-                    forgotten, self._forgotten = self._forgotten, []
-                    block = (*self._token, serial, len(mapping), fd if first else None, forgotten)
-                    return _Shipped(block, value)
+                shipping = handle(value.untyped_storage().data_ptr(), value)
+                if shipping is not None:
+                    return shipping
                 if not value.requires_grad and value.is_contiguous():
                     with contextlib.suppress(TypeError, RuntimeError):  # no numpy dtype
                         return _small(value.numpy(), value)
@@ -169,7 +170,7 @@ def _tensor(array: np.ndarray) -> Any:
 
 
 class _Shipped:
-    """A batch tensor in a shared block, on its way to the trainer's process."""
+    """A batch tensor or array in a shared block, on its way to the trainer's process."""
 
     def __init__(self, block: tuple[Any, ...], tensor: Any) -> None:
         self.block, self.tensor = block, tensor
@@ -180,6 +181,8 @@ class _Shipped:
         pid, token, serial, length, fd, forgotten = self.block
         block = (pid, token, serial, length, None if fd is None else DupFd(fd), forgotten)
         t = self.tensor
+        if isinstance(t, np.ndarray):
+            return _receive_array, (block, t.dtype, t.shape, t.strides)
         return _receive, (block, t.dtype, t.shape, t.stride(), t.storage_offset())
 
 
@@ -231,6 +234,14 @@ def _receive(block: tuple[Any, ...], dtype: Any, shape: Any, stride: Any, offset
     array = np.frombuffer(mapping, np.uint8, len(mapping) - _HEADER, _HEADER)
     weakref.finalize(array, _release, mapping)  # the batch's own array: its tensors hold it
     return torch.from_numpy(array).view(dtype).as_strided(shape, stride, offset)
+
+
+def _receive_array(block: tuple[Any, ...], dtype: Any, shape: Any, strides: Any) -> Any:
+    """The numpy array of a ``_Shipped`` block, as ``_receive`` makes its tensor."""
+    mapping = _mapping(block)
+    array = np.frombuffer(mapping, np.uint8, len(mapping) - _HEADER, _HEADER)
+    weakref.finalize(array, _release, mapping)
+    return np.ndarray(shape, dtype, buffer=array, strides=strides)
 
 
 def _release(mapping: mmap.mmap) -> None:

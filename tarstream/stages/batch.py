@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, cast
 
@@ -22,11 +23,12 @@ class Batch(Stage[Any]):
         partial: return a last batch smaller than ``size`` (else drop it).
         collate: the function combining a list of items (default:
             ``tarstream.stages.collate.collate``).
-        tensors: "numpy" (numbers and arrays become numpy arrays) or "torch" (torch
-            tensors, sharing the arrays' memory). A batch of tuples is a tuple, of dicts a
-            dict, in one process, in ``tarstream.Loader`` workers and in a plain torch
-            DataLoader alike; the DataLoaders turn numpy arrays into tensors, so with
-            "torch" a batch has the same types everywhere.
+        tensors: "torch" (numbers and arrays become torch tensors, sharing the arrays'
+            memory), "numpy" (numpy arrays), or "auto" (the default: "torch" where torch is
+            installed, else "numpy"). A batch has the same container (a tuple for tuples, a
+            dict for dicts) and the same types in one process and in ``tarstream.Loader``
+            workers; a plain torch DataLoader turns numpy arrays into tensors itself, so
+            there a batch is the same as elsewhere with "torch" (the default with torch).
 
     With the default collate, arrays and tensors are stacked into reused batch memory
     (``tarstream.stages.memory``; the pipeline's, given in its context, else the stage's
@@ -42,13 +44,15 @@ class Batch(Stage[Any]):
         *,
         partial: bool = True,
         collate: Callable[[Sequence[Any]], Any] | None = None,
-        tensors: Literal["numpy", "torch"] = "numpy",
+        tensors: Literal["auto", "numpy", "torch"] = "auto",
     ) -> None:
         super().__init__()
         if size < 1:
             raise ValueError(f"size must be >= 1, got {size}")
-        if tensors not in ("numpy", "torch"):
-            raise ValueError(f"tensors must be 'numpy' or 'torch', got {tensors!r}")
+        if tensors not in ("auto", "numpy", "torch"):
+            raise ValueError(f"tensors must be 'auto', 'numpy' or 'torch', got {tensors!r}")
+        if tensors == "auto":
+            tensors = "torch" if importlib.util.find_spec("torch") is not None else "numpy"
         self.tensors = tensors
         self.size = size
         self.partial = partial
@@ -102,7 +106,7 @@ class Batch(Stage[Any]):
         return -(-n // self.size) if self.partial else n // self.size
 
     def __repr__(self) -> str:
-        return f"Batch({self.size}, partial={self.partial})"
+        return f"Batch({self.size}, partial={self.partial}, tensors={self.tensors!r})"
 
 
 class Unbatch(Stage[Any]):

@@ -8,15 +8,17 @@ PyAV; pickles stay bytes unless named in ``unsafe``; ``EXT.gz`` is gunzipped (at
 
 Which decoder a field gets, first match wins: a key of ``decoders`` equal to the field's
 name (``"seg.png"``); a key that is a glob pattern matching it (``"*.png"``), in the order
-given; the built-in decoder of its extension (the part after the last dot). A decoder is a
-function of the bytes, or None to leave the field as bytes.
+given; webdataset-style handlers, in the order given; the built-in decoder of its extension
+(the part after the last dot). A decoder is a function of the bytes, or None to leave the
+field as bytes. A handler is a function of (``"." + field name``, bytes) that returns the
+value, or None to pass the field on (webdataset's ``decode(fn)`` and ``handle_extension``).
 """
 
 from __future__ import annotations
 
 import fnmatch
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -24,7 +26,7 @@ from ..codecs.decoders import DEFAULT_MAX_SIZE, Decoder, builtin_decoder, decode
 from ..codecs.extensions import PICKLE_EXTENSIONS, extension
 from ..codecs.images import DEFAULT_MAX_PIXELS, ImageForm, Size
 from ..codecs.media import AudioOptions, VideoOptions
-from ..errors import DecodeError
+from ..errors import ArgumentError, DecodeError
 from ..format.samples import Sample
 from ..stage import State, Transform, check_errors
 from .deferred import PendingImage
@@ -32,6 +34,23 @@ from .deferred import PendingImage
 __all__ = ["Decode", "DecodeStats"]
 
 _KEEP, _DROP, _DECODE, _IMAGE = 0, 1, 2, 3
+
+#: A webdataset-style handler: (".field", bytes) -> the value, or None to pass it on.
+Handler = Callable[[str, bytes], Any]
+
+
+class _Handled:
+    """A field's decoder that tries handlers first, then ``rest`` (None: bytes)."""
+
+    def __init__(self, handlers: tuple[Handler, ...], name: str, rest: Decoder | None) -> None:
+        self.handlers, self.key, self.rest = handlers, "." + name, rest
+
+    def __call__(self, data: bytes) -> Any:
+        for handler in self.handlers:
+            value = handler(self.key, data)
+            if value is not None:
+                return value
+        return data if self.rest is None else self.rest(data)
 
 
 @dataclass
@@ -62,6 +81,8 @@ class Decode(Transform[Sample]):
     """Decode the fields of each sample; see the module docstring for the decoders.
 
     Args:
+        handlers: as webdataset's ``decode(...)`` takes them: a string is the image form,
+            a function a handler (see the module docstring), tried in the order given.
         image: the image form (``tarstream.codecs.images``), default "rgb8".
         layout: "HWC" or "CHW" for numpy images.
         size: decode images to this size (an int: the shorter side; a pair: width, height),
@@ -82,8 +103,8 @@ class Decode(Transform[Sample]):
 
     def __init__(
         self,
-        image: str = "rgb8",
-        *,
+        *handlers: str | Handler,
+        image: str | None = None,
         layout: str = "HWC",
         size: Size = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -98,7 +119,16 @@ class Decode(Transform[Sample]):
         max_errors: int | None = None,
     ) -> None:
         super().__init__()
-        self.form = ImageForm(image, layout, size, max_pixels)
+        forms = [h for h in handlers if isinstance(h, str)] + ([image] if image else [])
+        if len(forms) > 1:
+            raise ArgumentError(f"one image form, got {forms}")
+        self.handlers = tuple(h for h in handlers if not isinstance(h, str))
+        for handler in self.handlers:
+            if not callable(handler):
+                raise ArgumentError(
+                    f"decode takes an image form (a string) or handler functions, got {handler!r}"
+                )
+        self.form = ImageForm(forms[0] if forms else "rgb8", layout, size, max_pixels)
         check_errors(errors, max_errors)
         if max_size < 1:
             raise ValueError(f"max_size must be >= 1, got {max_size}")
@@ -111,12 +141,12 @@ class Decode(Transform[Sample]):
             raise ValueError("drop_others=True needs only=[fields to keep]")
         for name, decoder in (decoders or {}).items():
             if decoder is not None and not callable(decoder):
-                raise TypeError(f"decoder for {name!r} must be a function or None")
+                raise ArgumentError(f"decoder for {name!r} must be a function or None")
         self.video, self.audio = video or VideoOptions(), audio or AudioOptions()
         if isinstance(only, str):  # "jpg cls", as webdataset takes it: not letters
             only = only.split()
         if only is not None and not all(isinstance(name, str) for name in only):
-            raise TypeError(f"only takes field names or patterns as strings, got {only!r}")
+            raise ArgumentError(f"only takes field names or patterns as strings, got {only!r}")
         self.only = None if only is None else tuple(only)
         self.drop_others = drop_others
         self.decoders = dict(decoders or {})
@@ -175,6 +205,11 @@ class Decode(Transform[Sample]):
         for pattern, decoder in self.decoders.items():
             if fnmatch.fnmatchcase(name, pattern):
                 return decoder
+        if self.handlers:
+            return _Handled(self.handlers, name, self._builtin(name))
+        return self._builtin(name)
+
+    def _builtin(self, name: str) -> Decoder | None:
         if name.lower().endswith(".gz"):
             inner = self._choose(name[:-3])
             return lambda data: gunzip(data, self.max_size, inner)

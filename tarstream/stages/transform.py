@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..errors import ArgumentError
 from ..format.samples import Sample
 from ..stage import Stage, Transform
 
@@ -17,7 +18,7 @@ class Map(Transform[Any]):
     def __init__(self, fn: Callable[[Any], Any]) -> None:
         super().__init__()
         if not callable(fn):
-            raise TypeError(f"Map needs a callable, got {fn!r}")
+            raise ArgumentError(f"Map needs a callable, got {fn!r}")
         self.fn = fn
 
     def apply(self, item: Any) -> Any:
@@ -33,7 +34,7 @@ class Filter(Stage[Any]):
     def __init__(self, predicate: Callable[[Any], bool]) -> None:
         super().__init__()
         if not callable(predicate):
-            raise TypeError(f"Filter needs a callable, got {predicate!r}")
+            raise ArgumentError(f"Filter needs a callable, got {predicate!r}")
         self.predicate = predicate
 
     def next(self) -> Any:
@@ -52,7 +53,7 @@ def _field_specs(stage: str, fields: tuple[object, ...]) -> list[str]:
     specs: list[str] = []
     for spec in fields:
         if not isinstance(spec, str):
-            raise TypeError(f"{stage} takes field names as strings ('jpg;png'), got {spec!r}")
+            raise ArgumentError(f"{stage} takes field names as strings ('jpg;png'), got {spec!r}")
         specs += spec.split()
     if not specs:
         raise ValueError(f"{stage} needs at least one field")
@@ -89,7 +90,7 @@ class Select(Transform[Sample]):
     def __init__(self, *fields: str) -> None:
         super().__init__()
         if len(fields) == 1 and callable(fields[0]):
-            raise TypeError(
+            raise ArgumentError(
                 "select() keeps fields by name; to keep samples for which a function is "
                 "true (webdataset's select(predicate)) use filter(predicate)"
             )
@@ -119,12 +120,12 @@ class Rename(Transform[Sample]):
     def __init__(self, *, keep: bool = True, **mapping: str) -> None:
         super().__init__()
         if not isinstance(keep, bool):
-            raise TypeError(f"Rename's keep must be True or False, got {keep!r}")
+            raise ArgumentError(f"Rename's keep must be True or False, got {keep!r}")
         if not mapping:
             raise ValueError("Rename needs at least one new=old pair")
         for new, old in mapping.items():
             if not isinstance(old, str):
-                raise TypeError(
+                raise ArgumentError(
                     f"Rename({new}=...) takes the old field name(s) as a string "
                     f"('jpg;png'), got {old!r}"
                 )

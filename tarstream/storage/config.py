@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ..errors import StorageError, redact_url
+from ..errors import ArgumentError, StorageError, redact_url
 from .cache import ShardCache
 from .retry import Retry
 
@@ -77,7 +77,7 @@ class Storage:
         if prefetch < 0:
             raise ValueError(f"prefetch must be >= 0, got {prefetch}")
         if credentials is not None and not callable(credentials):
-            raise TypeError("credentials must be a function returning a dict of options")
+            raise ArgumentError("credentials must be a function returning a dict of options")
         options = dict(options or {})
         self.options = {k: v for k, v in options.items() if not _is_secret(k, v)}
         self._secrets: dict[str, Any] | None = {

@@ -1,28 +1,50 @@
-"""Progress of a write on a terminal: one line, rewritten; silent when not a terminal."""
+"""Progress of a long run (a write, an index, a verify) on a terminal; silent when piped."""
 
 from __future__ import annotations
 
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 __all__ = ["Progress"]
 
 
 class Progress:
-    """A one-line progress display on ``stream`` if it is a terminal; silent otherwise."""
+    """Progress on ``stream`` if it is a terminal, silent otherwise: a tqdm bar (count,
+    rate and, with a known ``shards`` total, ETA) where tqdm is installed (the ``progress``
+    extra), else one rewritten line of counts.
 
-    def __init__(self, stream: TextIO) -> None:
+    With ``shards`` the bar counts shards out of that total, else samples.
+    """
+
+    def __init__(self, stream: TextIO, *, shards: int | None = None) -> None:
         self.stream = stream
         self.enabled = stream.isatty()
+        self.total = shards
         self.last = 0.0
+        self._bar: Any = None
+        if self.enabled:
+            try:
+                from tqdm import tqdm  # type: ignore[import-untyped]
+            except ImportError:
+                return
+            unit = " shards" if shards is not None else " samples"
+            self._bar = tqdm(total=shards, unit=unit, file=stream, dynamic_ncols=True)
 
     def update(self, samples: int, shards: int, force: bool = False) -> None:
+        if self._bar is not None:
+            counted, other = (shards, f"{samples:,} samples") if self.total else (samples, "")
+            self._bar.update(counted - self._bar.n)
+            self._bar.set_postfix_str(other or f"{shards:,} shards", refresh=force)
+            return
         now = time.monotonic()
         if self.enabled and (force or now - self.last > 0.2):
             self.last = now
-            self.stream.write(f"\r{samples:,} samples, {shards:,} shards")
+            of = f" of {self.total:,}" if self.total is not None else ""
+            self.stream.write(f"\r{samples:,} samples, {shards:,}{of} shards")
             self.stream.flush()
 
     def done(self) -> None:
-        if self.enabled:
+        if self._bar is not None:
+            self._bar.close()
+        elif self.enabled:
             self.stream.write("\n")
