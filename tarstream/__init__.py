@@ -49,6 +49,7 @@ if TYPE_CHECKING:  # what the lazy names below are, for type checkers
     from .plan.split import ShuffleShards, SplitByRank, SplitByWorker
     from .read.read_shards import ReadShards
     from .run.loader import Loader
+    from .run.mapped import ShardDataset
     from .run.pipeline import Pipeline
     from .run.resume import merge_states
     from .run.stream import TarStream
@@ -79,6 +80,7 @@ _LAZY = {
     "Repeat": "stages.slicing",
     "Retry": "storage.retry",
     "Select": "stages.transform",
+    "ShardDataset": "run.mapped",
     "ShardList": "plan.shard_list",
     "Shuffle": "stages.shuffle",
     "ShuffleShards": "plan.split",
@@ -137,6 +139,7 @@ __all__ = [
     "Retry",
     "Select",
     "ShardChangedError",
+    "ShardDataset",
     "ShardError",
     "ShardFormatError",
     "ShardIndex",

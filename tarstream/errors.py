@@ -15,6 +15,8 @@ error raised in a DataLoader worker reaches the trainer intact::
     ├── StorageError                (also an OSError) remote storage failed: a permanent
     │                               error, retries used up, credentials not available
     ├── ManifestError               unreadable or invalid dataset manifest
+    ├── ArgumentError               (also a TypeError and a ValueError) an argument of the
+    │                               wrong type or form
     ├── ResumeError                 (also a ValueError) a state that cannot be resumed here
     ├── ImageTooLargeError          (also a ValueError) an image header declares more pixels
     │                               than the limit; a DecodeError names it as its cause

@@ -194,10 +194,14 @@ def serve(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
 
 
 @contextmanager
-def ranged_http_server(objects: dict[str, bytes]) -> Iterator[tuple[str, dict[str, bytes]]]:
+def ranged_http_server(
+    objects: dict[str, bytes], served: list[tuple[str, int]] | None = None
+) -> Iterator[tuple[str, dict[str, bytes]]]:
     """Serve ``objects`` (name → bytes, replaceable while served) on 127.0.0.1 the way an
     object store does: HEAD gives size and a strong ETag, GET honours ``Range`` (206) and
-    answers 412 when ``If-Match`` names another ETag. Yields the base URL and ``objects``."""
+    answers 412 when ``If-Match`` names another ETag. Yields the base URL and ``objects``;
+    each GET's object name and bytes sent are appended to ``served``."""
+    log = served if served is not None else []
 
     def etag(data: bytes) -> str:
         return '"' + hashlib.sha256(data).hexdigest()[:16] + '"'
@@ -231,17 +235,14 @@ def ranged_http_server(objects: dict[str, bytes]) -> Iterator[tuple[str, dict[st
             if data is None:
                 return
             ranged = self.headers.get("Range", "").removeprefix("bytes=")
-            if not ranged:
-                self._headers(data, 200, len(data))
-                self.end_headers()
-                self.wfile.write(data)
-                return
             first, _, last = ranged.partition("-")
-            start, end = int(first), min(int(last or len(data) - 1), len(data) - 1)
-            self._headers(data, 206, end + 1 - start)
-            self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+            start, end = int(first or 0), min(int(last or len(data) - 1), len(data) - 1)
+            self._headers(data, 206 if ranged else 200, end + 1 - start)
+            if ranged:
+                self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
             self.end_headers()
             self.wfile.write(data[start : end + 1])
+            log.append((self.path.lstrip("/"), end + 1 - start))
 
         def log_message(self, format: str, *args: Any) -> None:
             pass

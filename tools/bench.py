@@ -7,6 +7,7 @@
     python3 tools/dev.py bench resume [--reps 3]
     python3 tools/dev.py bench remote [--reps 3]
     python3 tools/dev.py bench decode [--reps 3] [--image-shards 4]
+    python3 tools/dev.py bench access [--reps 3]
 
 ``read``: the small workload streamed raw in one process: tarstream with sidecars (each
 sample checked against its checksum, the default, and with ``verify=False``), tarstream
@@ -45,6 +46,9 @@ local disk: with and without read-ahead, and through a warm cache (see bench_rem
 
 ``decode``: the decoders beside bare Pillow and bare PyAV (see bench_decode.py).
 
+``access``: random access (``ShardDataset``, local and S3) beside sequential streaming, and
+bytes read per sample with field selection (see bench_access.py).
+
 Workloads are generated once (seeded) under .bench-cache/ or $TARSTREAM_BENCH_DIR.
 """
 
@@ -66,6 +70,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import workloads
+from bench_access import bench_access
 from bench_decode import bench_decode
 from bench_remote import bench_remote
 
@@ -429,7 +434,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument(
-        "benchmark", choices=["read", "write", "pipeline", "resume", "remote", "decode"]
+        "benchmark",
+        choices=["read", "write", "pipeline", "resume", "remote", "decode", "access"],
     )
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--wds-shards", type=int, default=2)
@@ -444,6 +450,7 @@ def main() -> None:
         "resume": bench_resume,
         "remote": bench_remote,
         "decode": bench_decode,
+        "access": bench_access,
     }
     result = benchmarks[args.benchmark](args)
     result["machine"] = {"python": platform.python_version(), "cpus": __import__("os").cpu_count()}

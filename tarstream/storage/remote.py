@@ -195,6 +195,12 @@ class RemoteInput(io.RawIOBase):
         return None
 
     # -- the reader's side ------------------------------------------------------------------
+    def read_at(self, start: int, n: int) -> bytes:
+        """Bytes ``start:start+n`` (fewer only at the end of the object) in one ranged
+        read, retried, pinned to the version first opened; the read position does not
+        move (random access)."""
+        return self._fetch(start, n)
+
     def _fill_ahead(self) -> None:
         if not self.prefetch:
             return  # blocks are fetched when read, in the reader's thread

@@ -1,0 +1,293 @@
+"""Random access: samples by their number in the dataset, or by key, with ranged reads.
+
+A sample's number is its position in the unshuffled stream (shards in order, samples in
+shard order), found from the shards' counts (the manifest's, else the sidecars'). Reading
+sample *i* loads its shard's sidecar (a few kept per process) and reads only that sample's
+bytes: its byte range, checked against its checksum, or with ``fields`` only the chosen
+members' headers and data (``tarstream.format.members``). Files stay open between reads (a
+few per process); local shards are read with ``pread``, remote ones with one ranged request
+per read (pinned to the version first seen), cached ones from the cache's copy.
+
+Keys: the first lookup hashes every key of every sidecar (one at a time) into a sorted
+table of 64-bit hashes and sample numbers, 16 bytes per sample; a lookup is a binary search
+and one check of the key in the sidecar it points to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from typing import Any, BinaryIO, cast
+
+import numpy as np
+
+from ..errors import ArgumentError, SidecarError, redact_url
+from ..format.members import read_members
+from ..format.samples import Sample
+from ..format.sidecar import ShardIndex
+from ..format.sliced import read_sliced
+from ..plan.specs import ShardSpec, load_sidecar
+from ..storage.compressed import is_gzip_name
+from ..storage.config import Storage
+from ..storage.files import open_input
+from ..storage.remote import RemoteInput
+from ..storage.urls import is_local, local_path
+from .shard import read_shard_at
+
+__all__ = ["RandomAccess"]
+
+#: Samples closer than this in one shard are read in one request.
+_READ_SIZE = 256 << 10
+
+
+class RandomAccess:
+    """Samples of ``specs`` by number or key; see the module docstring.
+
+    Args:
+        fields: read only these fields (names as read, after lower-casing), or all.
+        verify: check each whole sample against its sidecar checksum.
+        lowercase: lower-case field names, as the stream does.
+        keep: shards whose sidecar and open file are kept per process.
+    """
+
+    def __init__(
+        self,
+        specs: Sequence[ShardSpec],
+        *,
+        fields: Iterable[str] | None = None,
+        verify: bool = True,
+        lowercase: bool = True,
+        keep: int = 16,
+    ) -> None:
+        if isinstance(fields, str):
+            fields = fields.replace(";", " ").split()
+        self.fields = None if fields is None else frozenset(fields)
+        if self.fields is not None and not all(isinstance(f, str) for f in self.fields):
+            raise ArgumentError(
+                f"fields are names as strings, got {sorted(map(repr, self.fields))}"
+            )
+        self.specs = list(specs)
+        self.verify, self.lowercase, self.keep = verify, lowercase, keep
+        self._sidecars: OrderedDict[int, ShardIndex] = OrderedDict()
+        counts = [s.count if s.count is not None else self._count(n) for n, s in enumerate(specs)]
+        self.starts = np.cumsum([0, *counts], dtype=np.int64)
+        self._reset_caches()
+
+    def _reset_caches(self) -> None:
+        self._files: OrderedDict[int, _Ranges] = OrderedDict()
+        self._keys: tuple[np.ndarray, np.ndarray] | None = None
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:  # open files and tables stay behind
+        state = dict(self.__dict__)
+        for name in ("_files", "_keys", "_lock"):
+            del state[name]
+        state["_sidecars"] = OrderedDict()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset_caches()
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def locate(self, i: int) -> tuple[int, int]:
+        """(shard number, sample number in it) of sample ``i`` (negative: from the end)."""
+        n = len(self)
+        if not isinstance(i, (int, np.integer)) or isinstance(i, bool):
+            raise ArgumentError(f"a sample number is an int, got {i!r}")
+        if not -n <= i < n:
+            raise IndexError(f"sample {i} asked for, the dataset has {n}")
+        i = int(i) % n
+        shard = int(np.searchsorted(self.starts, i, side="right")) - 1
+        return shard, i - int(self.starts[shard])
+
+    def read(self, indices: Sequence[int]) -> list[Sample]:
+        """The samples at ``indices``, in that order; each shard's samples in one pass."""
+        where = [self.locate(i) for i in indices]
+        by_shard: dict[int, list[int]] = {}
+        for shard, local in where:
+            by_shard.setdefault(shard, []).append(local)
+        got = {shard: self._read_shard(shard, locals_) for shard, locals_ in by_shard.items()}
+        return [dict(got[shard][local]) for shard, local in where]
+
+    def _read_shard(self, shard: int, wanted: list[int]) -> dict[int, Sample]:
+        spec = self.specs[shard]
+        if is_gzip_name(spec.url):  # no seeking into a gzip stream: read up to them
+            return read_shard_at(spec, wanted, verify=self.verify, lowercase=self.lowercase)
+        index = self.sidecar(shard)
+        ranges = self._ranges(shard)
+        label = redact_url(spec.url)
+        if self.fields is not None:
+            order = sorted(set(wanted))
+            samples = read_members(
+                ranges.read_at, label, index, order, self.fields, lowercase=self.lowercase
+            )
+            return dict(zip(order, samples, strict=True))
+        order = sorted(set(wanted))
+        run = read_sliced(
+            cast(BinaryIO, _RangeFile(ranges)),
+            label,
+            index,
+            only=order,
+            file_size=ranges.size,
+            read_size=_READ_SIZE,
+            verify=self.verify,
+            lowercase=self.lowercase,
+        )
+        return dict(zip(order, run, strict=True))
+
+    def sidecar(self, shard: int) -> ShardIndex:
+        """The sidecar of shard number ``shard`` (kept for the next ``keep`` shards)."""
+        index = self._sidecars.get(shard)
+        if index is None:
+            index = self._load(shard)
+            self._sidecars[shard] = index
+            while len(self._sidecars) > self.keep:
+                self._sidecars.popitem(last=False)
+        self._sidecars.move_to_end(shard)
+        return index
+
+    def _load(self, shard: int) -> ShardIndex:
+        spec = self.specs[shard]
+        index = load_sidecar(spec)
+        if index is None:
+            raise SidecarError(
+                "random access needs sidecars: build them with `tarstream index PATTERN`",
+                shard=spec.url,
+            )
+        return index
+
+    def _count(self, shard: int) -> int:
+        return self.sidecar(shard).count
+
+    def _ranges(self, shard: int) -> _Ranges:
+        with self._lock:
+            ranges = self._files.get(shard)
+            if ranges is None:
+                ranges = self._files[shard] = _Ranges(self.specs[shard])
+                while len(self._files) > self.keep:
+                    self._files.popitem(last=False)[1].close()
+            self._files.move_to_end(shard)
+            return ranges
+
+    # -- keys -------------------------------------------------------------------------------
+    def find(self, key: str) -> int | None:
+        """The number of the sample with ``key`` (the first, if several), or None."""
+        if self._keys is None:
+            self._keys = self._key_table()
+        hashes, numbers = self._keys
+        h = _hash(key)
+        at = int(np.searchsorted(hashes, h))
+        while at < len(hashes) and hashes[at] == h:
+            shard, local = self.locate(int(numbers[at]))
+            if self.sidecar(shard).keys[local] == key:
+                return int(numbers[at])
+            at += 1
+        return None
+
+    def _key_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every key's 64-bit hash, sorted, beside its sample number (a stable sort: the
+        first sample of a repeated key comes first)."""
+        hashes = np.empty(len(self), np.uint64)
+        for shard in range(len(self.specs)):
+            first = int(self.starts[shard])
+            keys = self._load(shard).keys  # one at a time, not kept
+            hashes[first : first + len(keys)] = [_hash(k) for k in keys]
+        order = np.argsort(hashes, kind="stable")
+        return hashes[order], order.astype(np.int64)
+
+    def close(self) -> None:
+        """Close the files kept open."""
+        with self._lock:
+            while self._files:
+                self._files.popitem()[1].close()
+
+
+def _hash(key: str) -> int:
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+class _Ranges:
+    """Byte ranges of one shard: ``pread`` on a local file, a ranged request on a remote
+    one, or reads of the cache's copy where the storage has a cache."""
+
+    def __init__(self, spec: ShardSpec) -> None:
+        self.size: int | None = None
+        self._fd: int | None = None
+        self._remote: RemoteInput | None = None
+        self._file: BinaryIO | None = None
+        self._lock = threading.Lock()
+        if is_local(spec.url):
+            self._fd = os.open(local_path(spec.url), os.O_RDONLY)
+            self.size = os.fstat(self._fd).st_size
+        elif spec.storage is not None and spec.storage.cache is not None:
+            self._file, self.size = open_input(spec.url, spec.storage, size=spec.size)
+        else:
+            self._remote = RemoteInput(spec.url, spec.storage or Storage(), prefetch=0)
+
+    def read_at(self, start: int, n: int) -> bytes:
+        if self._fd is not None:
+            parts = []
+            while n > 0 and (part := os.pread(self._fd, n, start)):
+                parts.append(part)
+                start, n = start + len(part), n - len(part)
+            return b"".join(parts)
+        if self._remote is not None:
+            data = self._remote.read_at(start, n)
+            self.size = self._remote.size
+            return data
+        assert self._file is not None
+        with self._lock:
+            self._file.seek(start)
+            return self._file.read(n)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        for f in (self._remote, self._file):
+            if f is not None:
+                f.close()
+
+
+class _RangeFile(io.RawIOBase):
+    """A file over ``_Ranges``: each read is one ranged read at the position reached."""
+
+    def __init__(self, ranges: _Ranges) -> None:
+        super().__init__()
+        self.ranges, self.position = ranges, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence != io.SEEK_SET:
+            raise io.UnsupportedOperation("only absolute seeks")
+        self.position = offset
+        return offset
+
+    def tell(self) -> int:
+        return self.position
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = max((self.ranges.size or 0) - self.position, 1 << 20)
+        data = self.ranges.read_at(self.position, size)
+        self.position += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
