@@ -50,6 +50,7 @@ if TYPE_CHECKING:  # what the lazy names below are, for type checkers
     from .read.read_shards import ReadShards
     from .run.loader import Loader
     from .run.mapped import ShardDataset
+    from .run.mixed import mix
     from .run.pipeline import Pipeline
     from .run.resume import merge_states
     from .run.stream import TarStream
@@ -96,6 +97,7 @@ _LAZY = {
     "VideoOptions": "codecs.media",
     "World": "world",
     "merge_states": "run.resume",
+    "mix": "run.mixed",
 }
 
 
@@ -166,4 +168,5 @@ __all__ = [
     "WriteError",
     "__version__",
     "merge_states",
+    "mix",
 ]

@@ -108,3 +108,19 @@ def test_tensors_must_be_auto_numpy_or_torch(manifest: str) -> None:
     with pytest.raises(ValueError, match="tensors must be"):
         tarstream.TarStream(manifest).batch(4, tensors="jax")  # type: ignore[arg-type]
     assert Path(manifest).exists()
+
+
+@pytest.mark.parametrize("tensors", ["numpy", "torch"])
+def test_dicts_with_other_fields_in_one_batch_are_an_error_not_a_dropped_field(
+    manifest: str, tensors: str
+) -> None:
+    def drop_txt_of_the_third(sample: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in sample.items() if not (k == "txt" and sample["cls"] == 2)}
+
+    stream = tarstream.TarStream(manifest).decode().select("png", "cls", "txt")
+    pipeline = stream.map(drop_txt_of_the_third).batch(4, tensors=tensors)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"'png', 'txt'\] then a dict with keys"):
+        next(iter(pipeline))
+    custom = stream.map(drop_txt_of_the_third).batch(4, collate=tarstream.stages.collate.collate)
+    with pytest.raises(ValueError, match="items of one batch differ"):
+        next(iter(custom))

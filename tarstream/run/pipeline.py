@@ -20,16 +20,20 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import ArgumentError, EpochWarning
 from ..format.scan import ReadStats
+from ..plan.mix import MixStats
+from ..plan.segments import Even
 from ..plan.shard_list import ShardList
 from ..read.read_shards import ReadShards
 from ..stage import FunctionStage, Stage, State, connect_chain
 from ..stages.decode import DecodeStats
 from ..stages.memory import BatchMemory
+from ..stages.slicing import Equalize, EqualizeStats
 from ..world import Context, World, detect_world
 from .elastic import rest_of_epoch
 from .epoch import SharedEpoch
 from .fluent import Fluent
 from .resume import Identity, check_state, new_state, plan_resume
+from .splits import NominalLength, split_world, with_even
 
 __all__ = ["DatasetBase", "Pipeline", "drop_if_other_epoch"]
 
@@ -65,13 +69,17 @@ def drop_if_other_epoch(pending: State | None, epoch: int) -> State | None:
     return None
 
 
+def _all_stages(stages: Sequence[Stage[Any]]) -> Iterator[Stage[Any]]:
+    """``stages`` and the stages of their named sources, in order."""
+    for stage in stages:
+        yield stage
+        for chain in stage.inputs().values():
+            yield from _all_stages(chain)
+
+
 def _shard_lists(stages: Sequence[Stage[Any]]) -> Iterator[ShardList]:
     """The shard lists among ``stages`` and their named sources, in order."""
-    for stage in stages:
-        if isinstance(stage, ShardList):
-            yield stage
-        for chain in stage.inputs().values():
-            yield from _shard_lists(chain)
+    return (stage for stage in _all_stages(stages) if isinstance(stage, ShardList))
 
 
 class Pipeline(Fluent, DatasetBase):
@@ -105,6 +113,7 @@ class Pipeline(Fluent, DatasetBase):
         self.world_size = world_size
         self._epoch = SharedEpoch()
         self._fixed_world: World | None = None
+        self._split: tuple[int, int] | None = None  # (i, n): split i of n (``split``)
         self._chain: Stage[Any] | None = None
         self._context: Context | None = None
         self._pending: State | None = None
@@ -156,9 +165,9 @@ class Pipeline(Fluent, DatasetBase):
     # -- iteration -------------------------------------------------------------------------
     def world(self) -> World:
         """The world this pipeline iterates as: fixed by ``in_world``, else detected now."""
-        if self._fixed_world is not None:
+        if self._fixed_world is not None:  # as given: a split's world already
             return self._fixed_world
-        return detect_world(self.rank, self.world_size)
+        return split_world(detect_world(self.rank, self.world_size), self._split)
 
     def in_world(self: _P, world: World) -> _P:
         """Return a copy that iterates as ``world`` (a rank and DataLoader worker).
@@ -257,12 +266,20 @@ class Pipeline(Fluent, DatasetBase):
     def stage_stats(self) -> dict[str, Any]:
         """What the stages counted in this process so far (the copies an iteration connects
         count into their stage's stats): ``"read"`` (a ``ReadStats``) and ``"decode"`` (a
-        ``DecodeStats``), each summed over the stages that keep them; absent where no stage
+        ``DecodeStats``), ``"mix"`` (a ``MixStats``) and ``"equalize"`` (an
+        ``EqualizeStats``), each summed over the stages that
+        keep them, named sources' stages included; absent where no stage
         does. ``since`` on each gives what one iteration counted."""
         totals: dict[str, Any] = {}
-        for stage in self._stages:
+        kinds = (
+            ("read", ReadStats),
+            ("decode", DecodeStats),
+            ("mix", MixStats),
+            ("equalize", EqualizeStats),
+        )
+        for stage in _all_stages(self._stages):
             stats: Any = getattr(stage, "stats", None)
-            for kind, stats_type in (("read", ReadStats), ("decode", DecodeStats)):
+            for kind, stats_type in kinds:
                 if isinstance(stats, stats_type):
                     totals.setdefault(kind, stats_type()).add(stats)
         return totals
@@ -313,7 +330,12 @@ class Pipeline(Fluent, DatasetBase):
                 that changes the count unpredictably).
         """
         world = world if world is not None else self.world()
-        node: Stage[Any] | None = self.connect(Context(self.seed, self.epoch, world))
+        return self.count_items(Context(self.seed, self.epoch, world))
+
+    def count_items(self, context: Context, *, nominal: bool = False) -> int:
+        """Items one copy yields in ``context``; ``nominal``: counting a stage that drops
+        an unknown number (a filter) as dropping none."""
+        node: Stage[Any] | None = self.connect(context)
         stages: list[Stage[Any]] = []
         while node is not None:
             stages.append(node)
@@ -326,16 +348,34 @@ class Pipeline(Fluent, DatasetBase):
                     raise TypeError("length unknown: shards have no sample counts (no sidecars)")
             elif count is not None:
                 length = getattr(stage, "length", None)
-                count = (
-                    length(count)
-                    if length is not None
-                    else (count if stage.preserves_count else None)
-                )
+                keeps = stage.preserves_count or nominal
+                count = length(count) if length is not None else (count if keeps else None)
                 if count is None:
                     raise TypeError(f"length unknown: {stage!r} changes the number of items")
         if count is None:
             raise TypeError("length unknown: the pipeline has no ReadShards stage")
         return count
+
+    def split(self: _P, n: int, *, equal: bool | Even = False) -> list[_P]:
+        """``n`` pipelines over disjoint parts of each epoch (see ``tarstream.run.splits``).
+
+        Each is picklable, iterated and resumed on its own (``state_dict``), anywhere: in
+        another process, in a DataLoader with workers; ``set_epoch`` re-plans it. With
+        ``equal`` (True or "drop"; "pad") every split delivers the same count, also after
+        filters and lenient skips (made up by repeating items, counted in stats).
+        """
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        even: Even = "drop" if equal is True else (equal or None)
+        stages = with_even(self._stages, even)
+        out = []
+        for i in range(n):
+            clone = self.then()
+            clone._stages, clone._split = stages, (i, n)
+            if even:
+                clone = clone.then(Equalize(NominalLength(clone)))
+            out.append(clone)
+        return out
 
     def __len__(self) -> int:
         return self.length()

@@ -61,6 +61,7 @@ def collate(items: Sequence[Any]) -> Any:
     """
     first = items[0]
     if isinstance(first, dict):
+        _same_keys(items)
         return {key: collate([item[key] for item in items]) for key in first}
     if isinstance(first, tuple):
         for item in items:
@@ -210,6 +211,11 @@ class _Mapping:
         self.columns = {key: builder(value, size, memory) for key, value in first.items()}
 
     def add(self, value: Any) -> None:
+        if not isinstance(value, dict) or value.keys() != self.columns.keys():
+            raise ValueError(
+                f"items of one batch differ: {_described(dict.fromkeys(self.columns))} then "
+                f"{_described(value)}"
+            )
         for key, column in self.columns.items():
             column.add(value[key])
 
@@ -262,3 +268,17 @@ def _stacks(value: Any) -> bool:
     return isinstance(value, (np.ndarray, PendingImage)) or (
         torch is not None and isinstance(value, torch.Tensor)
     )
+
+
+def _same_keys(items: Sequence[dict[Any, Any]]) -> None:
+    for item in items:
+        if not isinstance(item, dict) or item.keys() != items[0].keys():
+            raise ValueError(
+                f"items of one batch differ: {_described(items[0])} then {_described(item)}"
+            )
+
+
+def _described(value: Any) -> str:
+    if isinstance(value, dict):
+        return f"a dict with keys {sorted(value, key=str)}"
+    return f"a {type(value).__name__}"

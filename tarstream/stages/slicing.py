@@ -1,12 +1,15 @@
-"""Take, Skip and Repeat."""
+"""Take, Skip, Repeat and Equalize."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ..stage import Stage, State, with_context
+from ..world import Context
 
-__all__ = ["Repeat", "Skip", "Take"]
+__all__ = ["Equalize", "EqualizeStats", "Repeat", "Skip", "Take"]
 
 
 class Take(Stage[Any]):
@@ -111,3 +114,71 @@ class Repeat(Stage[Any]):
 
     def length(self, n: int) -> int | None:
         return None if self.times is None else n * self.times
+
+
+@dataclass
+class EqualizeStats:
+    """Items an ``Equalize`` stage repeated to make up its count, in this process."""
+
+    padded: int = 0
+
+    def add(self, other: EqualizeStats) -> None:
+        self.padded += other.padded
+
+    def since(self, earlier: EqualizeStats) -> EqualizeStats:
+        return EqualizeStats(self.padded - earlier.padded)
+
+
+class Equalize(Stage[Any]):
+    """Deliver exactly ``target(context)`` items: where the source ends short (a filter, a
+    lenient reader's skips), it starts again from the epoch's beginning and repeats its
+    items, counted in ``stats.padded``; it stops at the target.
+
+    ``target`` gives the count a copy would deliver if nothing were dropped (see
+    ``Pipeline.split``). State: the source's, the count delivered, the passes over the
+    source begun after the first, and the count of this pass.
+    """
+
+    COUNT_KEY, PASSES_KEY, IN_PASS_KEY = "count", "passes", "in_pass"
+
+    def __init__(self, target: Callable[[Context], int]) -> None:
+        super().__init__()
+        self.target = target
+        self.stats = EqualizeStats()
+
+    def reset(self, state: State | None = None) -> None:
+        super().reset(state)
+        self._target = self.target(self.require_context())
+        self._count = state[self.COUNT_KEY] if state else 0
+        self._passes = state[self.PASSES_KEY] if state else 0
+        self._in_pass = state[self.IN_PASS_KEY] if state else 0
+
+    def next(self) -> Any:
+        if self._count >= self._target:
+            raise StopIteration
+        source = self.require_source()
+        while True:
+            try:
+                item = source.next()
+                break
+            except StopIteration:
+                if not self._in_pass:
+                    raise  # a pass with nothing in it: nothing to repeat
+                self._passes, self._in_pass = self._passes + 1, 0
+                source.reset(None)
+        if self._passes:
+            self.stats.padded += 1
+        self._count += 1
+        self._in_pass += 1
+        return item
+
+    def get_state(self) -> State:
+        return {
+            **super().get_state(),
+            self.COUNT_KEY: self._count,
+            self.PASSES_KEY: self._passes,
+            self.IN_PASS_KEY: self._in_pass,
+        }
+
+    def length(self, n: int) -> int:
+        return n  # the count without drops, which is what it makes up to
