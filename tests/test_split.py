@@ -105,3 +105,43 @@ def test_splits_need_a_rank_split_and_n_of_at_least_one(manifest: str, tmp_path:
     for equal in (True, False):
         with pytest.raises(tarstream.ArgumentError, match="splits by rank"):
             reader_only.split(2, equal=equal)
+
+
+def _plain(manifest: str) -> tarstream.TarStream:
+    return tarstream.TarStream(manifest, seed=3, shuffle_shards=True)
+
+
+def _copies(pipeline: Any, ranks: int, workers: int) -> list[Any]:
+    return [
+        pipeline.in_world(tarstream.World(r, ranks, w, workers))
+        for r in range(ranks)
+        for w in range(workers)
+    ]
+
+
+def test_global_take_and_skip_count_the_whole_epoch_over_every_copy(manifest: str) -> None:
+    order = _keys(_plain(manifest))  # the epoch's sequence in one process
+    taken = [k for copy in _copies(_plain(manifest).take_global(30), 3, 2) for k in _keys(copy)]
+    assert sorted(taken) == sorted(order[:30]) and len(taken) == 30
+    skipped = [k for copy in _copies(_plain(manifest).skip_global(90), 3, 2) for k in _keys(copy)]
+    assert sorted(skipped) == sorted(order[90:])
+    window = _plain(manifest).skip_global(20).take_global(40)
+    assert _keys(window) == order[20:60] and len(window) == 40
+    per_copy = [k for copy in _copies(_plain(manifest).take(10), 3, 2) for k in _keys(copy)]
+    assert len(per_copy) == 60  # take counts per copy: 10 in each of 6
+
+
+def test_a_global_skip_reads_nothing_it_skips(manifest: str) -> None:
+    pipeline = _plain(manifest).skip_global(80)
+    assert len(_keys(pipeline)) == N - 80
+    assert pipeline.stage_stats()["read"].samples == N - 80
+
+
+def test_a_global_slice_resumes_exactly_and_needs_counts(manifest: str, tmp_path: Path) -> None:
+    assert_resumable(lambda: _stream(manifest).skip_global(10).take_global(50), epochs=2)
+    write_dataset(tmp_path, make_samples(10), max_samples=5)
+    for shard in (tmp_path / ".tarstream").iterdir():
+        shard.unlink()
+    no_counts = tarstream.TarStream(str(tmp_path / "train-{000000..000001}.tar"))
+    with pytest.raises(ValueError, match="sample counts"):
+        _keys(no_counts.take_global(3))

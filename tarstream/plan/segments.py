@@ -12,7 +12,7 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["Even", "Segment", "known_size", "segments_of", "split_segments"]
+__all__ = ["Even", "Segment", "known_size", "segments_of", "split_segments", "take_range"]
 
 Even = Literal["drop", "pad"] | None
 
@@ -64,7 +64,7 @@ def split_segments(
         first, last = part * share, (part + 1) * share
     else:
         first, last = part * total // parts, (part + 1) * total // parts
-    return _take_range(segments, total, first, last)
+    return take_range(segments, total, first, last)
 
 
 def known_size(segment: Segment) -> int:
@@ -73,7 +73,7 @@ def known_size(segment: Segment) -> int:
     return segment.stop - segment.start
 
 
-def _take_range(segments: list[Segment], total: int, first: int, last: int) -> list[Segment]:
+def take_range(segments: list[Segment], total: int, first: int, last: int) -> list[Segment]:
     """Segments covering positions first..last of the sequence repeated end to end."""
     out: list[Segment] = []
     position = first

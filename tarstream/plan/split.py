@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..world import derive_seed
-from .segments import Even, Segment, split_segments
+from .segments import Even, Segment, known_size, split_segments, take_range
 from .shard_list import PlanStage
 
-__all__ = ["ShuffleShards", "SplitByRank", "SplitByWorker"]
+__all__ = ["ShuffleShards", "SliceEpoch", "SplitByRank", "SplitByWorker"]
 
 _SALT_SHARD_SHUFFLE = 0x5A1D
 
@@ -65,3 +65,33 @@ class SplitByWorker(PlanStage):
         world = context.world
         part = (world.worker + context.epoch) % world.num_workers
         return split_segments(self.source_plan(), part, world.num_workers)
+
+
+class SliceEpoch(PlanStage):
+    """Keep samples ``skip:skip + take`` of the epoch's sequence (after the shard shuffle,
+    before the rank split): a global skip or take, over all ranks and workers together.
+    Arithmetic on segments: nothing skipped is read. Needs sample counts.
+    """
+
+    def __init__(self, skip: int = 0, take: int | None = None) -> None:
+        super().__init__()
+        if skip < 0 or (take is not None and take < 0):
+            raise ValueError(f"skip and take must be >= 0, got {skip} and {take}")
+        self.skip, self.take = skip, take
+
+    def plan(self) -> list[Segment]:
+        segments = self.source_plan()
+        if self.require_context().rest is not None:
+            return segments  # the rest of a resumed epoch was planned through this slice
+        if any(s.stop is None for s in segments):
+            raise ValueError(
+                "a global skip or take needs sample counts: give a manifest, or build "
+                "sidecars with `tarstream index`"
+            )
+        total = sum(known_size(s) for s in segments)
+        first = min(self.skip, total)
+        last = total if self.take is None else min(total, first + self.take)
+        return take_range(segments, total, first, last) if first < last else []
+
+    def __repr__(self) -> str:
+        return f"SliceEpoch(skip={self.skip}, take={self.take})"

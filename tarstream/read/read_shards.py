@@ -8,7 +8,7 @@ its plan were consumed), which fast and elastic resume build on.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
 import numpy as np
@@ -33,6 +33,9 @@ class ReadShards(Stage[Sample]):
 
     ``verify``: with sidecars, check each sample's bytes against its recorded checksum.
 
+    ``fields``: read only these fields (names as read; a string: separated by spaces); with
+    sidecars the other members' bytes are never read, each chosen member's header is checked
+    against the sidecar instead of the sample checksum (see ``tarstream.format.members``).
     ``lowercase_fields``: field names are lower-cased as webdataset does (``0001.JPG`` gives
     field ``jpg``); False keeps them as stored.
 
@@ -65,9 +68,13 @@ class ReadShards(Stage[Sample]):
         errors: Literal["strict", "skip"] = "strict",
         max_errors: int | None = None,
         lowercase_fields: bool = True,
+        fields: Iterable[str] | None = None,
     ) -> None:
         super().__init__()
         check_errors(errors, max_errors)
+        if isinstance(fields, str):
+            fields = fields.split()
+        self.fields = None if fields is None else frozenset(fields)
         self.errors = errors
         self.max_errors = max_errors
         check_sidecar_mode(sidecars)
@@ -165,6 +172,7 @@ class ReadShards(Stage[Sample]):
             verify=self.verify,
             lenient=self.errors == "skip",
             lowercase=self.lowercase_fields,
+            fields=self.fields,
         )
         for sample in self._samples:
             self._offset += 1
@@ -270,6 +278,7 @@ class ReadShards(Stage[Sample]):
                 max_member_size=self.max_member_size,
                 verify=self.verify,
                 lowercase=self.lowercase_fields,
+                fields=self.fields,
             )
             for shard, samples in wanted.items()
         }

@@ -7,8 +7,9 @@ from itertools import islice
 from typing import BinaryIO, NamedTuple, cast
 
 from ..errors import ShardFormatError, SidecarError, redact_url
+from ..format.members import read_members
 from ..format.samples import Sample, read_samples
-from ..format.scan import DEFAULT_MAX_MEMBER_SIZE, DEFAULT_READ_SIZE, ReadStats
+from ..format.scan import DEFAULT_MAX_MEMBER_SIZE, DEFAULT_READ_SIZE, ReadStats, read_exact
 from ..format.sidecar import ShardIndex
 from ..format.sliced import read_sliced
 from ..plan.specs import ShardSpec, SidecarMode, load_sidecar
@@ -16,7 +17,10 @@ from ..storage.compressed import GunzipInput, is_gzip_name
 from ..storage.files import open_input
 from ..storage.urls import is_local, is_pipe
 
-__all__ = ["OpenShard", "is_remote", "open_shard", "read_shard", "read_shard_at"]
+__all__ = ["OpenShard", "is_remote", "open_shard", "read_fields", "read_shard", "read_shard_at"]
+
+#: Samples whose chosen members are located and read together.
+_CHUNK = 256
 
 
 class OpenShard(NamedTuple):
@@ -68,6 +72,7 @@ def read_shard(
     verify: bool = True,
     lenient: bool = False,
     lowercase: bool = False,
+    fields: frozenset[str] | None = None,
 ) -> Iterator[Sample]:
     """Yield samples ``first:stop`` of one shard (``stop`` None: to its end), closing the
     file at the end.
@@ -77,13 +82,17 @@ def read_shard(
     ``first`` seeks; without one, headers are parsed and ``first`` samples are read and
     dropped. ``opened``: the shard as ``open_shard`` opened it ahead of time. ``lenient``:
     skip and count members with unsafe or repeated keys (``read_samples``). ``lowercase``:
-    lower-case field names.
+    lower-case field names. ``fields``: only these fields (besides ``__key__`` and
+    ``__url__``); with a sidecar only their members are read (``read_fields``: their
+    headers are checked instead of the sample checksums), else they are picked.
     """
     index, f, size = opened if opened is not None else open_shard(spec, sidecars=sidecars)
     label = redact_url(spec.url)
     with f:
-        if index is not None:
-            yield from read_sliced(
+        if index is not None and fields is not None and not is_gzip_name(spec.url):
+            yield from read_fields(f, label, index, fields, first, stop, size, lowercase, stats)
+        elif index is not None:
+            samples = read_sliced(
                 f,
                 label,
                 index,
@@ -95,19 +104,63 @@ def read_shard(
                 verify=verify,
                 lowercase=lowercase,
             )
-            return
-        samples: Iterator[Sample] = read_samples(
-            f,
-            label,
-            max_member_size=max_member_size,
-            read_size=read_size,
-            stats=stats,
-            lenient=lenient,
-            lowercase=lowercase,
+            yield from _picked(samples, fields)
+        else:
+            samples = read_samples(
+                f,
+                label,
+                max_member_size=max_member_size,
+                read_size=read_size,
+                stats=stats,
+                lenient=lenient,
+                lowercase=lowercase,
+            )
+            if first or stop is not None:
+                samples = islice(samples, first, stop)
+            yield from _picked(samples, fields)
+
+
+def _picked(samples: Iterator[Sample], fields: frozenset[str] | None) -> Iterator[Sample]:
+    """``samples`` with only ``fields`` (and the metadata) where fields are named."""
+    if fields is None:
+        return samples
+    return ({k: v for k, v in s.items() if k in fields or k.startswith("__")} for s in samples)
+
+
+def read_fields(
+    f: BinaryIO,
+    url: str,
+    index: ShardIndex,
+    fields: frozenset[str],
+    first: int,
+    stop: int | None,
+    size: int | None,
+    lowercase: bool,
+    stats: ReadStats | None,
+) -> Iterator[Sample]:
+    """Samples ``first:stop`` with only ``fields``, reading only their members' headers
+    and bytes (``tarstream.format.members``), ``_CHUNK`` samples at a time."""
+    if size is not None and size != index.size:
+        raise SidecarError(
+            f"shard is {size} bytes, its sidecar says {index.size} (shard replaced or "
+            "sidecar stale)",
+            shard=url,
         )
-        if first or stop is not None:
-            samples = islice(samples, first, stop)
-        yield from samples
+
+    def read_at(start: int, n: int) -> bytes:
+        f.seek(start)
+        data = read_exact(f, n)
+        if stats is not None:
+            stats.bytes_read += len(data)
+        return data
+
+    end = index.count if stop is None else min(stop, index.count)
+    for chunk in range(first, end, _CHUNK):
+        samples = range(chunk, min(chunk + _CHUNK, end))
+        for sample in read_members(read_at, url, index, samples, fields, lowercase=lowercase):
+            if stats is not None:
+                stats.samples += 1
+            yield sample
 
 
 def read_shard_at(
@@ -118,11 +171,13 @@ def read_shard_at(
     max_member_size: int = DEFAULT_MAX_MEMBER_SIZE,
     verify: bool = True,
     lowercase: bool = False,
+    fields: frozenset[str] | None = None,
 ) -> dict[int, Sample]:
     """Return the samples of one shard at ``indices`` (sample numbers), by number.
 
     With a sidecar only the regions holding those samples are read (seeking over gaps
     longer than a read); without one the shard is parsed up to the last of them.
+    ``fields``: only these fields (and the metadata), picked from the whole samples.
     """
     wanted = sorted(set(indices))
     if not wanted:
@@ -134,11 +189,11 @@ def read_shard_at(
             run = read_sliced(
                 f, label, index, only=wanted, file_size=size, verify=verify, lowercase=lowercase
             )
-            return dict(zip(wanted, run, strict=True))
+            return dict(zip(wanted, _picked(run, fields), strict=True))
         keep = set(wanted)
         out: dict[int, Sample] = {}
         samples = read_samples(f, label, max_member_size=max_member_size, lowercase=lowercase)
-        for position, sample in enumerate(samples):
+        for position, sample in enumerate(_picked(samples, fields)):
             if position in keep:
                 out[position] = sample
                 if len(out) == len(keep):

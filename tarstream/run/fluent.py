@@ -14,6 +14,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from ..stage import Stage
 from ..stages.batch import Batch, Unbatch
 from ..stages.decode import Decode
+from ..stages.formats import WithFormat, columns
 from ..stages.shuffle import Shuffle
 from ..stages.slicing import Repeat, Skip, Take
 from ..stages.transform import Filter, Map, Rename, Select, ToTuple
@@ -51,7 +52,19 @@ class Fluent:
 
     shuffle = _appends(Shuffle, "shuffle")
     decode = _appends(Decode, "decode")
-    map = _appends(Map, "map")
+    with_format = _appends(WithFormat, "with_format")
+
+    def map(
+        self: F, fn: Callable[[Any], Any], *, batched: bool = False, batch_size: int = 1000
+    ) -> F:
+        """Append ``Map(fn)``: apply ``fn`` to each item. With ``batched=True``, ``fn`` gets
+        ``batch_size`` items at a time as columns (a dict of lists for dicts, else a list;
+        the last group may be smaller) and returns columns of any length, which are split
+        into items again (Hugging Face's ``map(batched=True)``)."""
+        if not batched:
+            return self.then(Map(fn))
+        return self.then(Batch(batch_size, collate=columns, tensors="numpy"), Map(fn), Unbatch())
+
     filter = _appends(Filter, "filter")
     select = _appends(Select, "select")
     rename = _appends(Rename, "rename")

@@ -21,19 +21,18 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ..errors import ArgumentError, EpochWarning
 from ..format.scan import ReadStats
 from ..plan.mix import MixStats
-from ..plan.segments import Even
 from ..plan.shard_list import ShardList
 from ..read.read_shards import ReadShards
 from ..stage import FunctionStage, Stage, State, connect_chain
 from ..stages.decode import DecodeStats
 from ..stages.memory import BatchMemory
-from ..stages.slicing import Equalize, EqualizeStats
+from ..stages.slicing import EqualizeStats
 from ..world import Context, World, detect_world
 from .elastic import rest_of_epoch
 from .epoch import SharedEpoch
 from .fluent import Fluent
 from .resume import Identity, check_state, new_state, plan_resume
-from .splits import NominalLength, split_world, with_even
+from .splits import Splitting, split_world
 
 __all__ = ["DatasetBase", "Pipeline", "drop_if_other_epoch"]
 
@@ -82,7 +81,7 @@ def _shard_lists(stages: Sequence[Stage[Any]]) -> Iterator[ShardList]:
     return (stage for stage in _all_stages(stages) if isinstance(stage, ShardList))
 
 
-class Pipeline(Fluent, DatasetBase):
+class Pipeline(Fluent, Splitting, DatasetBase):
     """A sequence of stages, iterated as one: ``for item in Pipeline(stage, stage, ...)``.
 
     Args:
@@ -355,27 +354,6 @@ class Pipeline(Fluent, DatasetBase):
         if count is None:
             raise TypeError("length unknown: the pipeline has no ReadShards stage")
         return count
-
-    def split(self: _P, n: int, *, equal: bool | Even = False) -> list[_P]:
-        """``n`` pipelines over disjoint parts of each epoch (see ``tarstream.run.splits``).
-
-        Each is picklable, iterated and resumed on its own (``state_dict``), anywhere: in
-        another process, in a DataLoader with workers; ``set_epoch`` re-plans it. With
-        ``equal`` (True or "drop"; "pad") every split delivers the same count, also after
-        filters and lenient skips (made up by repeating items, counted in stats).
-        """
-        if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
-        even: Even = "drop" if equal is True else (equal or None)
-        stages = with_even(self._stages, even)
-        out = []
-        for i in range(n):
-            clone = self.then()
-            clone._stages, clone._split = stages, (i, n)
-            if even:
-                clone = clone.then(Equalize(NominalLength(clone)))
-            out.append(clone)
-        return out
 
     def __len__(self) -> int:
         return self.length()

@@ -1,4 +1,5 @@
-"""``Pipeline.split``: n disjoint pipelines over one epoch, equal in count if asked.
+"""``Pipeline.split``: n disjoint pipelines over one epoch, equal in count if asked; and
+``skip_global``/``take_global``, which cut the epoch's sequence before it is split.
 
 Split *i* of *n* iterates as rank ``rank * n + i`` of ``world_size * n``: the pipeline's
 own rank and worker splits give it a disjoint share of every epoch, in any process it is
@@ -14,15 +15,66 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import ArgumentError
 from ..plan.segments import Even
-from ..plan.split import SplitByRank
+from ..plan.split import SliceEpoch, SplitByRank
 from ..stage import Stage
+from ..stages.slicing import Equalize
 from ..world import Context, World
 
-__all__ = ["split_world", "with_even"]
+_S = TypeVar("_S", bound="Splitting")
+
+
+class Splitting:
+    """The methods of ``Pipeline`` that cut each epoch: ``split``, ``skip_global`` and
+    ``take_global``."""
+
+    _stages: tuple[Stage[Any], ...]
+    _split: tuple[int, int] | None
+
+    def then(self: _S, *stages: Any) -> _S:
+        raise NotImplementedError
+
+    def split(self: _S, n: int, *, equal: bool | Even = False) -> list[_S]:
+        """``n`` pipelines over disjoint parts of each epoch (see the module docstring).
+
+        Each is picklable, iterated and resumed on its own (``state_dict``), anywhere: in
+        another process, in a DataLoader with workers; ``set_epoch`` re-plans it. With
+        ``equal`` (True or "drop"; "pad") every split delivers the same count, also after
+        filters and lenient skips (made up by repeating items, counted in stats).
+        """
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        even: Even = "drop" if equal is True else (equal or None)
+        stages = with_even(self._stages, even)
+        out = []
+        for i in range(n):
+            clone = self.then()
+            clone._stages, clone._split = stages, (i, n)
+            if even:
+                clone = clone.then(Equalize(NominalLength(clone)))
+            out.append(clone)
+        return out
+
+    def skip_global(self: _S, n: int) -> _S:
+        """Skip the first ``n`` samples of each epoch's sequence, over all ranks and workers
+        together (``skip`` counts per pipeline copy); by sidecar offsets, nothing read."""
+        return self._sliced(SliceEpoch(skip=n))
+
+    def take_global(self: _S, n: int) -> _S:
+        """Keep the first ``n`` samples of each epoch's sequence, over all ranks and workers
+        together (``take`` counts per pipeline copy), split among them as the epoch is."""
+        return self._sliced(SliceEpoch(take=n))
+
+    def _sliced(self: _S, stage: SliceEpoch) -> _S:
+        clone = self.then()
+        clone._stages = before_rank_split(self._stages, stage)
+        return clone
+
+
+__all__ = ["Splitting", "split_world"]
 
 
 def split_world(world: World, part: tuple[int, int] | None) -> World:
@@ -49,6 +101,14 @@ def with_even(stages: Sequence[Stage[Any]], even: Even) -> tuple[Stage[Any], ...
     if not found:
         raise ArgumentError("split needs a pipeline that splits by rank (a TarStream)")
     return tuple(out)
+
+
+def before_rank_split(stages: Sequence[Stage[Any]], stage: Stage[Any]) -> tuple[Stage[Any], ...]:
+    """``stages`` with ``stage`` inserted before the rank split (a global plan stage)."""
+    for i, existing in enumerate(stages):
+        if isinstance(existing, SplitByRank):
+            return (*stages[:i], stage, *stages[i:])
+    raise ArgumentError("a global skip or take needs a pipeline that splits by rank (a TarStream)")
 
 
 class NominalLength:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from ..format.scan import DEFAULT_MAX_MEMBER_SIZE, DEFAULT_READ_SIZE, ReadStats
@@ -54,6 +56,7 @@ class TarStream(Pipeline):
             more than ``max_errors`` such shards in an epoch raise (see ``ReadShards``).
         lowercase_fields: lower-case field names as webdataset does (``0001.JPG`` gives
             field ``jpg``, matched by ``"jpg"``); False keeps them as stored.
+        fields: read only these fields (see ``select_columns``).
     """
 
     def __init__(
@@ -74,6 +77,7 @@ class TarStream(Pipeline):
         errors: Literal["strict", "skip"] = "strict",
         max_errors: int | None = None,
         lowercase_fields: bool = True,
+        fields: Iterable[str] | None = None,
     ) -> None:
         self.shard_list = ShardList(
             source, sidecars=sidecars, allow_pipe=allow_pipe, storage=storage
@@ -86,6 +90,7 @@ class TarStream(Pipeline):
             errors=errors,
             max_errors=max_errors,
             lowercase_fields=lowercase_fields,
+            fields=fields,
         )
         stages: list[Stage[Any]] = [self.shard_list]
         stages += [ShuffleShards()] if shuffle_shards else []
@@ -93,6 +98,19 @@ class TarStream(Pipeline):
         super().__init__(*stages, seed=seed, rank=rank, world_size=world_size)
         self.sidecars = sidecars
         self.even = even
+
+    def select_columns(self, *names: str) -> TarStream:
+        """A copy that reads only fields ``names`` (and ``__key__``, ``__url__``): with
+        sidecars the other members' bytes are never read (each chosen member's header is
+        checked against the sidecar instead of the sample's checksum); without, they are
+        read and dropped. Unlike ``select``, it applies at the reader, wherever it is
+        called in the chain."""
+        clone = self.then()
+        reader = copy.copy(self.reader)
+        reader.fields = frozenset(n for name in names for n in name.split())
+        clone._stages = tuple(reader if s is self.reader else s for s in self._stages)
+        clone.reader = reader
+        return clone
 
     @property
     def shards(self) -> list[str]:
