@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import TarstreamError
+from .errors import ArgumentError, TarstreamError
 from .format.manifest import compress_names
 from .plan.specs import resolve_shards
 from .read.inspect import ShardSummary, find_sample, summarize, verify
@@ -223,6 +223,9 @@ def _guard(run: Any, args: argparse.Namespace) -> int:
     arguments (a bad pattern or limit) one line and status 2, never a traceback."""
     try:
         return int(run(args))
+    except ArgumentError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except (TarstreamError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -235,6 +238,16 @@ def _version(parser: argparse.ArgumentParser) -> None:
     from importlib.metadata import version
 
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('tarstream')}")
+
+
+def _run_keys(args: argparse.Namespace) -> int:
+    from .run.mapped import ShardDataset
+
+    dataset = ShardDataset(args.source)
+    path = dataset.build_key_index(args.output)
+    print(path)
+    print(f"indexed {len(dataset):,} keys", file=sys.stderr)
+    return 0
 
 
 def write_main(argv: Sequence[str] | None = None) -> int:
@@ -274,6 +287,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     cat.add_argument("source", help=source)
     cat.add_argument("key", help="the sample's key")
     cat.add_argument("field", nargs="?", default=None, help="the field to write to stdout")
+    keys = commands.add_parser("keys", help="build the key index that key lookups use")
+    keys.add_argument("source", help="a manifest (the index goes beside it) or a pattern")
+    keys.add_argument("--output", default=None, help="where to write it (local path)")
     args = parser.parse_args(argv)
     runs = {
         "write": _run_write,
@@ -282,6 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "stats": _run_stats,
         "verify": _run_verify,
         "cat": _run_cat,
+        "keys": _run_keys,
     }
     return _guard(runs[args.command], args)
 

@@ -221,3 +221,57 @@ def test_random_access_over_s3(tmp_path: Path) -> None:
             ),
         )
         assert cached[9]["txt"] == local[9]["txt"] and any((tmp_path / "c").iterdir())
+
+
+@pytest.fixture(scope="module")
+def many(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """9,000 small samples in 3 shards: the key index has 3 pages."""
+    directory = tmp_path_factory.mktemp("many")
+    with tarstream.ShardWriter(str(directory / "m-%06d.tar"), max_samples=3000) as w:
+        for i in range(9000):
+            w.write({"__key__": f"k{i:05d}", "cls": i})
+    return str(directory / "_m.manifest.json")
+
+
+def test_a_key_index_file_answers_lookups_without_a_table_in_memory(
+    many: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tarstream.cli import main
+
+    assert main(["keys", many]) == 0
+    path = capsys.readouterr().out.strip()
+    assert path.endswith("_m.keys.idx") and Path(path).stat().st_size == 32 + 16 * 9000 + 8 * 3
+
+    def no_table(self: Any) -> None:
+        raise AssertionError("built a table in memory")
+
+    monkeypatch.setattr(access.RandomAccess, "key_table", no_table)
+    ds = tarstream.ShardDataset(many, decode=True)
+    for i in [*range(0, 9000, 97), 4095, 4096, 8191, 8192, 8999]:
+        assert ds.index(f"k{i:05d}") == i and ds.get(f"k{i:05d}")["cls"] == i
+    assert ds.get("k09000") is None and "nope" not in ds
+
+
+def test_a_stale_key_index_is_an_error_not_a_wrong_answer(tmp_path: Path) -> None:
+    write_dataset(tmp_path, make_samples(10), max_samples=5)
+    ds = tarstream.ShardDataset(str(tmp_path / "_train.manifest.json"))
+    assert ds.build_key_index().endswith("_train.keys.idx") and ds.index("s/00004") == 4
+    write_dataset(tmp_path, make_samples(12), max_samples=5)  # the dataset is rewritten
+    with pytest.raises(tarstream.SidecarError, match="rebuild"):
+        tarstream.ShardDataset(str(tmp_path / "_train.manifest.json")).get("s/00004")
+
+
+def test_key_lookups_over_http_read_a_page_not_the_index(many: str) -> None:
+    directory = Path(many).parent
+    tarstream.ShardDataset(many).build_key_index()
+    objects = {
+        p.relative_to(directory).as_posix(): p.read_bytes()
+        for p in directory.rglob("*")
+        if p.is_file()
+    }
+    served: list[tuple[str, int]] = []
+    with ranged_http_server(objects, served) as (base, _):
+        ds = tarstream.ShardDataset(f"{base}/_m.manifest.json")
+        assert ds.index("k07777") == 7777 and ds.index("k00001") == 1
+        from_index = [n for name, n in served if name.endswith(".keys.idx")]
+        assert sum(from_index) <= 32 + 24 + 2 * 16 * 4096  # header, fences, two pages

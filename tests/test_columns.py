@@ -122,3 +122,21 @@ def test_with_format_converts_batches(large: str) -> None:
     assert tuples.column_names == ["0", "1"] and tuples.column("0").to_pylist() == [0, 1, 2, 3]
     with pytest.raises(tarstream.ArgumentError, match="format must be"):
         stream.with_format("pandas")  # type: ignore[arg-type]
+
+
+def test_with_format_resumes_exactly(large: str) -> None:
+    assert_resumable(
+        lambda: (
+            tarstream.TarStream(large)
+            .select_columns("cls")
+            .decode()
+            .shuffle(6)
+            .map(_just_cls)
+            .batch(3)
+            .with_format("python")
+        )
+    )
+
+
+def _just_cls(sample: dict[str, Any]) -> dict[str, Any]:
+    return {"cls": sample["cls"]}

@@ -8,19 +8,19 @@ members' headers and data (``tarstream.format.members``). Files stay open betwee
 few per process); local shards are read with ``pread``, remote ones with one ranged request
 per read (pinned to the version first seen), cached ones from the cache's copy.
 
-Keys: the first lookup hashes every key of every sidecar (one at a time) into a sorted
-table of 64-bit hashes and sample numbers, 16 bytes per sample; a lookup is a binary search
-and one check of the key in the sidecar it points to.
+Keys: through a key index file where there is one (``tarstream.read.keys``: two small
+reads per lookup, nothing held but its fences); else the first lookup hashes every key of
+every sidecar (one at a time) into a sorted table of 64-bit hashes and sample numbers held
+in memory, 16 bytes per sample. Either way a candidate is checked against its sidecar.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, BinaryIO, cast
 
 import numpy as np
@@ -36,6 +36,7 @@ from ..storage.config import Storage
 from ..storage.files import open_input
 from ..storage.remote import RemoteInput
 from ..storage.urls import is_local, local_path
+from .keys import KeyIndex, build_key_table, key_hash
 from .shard import read_shard_at
 
 __all__ = ["RandomAccess"]
@@ -52,6 +53,8 @@ class RandomAccess:
         verify: check each whole sample against its sidecar checksum.
         lowercase: lower-case field names, as the stream does.
         keep: shards whose sidecar and open file are kept per process.
+        key_index: where a key index file may be (``tarstream.read.keys``); without one,
+            key lookups build a table in memory.
     """
 
     def __init__(
@@ -62,6 +65,7 @@ class RandomAccess:
         verify: bool = True,
         lowercase: bool = True,
         keep: int = 16,
+        key_index: str | None = None,
     ) -> None:
         if isinstance(fields, str):
             fields = fields.replace(";", " ").split()
@@ -72,6 +76,7 @@ class RandomAccess:
             )
         self.specs = list(specs)
         self.verify, self.lowercase, self.keep = verify, lowercase, keep
+        self.key_index = key_index
         self._sidecars: OrderedDict[int, ShardIndex] = OrderedDict()
         counts = [s.count if s.count is not None else self._count(n) for n, s in enumerate(specs)]
         self.starts = np.cumsum([0, *counts], dtype=np.int64)
@@ -79,7 +84,7 @@ class RandomAccess:
 
     def _reset_caches(self) -> None:
         self._files: OrderedDict[int, _Ranges] = OrderedDict()
-        self._keys: tuple[np.ndarray, np.ndarray] | None = None
+        self._keys: Callable[[str], list[int]] | None = None
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:  # open files and tables stay behind
@@ -180,27 +185,35 @@ class RandomAccess:
     def find(self, key: str) -> int | None:
         """The number of the sample with ``key`` (the first, if several), or None."""
         if self._keys is None:
-            self._keys = self._key_table()
-        hashes, numbers = self._keys
-        h = _hash(key)
-        at = int(np.searchsorted(hashes, h))
-        while at < len(hashes) and hashes[at] == h:
-            shard, local = self.locate(int(numbers[at]))
+            self._keys = self._key_lookup()
+        for number in self._keys(key):
+            shard, local = self.locate(number)
             if self.sidecar(shard).keys[local] == key:
-                return int(numbers[at])
-            at += 1
+                return number
         return None
 
-    def _key_table(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every key's 64-bit hash, sorted, beside its sample number (a stable sort: the
-        first sample of a repeated key comes first)."""
-        hashes = np.empty(len(self), np.uint64)
-        for shard in range(len(self.specs)):
-            first = int(self.starts[shard])
-            keys = self._load(shard).keys  # one at a time, not kept
-            hashes[first : first + len(keys)] = [_hash(k) for k in keys]
-        order = np.argsort(hashes, kind="stable")
-        return hashes[order], order.astype(np.int64)
+    def _key_lookup(self) -> Callable[[str], list[int]]:
+        """The key index file's lookup where there is one, else a table built now."""
+        if self.key_index is not None:
+            try:
+                ranges = _Ranges(ShardSpec(self.key_index, "", storage=self.specs[0].storage))
+                index = KeyIndex(ranges.read_at, redact_url(self.key_index))
+            except FileNotFoundError:
+                index = None
+            if index is not None:
+                if index.count != len(self):
+                    raise SidecarError(
+                        f"key index holds {index.count} keys, the dataset has {len(self)} "
+                        "samples: rebuild it with `tarstream keys`",
+                        shard=self.key_index,
+                    )
+                return index.candidates
+        return _TableLookup(self.key_table())
+
+    def key_table(self) -> np.ndarray:
+        """Every sample's key hash and number, sorted (``tarstream.read.keys``), built from
+        the sidecars read one at a time."""
+        return build_key_table(self._load(shard).keys for shard in range(len(self.specs)))
 
     def close(self) -> None:
         """Close the files kept open."""
@@ -209,9 +222,17 @@ class RandomAccess:
                 self._files.popitem()[1].close()
 
 
-def _hash(key: str) -> int:
-    digest = hashlib.blake2b(key.encode("utf-8", "surrogateescape"), digest_size=8).digest()
-    return int.from_bytes(digest, "little")
+class _TableLookup:
+    """Key lookup in a table of records held in memory."""
+
+    def __init__(self, records: np.ndarray) -> None:
+        self.hashes, self.numbers = records["hash"], records["number"]
+
+    def __call__(self, key: str) -> list[int]:
+        h = np.uint64(key_hash(key))
+        lo = int(np.searchsorted(self.hashes, h, side="left"))
+        hi = int(np.searchsorted(self.hashes, h, side="right"))
+        return sorted(self.numbers[lo:hi].tolist())
 
 
 class _Ranges:

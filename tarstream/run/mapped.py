@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from ..errors import ArgumentError
 from ..format.samples import Sample
 from ..plan.specs import Source, resolve_shards
 from ..read.access import RandomAccess
+from ..read.keys import key_index_bytes
 from ..stages.decode import Decode
 from ..storage.config import Storage
+from ..storage.files import atomic_write
+from ..storage.urls import is_local, local_path
 
 __all__ = ["ShardDataset"]
 
@@ -34,6 +39,9 @@ class ShardDataset:
         verify: check whole samples against their sidecar checksums.
         lowercase_fields: lower-case field names, as ``TarStream`` does.
         keep: shards whose sidecars and open files are kept per process.
+        keys: the key index file lookups use (``tarstream keys`` builds it); "auto":
+            ``_NAME.keys.idx`` beside a manifest ``_NAME.manifest.json``, if it is there.
+            Without one, the first lookup builds a table in memory (16 bytes a sample).
     """
 
     def __init__(
@@ -47,10 +55,18 @@ class ShardDataset:
         verify: bool = True,
         lowercase_fields: bool = True,
         keep: int = 16,
+        keys: str | None = "auto",
     ) -> None:
         specs = resolve_shards(source, storage=storage)
+        if keys == "auto":
+            keys = default_key_index(source)
         self.access = RandomAccess(
-            specs, fields=fields, verify=verify, lowercase=lowercase_fields, keep=keep
+            specs,
+            fields=fields,
+            verify=verify,
+            lowercase=lowercase_fields,
+            keep=keep,
+            key_index=keys,
         )
         if isinstance(decode, Decode):
             self.decoder: Decode | None = decode
@@ -97,9 +113,31 @@ class ShardDataset:
             sample = self.decoder.apply(sample)
         return sample if self.map is None else self.map(sample)
 
+    def build_key_index(self, path: str | None = None) -> str:
+        """Write the key index (``tarstream.read.keys``) to ``path`` (default: where
+        ``keys`` points), a local path; return it. Later lookups use it."""
+        path = path or self.access.key_index
+        if not path:
+            raise ArgumentError("no path for the key index: give one (the source is no manifest)")
+        if not is_local(path):
+            raise ArgumentError(f"the key index is written locally, then copied: got {path!r}")
+        atomic_write(local_path(path), key_index_bytes(self.access.key_table()))
+        self.access.key_index = path
+        self.access._keys = None
+        return path
+
     def close(self) -> None:
         """Close the files kept open (they are also closed when the dataset is collected)."""
         self.access.close()
 
     def __repr__(self) -> str:
         return f"ShardDataset({len(self.access.specs)} shards, {len(self)} samples)"
+
+
+def default_key_index(source: Source) -> str | None:
+    """``_NAME.keys.idx`` beside a manifest ``_NAME.manifest.json`` (None for other sources)."""
+    if isinstance(source, os.PathLike):
+        source = os.fspath(source)
+    if isinstance(source, str) and source.endswith(".manifest.json"):
+        return source[: -len(".manifest.json")] + ".keys.idx"
+    return None
