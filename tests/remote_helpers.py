@@ -241,8 +241,8 @@ def ranged_http_server(
             if ranged:
                 self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
             self.end_headers()
+            log.append((self.path.lstrip("/"), end + 1 - start))  # before the client has it
             self.wfile.write(data[start : end + 1])
-            log.append((self.path.lstrip("/"), end + 1 - start))
 
         def log_message(self, format: str, *args: Any) -> None:
             pass

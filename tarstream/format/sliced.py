@@ -20,12 +20,13 @@ from .samples import Sample
 from .scan import DEFAULT_READ_SIZE, ReadStats, read_exact
 from .sidecar import ShardIndex
 
-__all__ = ["read_sliced", "skip_to"]
+__all__ = ["SliceTable", "read_sliced", "skip_to"]
 
 
 @dataclass(frozen=True)
-class _Table:
-    """A sidecar's arrays as lists, for per-sample indexing at Python speed."""
+class SliceTable:
+    """A sidecar's arrays as lists, for per-sample indexing at Python speed (building it
+    costs a pass over the sidecar: random access keeps one per shard)."""
 
     offsets: list[int]
     mstart: list[int]
@@ -39,7 +40,7 @@ class _Table:
     merged: bool
 
     @classmethod
-    def of(cls, index: ShardIndex, *, verify: bool, lowercase: bool = False) -> _Table:
+    def of(cls, index: ShardIndex, *, verify: bool, lowercase: bool = False) -> SliceTable:
         names = [f.lower() for f in index.fields] if lowercase else list(index.fields)
         return cls(
             index.offsets.tolist(),
@@ -78,6 +79,7 @@ def read_sliced(
     stats: ReadStats | None = None,
     verify: bool = True,
     lowercase: bool = False,
+    table: SliceTable | None = None,
 ) -> Iterator[Sample]:
     """Yield samples ``first:stop`` of a shard by slicing at the offsets its sidecar records.
     ``lowercase``: lower-case field names (``0001.JPG`` gives field ``jpg``).
@@ -90,7 +92,9 @@ def read_sliced(
     possible).
 
     ``only``: yield just these samples (sorted sample numbers); reading seeks over gaps
-    longer than ``read_size`` and stops after the last of them.
+    longer than ``read_size`` and stops after the last of them. ``table``: the sidecar's
+    ``SliceTable`` for these ``verify`` and ``lowercase``, if the caller keeps one.
+
     Raises:
         TruncatedShardError: the shard is shorter than the sidecar says.
         SidecarError: the shard does not match its sidecar.
@@ -98,7 +102,8 @@ def read_sliced(
     """
     stats = stats if stats is not None else ReadStats()
     first, n = _span(index.count, first, stop, only)
-    table = _Table.of(index, verify=verify, lowercase=lowercase)
+    if table is None:
+        table = SliceTable.of(index, verify=verify, lowercase=lowercase)
     offsets = table.offsets
     if file_size is not None and file_size != index.size:
         _raise_size_mismatch(url, index, file_size, table)
@@ -130,7 +135,7 @@ def read_sliced(
 def _counted(
     url: str,
     index: ShardIndex,
-    table: _Table,
+    table: SliceTable,
     chunk: bytes,
     base: int,
     chosen: Sequence[int],
@@ -146,7 +151,7 @@ def _counted(
 
 
 def _slice(
-    url: str, index: ShardIndex, table: _Table, chunk: bytes, base: int, chosen: Sequence[int]
+    url: str, index: ShardIndex, table: SliceTable, chunk: bytes, base: int, chosen: Sequence[int]
 ) -> Iterator[Sample]:
     """The samples ``chosen`` from ``chunk``, which starts at byte ``base`` of the shard."""
     mstart, mfield, moff, msize = table.mstart, table.mfield, table.moff, table.msize
@@ -241,7 +246,7 @@ def _check_end(f: BinaryIO, url: str, index: ShardIndex, end: int, size_known: b
         )
 
 
-def _raise_size_mismatch(url: str, index: ShardIndex, size: int, table: _Table) -> None:
+def _raise_size_mismatch(url: str, index: ShardIndex, size: int, table: SliceTable) -> None:
     if size > index.size:
         raise SidecarError(
             f"shard is {size} bytes, its sidecar says {index.size} (shard replaced or sidecar "

@@ -29,7 +29,7 @@ from ..errors import ArgumentError, SidecarError, redact_url
 from ..format.members import read_members
 from ..format.samples import Sample
 from ..format.sidecar import ShardIndex
-from ..format.sliced import read_sliced
+from ..format.sliced import SliceTable, read_sliced
 from ..plan.specs import ShardSpec, load_sidecar
 from ..storage.compressed import is_gzip_name
 from ..storage.config import Storage
@@ -64,7 +64,7 @@ class RandomAccess:
         fields: Iterable[str] | None = None,
         verify: bool = True,
         lowercase: bool = True,
-        keep: int = 16,
+        keep: int = 32,
         key_index: str | None = None,
     ) -> None:
         if isinstance(fields, str):
@@ -78,6 +78,7 @@ class RandomAccess:
         self.verify, self.lowercase, self.keep = verify, lowercase, keep
         self.key_index = key_index
         self._sidecars: OrderedDict[int, ShardIndex] = OrderedDict()
+        self._tables: dict[int, tuple[ShardIndex, SliceTable]] = {}
         counts = [s.count if s.count is not None else self._count(n) for n, s in enumerate(specs)]
         self.starts = np.cumsum([0, *counts], dtype=np.int64)
         self._reset_caches()
@@ -92,6 +93,7 @@ class RandomAccess:
         for name in ("_files", "_keys", "_lock"):
             del state[name]
         state["_sidecars"] = OrderedDict()
+        state["_tables"] = {}
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -144,8 +146,19 @@ class RandomAccess:
             read_size=_READ_SIZE,
             verify=self.verify,
             lowercase=self.lowercase,
+            table=self._table(shard, index),
         )
         return dict(zip(order, run, strict=True))
+
+    def _table(self, shard: int, index: ShardIndex) -> SliceTable:
+        """The slicing table of a shard's sidecar, kept beside it."""
+        table = self._tables.get(shard)
+        if table is None or table[0] is not index:
+            table = (index, SliceTable.of(index, verify=self.verify, lowercase=self.lowercase))
+            self._tables[shard] = table
+            while len(self._tables) > self.keep:
+                self._tables.pop(next(iter(self._tables)))
+        return table[1]
 
     def sidecar(self, shard: int) -> ShardIndex:
         """The sidecar of shard number ``shard`` (kept for the next ``keep`` shards)."""

@@ -54,7 +54,7 @@ class ShardDataset:
         storage: Storage | None = None,
         verify: bool = True,
         lowercase_fields: bool = True,
-        keep: int = 16,
+        keep: int = 32,
         keys: str | None = "auto",
     ) -> None:
         specs = resolve_shards(source, storage=storage)
