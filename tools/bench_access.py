@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import workloads
-from bench_remote import _free_port, _upload, _wait_for, credentials
+from bench_remote import credentials, moto_endpoint
 
 #: Random samples read per run: locally, and from the S3 server (each a request).
 _LOCAL, _REMOTE = 20_000, 1_000
@@ -126,16 +124,7 @@ def bench_access(args: argparse.Namespace) -> dict[str, Any]:
         },
         args.reps,
     )
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_for(port, server)
-        endpoint = f"http://127.0.0.1:{port}"
-        _upload(endpoint, d)
+    with moto_endpoint(d) as endpoint:
         storage = tarstream.Storage({"endpoint_url": endpoint}, credentials=credentials)
         remote = tarstream.ShardDataset("s3://bench/small/_small.manifest.json", storage=storage)
         s3 = _measure(
@@ -145,9 +134,6 @@ def bench_access(args: argparse.Namespace) -> dict[str, Any]:
             },
             args.reps,
         )
-    finally:
-        server.terminate()
-        server.wait()
     with tempfile.TemporaryDirectory() as tmp:
         large = _large_and_small(Path(tmp))
         selection = {

@@ -18,7 +18,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -66,11 +67,10 @@ def credentials() -> dict[str, str]:
     return dict(_KEYS)
 
 
-def bench_remote(args: argparse.Namespace) -> dict[str, Any]:
-    import tarstream
-
-    d = workloads.ensure(args.root, "small") / "tarstream"
-    size = sum(p.stat().st_size for p in d.glob("*.tar"))
+@contextmanager
+def moto_endpoint(directory: Path) -> Iterator[str]:
+    """moto's S3 server in its own process on 127.0.0.1, holding ``directory`` under
+    s3://bench/small/; yields its endpoint URL."""
     port = _free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
@@ -80,7 +80,19 @@ def bench_remote(args: argparse.Namespace) -> dict[str, Any]:
     try:
         _wait_for(port, server)
         endpoint = f"http://127.0.0.1:{port}"
-        _upload(endpoint, d)
+        _upload(endpoint, directory)
+        yield endpoint
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def bench_remote(args: argparse.Namespace) -> dict[str, Any]:
+    import tarstream
+
+    d = workloads.ensure(args.root, "small") / "tarstream"
+    size = sum(p.stat().st_size for p in d.glob("*.tar"))
+    with moto_endpoint(d) as endpoint:
         manifest = "s3://bench/small/_small.manifest.json"
         cache_dir = tempfile.mkdtemp(prefix="tarstream-bench-cache-")
 
@@ -104,9 +116,6 @@ def bench_remote(args: argparse.Namespace) -> dict[str, Any]:
                 start = time.perf_counter()
                 n = run()
                 rates[name].append(n / (time.perf_counter() - start))
-    finally:
-        server.terminate()
-        server.wait()
     result: dict[str, Any] = {
         name: {"median": round(statistics.median(r)), "runs": [round(x) for x in r]}
         for name, r in rates.items()

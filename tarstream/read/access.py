@@ -31,6 +31,7 @@ from ..format.samples import Sample
 from ..format.sidecar import ShardIndex
 from ..format.sliced import SliceTable, read_sliced
 from ..plan.specs import ShardSpec, load_sidecar
+from ..storage.byteio import BytesReader
 from ..storage.compressed import is_gzip_name
 from ..storage.config import Storage
 from ..storage.files import open_input
@@ -291,15 +292,12 @@ class _Ranges:
                 f.close()
 
 
-class _RangeFile(io.RawIOBase):
+class _RangeFile(BytesReader):
     """A file over ``_Ranges``: each read is one ranged read at the position reached."""
 
     def __init__(self, ranges: _Ranges) -> None:
         super().__init__()
         self.ranges, self.position = ranges, 0
-
-    def readable(self) -> bool:
-        return True
 
     def seekable(self) -> bool:
         return True
@@ -319,9 +317,3 @@ class _RangeFile(io.RawIOBase):
         data = self.ranges.read_at(self.position, size)
         self.position += len(data)
         return data
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self.read(len(view))
-        view[: len(data)] = data
-        return len(data)

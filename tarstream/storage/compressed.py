@@ -14,6 +14,7 @@ import zlib
 from typing import Any, BinaryIO, cast
 
 from ..errors import ShardFormatError, TarstreamError
+from .byteio import BytesReader
 
 __all__ = ["GunzipInput", "is_gzip_name"]
 
@@ -29,7 +30,7 @@ def is_gzip_name(url: str) -> bool:
     return url.split("?", 1)[0].lower().endswith(GZIP_SUFFIXES)
 
 
-class GunzipInput(io.RawIOBase):
+class GunzipInput(BytesReader):
     """The decompressed bytes of a gzip file ``raw``; a corrupt or cut stream is a
     ``ShardFormatError`` naming ``url`` and the decompressed offset reached."""
 
@@ -39,9 +40,6 @@ class GunzipInput(io.RawIOBase):
         self._gzip = gzip.GzipFile(fileobj=cast(Any, raw), mode="rb")
         self.url = url
         self._position = 0
-
-    def readable(self) -> bool:
-        return True
 
     def seekable(self) -> bool:
         return True  # forward by decompressing; back by starting again (where raw seeks)
@@ -59,11 +57,6 @@ class GunzipInput(io.RawIOBase):
         data: bytes = self._guard(lambda: self._gzip.read(size))
         self._position += len(data)
         return data
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(memoryview(buffer)))
-        memoryview(buffer).cast("B")[: len(data)] = data
-        return len(data)
 
     def _guard(self, action: Any) -> Any:
         try:

@@ -25,13 +25,14 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from ..errors import RedactedCause, ShardChangedError, ShardError, StorageError, redact_url
+from .byteio import BytesReader
 from .config import Storage
 from .retry import is_transient
 
 __all__ = ["RemoteInput"]
 
 
-class RemoteInput(io.RawIOBase):
+class RemoteInput(BytesReader):
     """Read a remote object sequentially in retried blocks, fetched ahead in the background.
 
     Seeking is supported (it drops the blocks fetched ahead). Where the object's size is
@@ -213,9 +214,6 @@ class RemoteInput(io.RawIOBase):
             self._ahead.append((start, self.storage.executor().submit(self._fetch, start, n)))
             self._next_fetch += n
 
-    def readable(self) -> bool:
-        return True
-
     def seekable(self) -> bool:
         return True
 
@@ -244,12 +242,6 @@ class RemoteInput(io.RawIOBase):
         data = self._block[at : at + size]
         self._pos += len(data)
         return data
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self.read(len(view))
-        view[: len(data)] = data
-        return len(data)
 
     def _next_block(self) -> bool:
         end = self.size if self.size is not None else self._stream_end
