@@ -80,11 +80,11 @@ class Mix(Stage[Any]):
         stop: "first", "all" or "never".
         cost: a function of an item giving its cost (weights are then shares of cost).
 
-    State: draws made, per source loops, ended flags, items and cost delivered, and each
-    source's state.
+    State: draws made, per source loops, ended flags, whether it is fresh from a restart,
+    items and cost delivered, and each source's state.
     """
 
-    DRAWS_KEY, LOOPS_KEY, ENDED_KEY = "draws", "loops", "ended"
+    DRAWS_KEY, LOOPS_KEY, ENDED_KEY, FRESH_KEY = "draws", "loops", "ended", "fresh"
     COUNTS_KEY, COST_KEY, SOURCES_KEY = "counts", "cost", "sources"
 
     def __init__(
@@ -136,18 +136,20 @@ class Mix(Stage[Any]):
         self._ended = list(state[self.ENDED_KEY]) if state else [False] * n
         self._counts = list(state[self.COUNTS_KEY]) if state else [0] * n
         self._costs = [float(c) for c in state[self.COST_KEY]] if state else [0.0] * n
+        # whether a source has given nothing since it was started again
+        self._fresh = list(state[self.FRESH_KEY]) if state else [False] * n
         parts = state[self.SOURCES_KEY] if state else {}
         for i, name in enumerate(self.names):
             if self._loops[i]:
                 self._restart(i)
             self.sources[name].reset(parts.get(name))
-        self._fresh = [False] * n  # whether a source has given nothing since its restart
 
     def get_state(self) -> State:
         return {
             self.DRAWS_KEY: self._draws,
             self.LOOPS_KEY: list(self._loops),
             self.ENDED_KEY: list(self._ended),
+            self.FRESH_KEY: list(self._fresh),
             self.COUNTS_KEY: list(self._counts),
             self.COST_KEY: list(self._costs),
             self.SOURCES_KEY: {name: s.get_state() for name, s in self.sources.items()},

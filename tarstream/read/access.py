@@ -127,17 +127,18 @@ class RandomAccess:
     def _read_shard(self, shard: int, wanted: list[int]) -> dict[int, Sample]:
         spec = self.specs[shard]
         if is_gzip_name(spec.url):  # no seeking into a gzip stream: read up to them
-            return read_shard_at(spec, wanted, verify=self.verify, lowercase=self.lowercase)
+            return read_shard_at(
+                spec, wanted, verify=self.verify, lowercase=self.lowercase, fields=self.fields
+            )
         index = self.sidecar(shard)
         ranges = self._ranges(shard)
         label = redact_url(spec.url)
+        order = sorted(set(wanted))
         if self.fields is not None:
-            order = sorted(set(wanted))
             samples = read_members(
                 ranges.read_at, label, index, order, self.fields, lowercase=self.lowercase
             )
             return dict(zip(order, samples, strict=True))
-        order = sorted(set(wanted))
         run = read_sliced(
             cast(BinaryIO, _RangeFile(ranges)),
             label,
