@@ -145,3 +145,12 @@ def test_a_global_slice_resumes_exactly_and_needs_counts(manifest: str, tmp_path
     no_counts = tarstream.TarStream(str(tmp_path / "train-{000000..000001}.tar"))
     with pytest.raises(ValueError, match="sample counts"):
         _keys(no_counts.take_global(3))
+
+
+def test_a_split_of_a_split_is_a_part_of_its_part(manifest: str) -> None:
+    halves = _stream(manifest).split(2)
+    quarters = [q for half in halves for q in half.split(2)]
+    for half, pair in zip(halves, (quarters[:2], quarters[2:]), strict=True):
+        assert sorted(_keys(half)) == sorted(k for q in pair for k in _keys(q))
+    with pytest.raises(ValueError, match="equal must be"):
+        _stream(manifest).split(2, equal="even")  # type: ignore[arg-type]

@@ -161,6 +161,8 @@ def read_fields(
             if stats is not None:
                 stats.samples += 1
             yield sample
+    if stats is not None and end == index.count:
+        stats.shards += 1
 
 
 def read_shard_at(

@@ -48,11 +48,14 @@ class Splitting:
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         even: Even = "drop" if equal is True else (equal or None)
+        if even not in (None, "drop", "pad"):
+            raise ValueError(f"equal must be True, False, 'drop' or 'pad', got {equal!r}")
         stages = with_even(self._stages, even)
+        j, m = self._split or (0, 1)  # a split of a split: part i of part j
         out = []
         for i in range(n):
             clone = self.then()
-            clone._stages, clone._split = stages, (i, n)
+            clone._stages, clone._split = stages, (j * n + i, m * n)
             if even:
                 clone = clone.then(Equalize(NominalLength(clone)))
             out.append(clone)
