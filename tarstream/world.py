@@ -39,14 +39,15 @@ class Context:
     """What an iteration depends on besides the data: seed, epoch and world.
 
     ``rest`` replaces the epoch's plan after an elastic resume: the segments (shard, sample
-    range) of the epoch not yet delivered, to be split over the new layout. ``memory`` is
+    range) of the epoch not yet delivered, to be split over the new layout (by source name
+    for a pipeline that mixes several). ``memory`` is
     the ``BatchMemory`` batches are stacked into (None: each Batch stage keeps its own).
     """
 
     seed: int
     epoch: int
     world: World
-    rest: tuple[Any, ...] | None = None
+    rest: tuple[Any, ...] | dict[str, tuple[Any, ...]] | None = None
     memory: Any = None
 
 

@@ -125,8 +125,10 @@ class Mix(Stage[Any]):
         return clone
 
     def _own(self, name: str, loops: int, context: Context) -> Context:
-        """The context of source ``name`` in its epoch after ``loops`` restarts."""
-        return Context(self.seeds[name], context.epoch + loops, context.world, None, context.memory)
+        """The context of source ``name`` in its epoch after ``loops`` restarts (after an
+        elastic resume, its first epoch's rest: the mix's context holds it by name)."""
+        rest = context.rest.get(name) if isinstance(context.rest, dict) and not loops else None
+        return Context(self.seeds[name], context.epoch + loops, context.world, rest, context.memory)
 
     # -- state ------------------------------------------------------------------------------
     def reset(self, state: State | None = None) -> None:

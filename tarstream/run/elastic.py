@@ -4,6 +4,13 @@ Each old copy's chain is connected in its own world (through a ``connect`` calla
 this module knows pipelines only as chains of stages); its reader's plan, less what the
 copy delivered (``tarstream.stage.delivered``: shuffles replayed on numbers), is what it
 still owed. The union, in dataset order, becomes the segments of the new epoch's plan.
+
+A chain that starts with a ``Mix`` has a reader per source: the rest is computed per
+source (each copy's part of the mix state holds each source's state) and is a dict of
+segments by source name, which the mix hands to each source. The stages after the mix
+must keep only their source's state (maps, decoding, batching), and no source may have
+been started again (``stop="all"`` or ``"never"`` after a source ended): then each copy
+is in its own epoch of that source, and "the rest" has no single meaning.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ResumeError
+from ..plan.mix import Mix
 from ..plan.segments import Segment, segments_of
 from ..read.read_shards import ReadShards
 from ..stage import Stage, State, delivered, upstream
@@ -24,11 +32,11 @@ __all__ = ["Connect", "rest_of_epoch"]
 
 #: Connects a fresh chain of a pipeline's stages in a context; returns its last stage.
 Connect = Callable[[Context], Stage[Any]]
+#: The rest of an epoch: segments, or segments by source name (a mix).
+Rest = tuple[Segment, ...] | dict[str, tuple[Segment, ...]]
 
 
-def rest_of_epoch(
-    connect: Connect, seed: int, epoch: int, base: State | None
-) -> tuple[Segment, ...] | None:
+def rest_of_epoch(connect: Connect, seed: int, epoch: int, base: State | None) -> Rest | None:
     """The segments of the epoch not delivered in layout ``base`` (None: no resume, the
     whole epoch).
 
@@ -38,32 +46,67 @@ def rest_of_epoch(
     """
     if base is None:
         return None
-    refs, first = _rest_refs(connect, seed, epoch, base)
-    return segments_of(refs, first)
-
-
-def _rest_refs(
-    connect: Connect, seed: int, epoch: int, layout: State
-) -> tuple[np.ndarray, np.ndarray]:
-    """The dataset-wide numbers of the samples ``layout`` did not deliver, sorted, and the
-    number of each shard's first sample."""
-    inner = rest_of_epoch(connect, seed, epoch, layout["base"])
-    parts = parts_of(layout)
-    rest = []
-    first: np.ndarray | None = None
-    for rank in range(layout["world_size"]):
-        for worker in range(layout["num_workers"]):
-            world = World(rank, layout["world_size"], worker, layout["num_workers"])
+    inner = rest_of_epoch(connect, seed, epoch, base["base"])
+    owed: dict[str | None, list[np.ndarray]] = {}
+    firsts: dict[str | None, np.ndarray] = {}
+    parts = parts_of(base)
+    for rank in range(base["world_size"]):
+        for worker in range(base["num_workers"]):
+            world = World(rank, base["world_size"], worker, base["num_workers"])
             chain = connect(Context(seed, epoch, world, inner))
-            reader = upstream(chain, ReadShards)
-            if reader is None:
-                raise ResumeError("elastic resume needs a ReadShards stage in the pipeline")
-            first = reader.shard_list().sample_starts() if first is None else first
-            refs = reader.plan_refs()
             stages = parts.get((rank, worker))
-            if stages is not None:
-                refs = refs[~delivered(chain, stages)]
-            rest.append(refs)
-    if first is None:
+            for name, (refs, first) in _owed(chain, stages).items():
+                owed.setdefault(name, []).append(refs)
+                firsts[name] = first
+    if not owed:
         raise ResumeError("the saved layout has no copies")
-    return np.sort(np.concatenate(rest), kind="stable"), first
+    rest = {
+        name: segments_of(np.sort(np.concatenate(refs), kind="stable"), firsts[name])
+        for name, refs in owed.items()
+    }
+    return rest[None] if None in rest else {str(name): r for name, r in rest.items()}
+
+
+def _owed(
+    chain: Stage[Any], state: State | None
+) -> dict[str | None, tuple[np.ndarray, np.ndarray]]:
+    """What one old copy still owed: (sample numbers, each shard's first) by source name
+    (None: the pipeline's one reader)."""
+    mix = upstream(chain, Mix)
+    if mix is None:
+        return {None: _reader_owed(chain, state)}
+    mix_state = _part_of(chain, mix, state)
+    if mix_state is not None and any(mix_state[Mix.LOOPS_KEY]):
+        raise ResumeError(
+            "elastic resume through a mix needs every source still in its first epoch; a "
+            "source was started again (stop='all' or 'never')"
+        )
+    parts = mix_state[Mix.SOURCES_KEY] if mix_state is not None else {}
+    return {
+        name: _reader_owed(source, parts.get(name) if mix_state is not None else None)
+        for name, source in mix.sources.items()
+    }
+
+
+def _reader_owed(chain: Stage[Any], state: State | None) -> tuple[np.ndarray, np.ndarray]:
+    reader = upstream(chain, ReadShards)
+    if reader is None:
+        raise ResumeError("elastic resume needs a ReadShards stage in the pipeline")
+    refs = reader.plan_refs()
+    if state is not None:
+        refs = refs[~delivered(chain, state)]
+    return refs, reader.shard_list().sample_starts()
+
+
+def _part_of(chain: Stage[Any], target: Stage[Any], state: State | None) -> State | None:
+    """``target``'s part of ``chain``'s state, through stages that keep only their
+    source's state."""
+    node = chain
+    while node is not target and state is not None:
+        if set(state) != {Stage.SOURCE_KEY} or node.source is None:
+            raise ResumeError(
+                f"{node!r} after a mix keeps a state of its own, so elastic resume through "
+                "the mix is not possible"
+            )
+        node, state = node.source, state[Stage.SOURCE_KEY]
+    return state

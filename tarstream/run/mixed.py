@@ -49,7 +49,8 @@ def mix(
 
     The state (``state_dict``) holds the draws made and each dataset's own state: an
     exact resume continues the same sequence. Elastic resume (another number of workers
-    or ranks) is not supported through a mix.
+    or ranks) gives each dataset's rest of its epoch to the new layout, while no dataset
+    has been started again (see ``tarstream.run.elastic``).
     """
     if isinstance(datasets, Mapping):
         named = [(str(name), pipeline) for name, pipeline in datasets.items()]
