@@ -233,3 +233,19 @@ def test_elastic_resume_through_a_mix_whose_source_restarted_is_refused(
     moved.load_state_dict(state)
     with pytest.raises(tarstream.ResumeError, match="started again"):
         list(moved)
+
+
+def test_an_endless_mixture_has_the_epoch_length_it_is_given(sources: dict[str, str]) -> None:
+    def endless() -> tarstream.Pipeline:
+        return tarstream.mix(_streams(sources), [0.2, 0.3, 0.5], stop="never", length=1000)
+
+    pipeline = endless().batch(64, tensors="numpy")
+    assert len(pipeline) == 16 and sum(len(b["__key__"]) for b in pipeline) == 1000
+    shares = [endless().in_world(tarstream.World(r, 2, w, 3)) for r in range(2) for w in range(3)]
+    assert [len(s) for s in shares] == [167, 167, 167, 167, 166, 166]
+    assert sum(len(_keys(s)) for s in shares) == 1000
+    assert_resumable(lambda: endless().map(_key), at=[0, 500, 999], epochs=2)
+
+
+def _keys(pipeline: Any) -> list[str]:
+    return [_key(s) for s in pipeline]

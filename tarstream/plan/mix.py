@@ -79,6 +79,9 @@ class Mix(Stage[Any]):
         seed: seed of the draws (with the epoch, rank and worker).
         stop: "first", "all" or "never".
         cost: a function of an item giving its cost (weights are then shares of cost).
+        length: items per epoch over all copies (ranks x workers, each drawing its
+            share); the epoch ends there whatever ``stop`` says (for "never": the length
+            of an epoch of an endless mixture).
 
     State: draws made, per source loops, ended flags, whether it is fresh from a restart,
     items and cost delivered, and each source's state.
@@ -95,8 +98,12 @@ class Mix(Stage[Any]):
         seed: int = 0,
         stop: Stop = "first",
         cost: Callable[[Any], float] | None = None,
+        length: int | None = None,
     ) -> None:
         super().__init__()
+        if length is not None and length < 0:
+            raise ValueError(f"length must be >= 0, got {length}")
+        self.epoch_length = length
         if len(sources) < 1:
             raise ValueError("mix needs at least one source")
         self.names = [name for name, _, _ in sources]
@@ -158,7 +165,19 @@ class Mix(Stage[Any]):
         }
 
     # -- drawing ----------------------------------------------------------------------------
+    def share(self) -> int | None:
+        """Items this copy draws per epoch (None: until ``stop`` ends it)."""
+        if self.epoch_length is None:
+            return None
+        world = self.require_context().world
+        copies = world.world_size * world.num_workers
+        copy = world.rank * world.num_workers + world.worker
+        return self.epoch_length // copies + (copy < self.epoch_length % copies)
+
     def next(self) -> Any:
+        share = self.share()
+        if share is not None and self._draws >= share:
+            raise StopIteration
         while True:
             i = self._choose()
             name = self.names[i]

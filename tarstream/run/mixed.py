@@ -22,6 +22,7 @@ def mix(
     seed: int = 0,
     stop: str = "first",
     cost: Callable[[Any], float] | None = None,
+    length: int | None = None,
     rank: int | None = None,
     world_size: int | None = None,
 ) -> Pipeline:
@@ -44,6 +45,8 @@ def mix(
             until every one has ended once; "never" starts them again for ever.
         cost: a function of an item (e.g. its number of tokens): weights are then shares
             of the summed cost, not of items.
+        length: items per epoch over all ranks and workers (each copy draws its share;
+            ``len()`` is then known): the epoch of an endless mixture (``stop="never"``).
         rank, world_size: override the world detected when iteration starts (the
             datasets are split in the mix's world; they cannot have their own).
 
@@ -65,5 +68,5 @@ def mix(
             )
     stop = _STOPS.get(stop, stop)
     sources = [(name, pipeline.stages, pipeline.seed) for name, pipeline in named]
-    stage = Mix(sources, weights, seed=seed, stop=stop, cost=cost)  # type: ignore[arg-type]
+    stage = Mix(sources, weights, seed=seed, stop=stop, cost=cost, length=length)  # type: ignore[arg-type]
     return Pipeline(stage, seed=seed, rank=rank, world_size=world_size)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import ArgumentError, EpochWarning
 from ..format.scan import ReadStats
-from ..plan.mix import MixStats
+from ..plan.mix import Mix, MixStats
 from ..plan.shard_list import ShardList
 from ..read.read_shards import ReadShards
 from ..stage import FunctionStage, Stage, State, connect_chain
@@ -341,7 +341,9 @@ class Pipeline(Fluent, Splitting, DatasetBase):
             node = node.source
         count: int | None = None
         for stage in reversed(stages):
-            if isinstance(stage, ReadShards):
+            if isinstance(stage, Mix) and stage.share() is not None:
+                count = stage.share()
+            elif isinstance(stage, ReadShards):
                 count = stage.plan_size()
                 if count is None:
                     raise TypeError("length unknown: shards have no sample counts (no sidecars)")
