@@ -81,20 +81,17 @@ def read_sliced(
     lowercase: bool = False,
     table: SliceTable | None = None,
 ) -> Iterator[Sample]:
-    """Yield samples ``first:stop`` of a shard by slicing at the offsets its sidecar records.
-    ``lowercase``: lower-case field names (``0001.JPG`` gives field ``jpg``).
-
-    The shard is checked against the sidecar: its size (``file_size`` when known, else by
-    reading to the end), the name in the header of each sample's first member, each
-    sample's bytes against its checksum (unless ``verify`` is false), before the sample is
-    yielded, and, when read to its end, the zero end-of-archive marker. ``f`` must be
-    positioned at the start of the shard; it is read from sample ``first`` on (seeking when
-    possible).
+    """Yield samples ``first:stop`` of a shard by slicing at the offsets its sidecar records;
+    ``lowercase``: lower-case field names (``0001.JPG`` gives field ``jpg``). The shard is
+    checked against the sidecar: its size (``file_size`` when known, else by reading to the
+    end), the name in the header of each sample's first member, each sample's bytes against
+    its checksum (unless ``verify`` is false), before the sample is yielded, and, when read
+    to its end, the zero end-of-archive marker. ``f`` must be positioned at the start of the
+    shard; it is read from sample ``first`` on (seeking when possible).
 
     ``only``: yield just these samples (sorted sample numbers); reading seeks over gaps
     longer than ``read_size`` and stops after the last of them. ``table``: the sidecar's
     ``SliceTable`` for these ``verify`` and ``lowercase``, if the caller keeps one.
-
     Raises:
         TruncatedShardError: the shard is shorter than the sidecar says.
         SidecarError: the shard does not match its sidecar.
@@ -102,8 +99,7 @@ def read_sliced(
     """
     stats = stats if stats is not None else ReadStats()
     first, n = _span(index.count, first, stop, only)
-    if table is None:
-        table = SliceTable.of(index, verify=verify, lowercase=lowercase)
+    table = table or SliceTable.of(index, verify=verify, lowercase=lowercase)
     offsets = table.offsets
     if file_size is not None and file_size != index.size:
         _raise_size_mismatch(url, index, file_size, table)
