@@ -52,6 +52,7 @@ if TYPE_CHECKING:  # what the lazy names below are, for type checkers
     from .run.mapped import ShardDataset
     from .run.mixed import mix
     from .run.pipeline import Pipeline
+    from .run.quality import measure_order
     from .run.resume import merge_states
     from .run.stream import TarStream
     from .stage import Stage
@@ -96,6 +97,7 @@ _LAZY = {
     "Unbatch": "stages.batch",
     "VideoOptions": "codecs.media",
     "World": "world",
+    "measure_order": "run.quality",
     "merge_states": "run.resume",
     "mix": "run.mixed",
 }
@@ -167,6 +169,7 @@ __all__ = [
     "World",
     "WriteError",
     "__version__",
+    "measure_order",
     "merge_states",
     "mix",
 ]

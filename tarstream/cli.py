@@ -8,6 +8,7 @@ Argument parsing and printing only; the work is ``tarstream.write``'s and
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -250,6 +251,18 @@ def _run_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_quality(args: argparse.Namespace) -> int:
+    from .run.quality import measure_order
+    from .run.stream import TarStream
+
+    stream = TarStream(args.source, seed=args.seed, shuffle_shards=args.shuffle_shards)
+    stream.set_epoch(args.epoch)
+    light = stream.select_columns()  # the plan and the sidecars only
+    pipeline = light.shuffle(args.shuffle) if args.shuffle else light
+    print(json.dumps(measure_order(stream, pipeline).to_dict(), indent=1))
+    return 0
+
+
 def write_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``tarstream-write``."""
     parser = argparse.ArgumentParser(
@@ -287,6 +300,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     cat.add_argument("source", help=source)
     cat.add_argument("key", help="the sample's key")
     cat.add_argument("field", nargs="?", default=None, help="the field to write to stdout")
+    quality = commands.add_parser("quality", help="how well a stream's order is shuffled")
+    quality.add_argument("source", help="a manifest or a pattern of shards with sidecars")
+    quality.add_argument("--shuffle-shards", action="store_true", help="shuffle the shards")
+    quality.add_argument("--shuffle", type=int, default=0, help="shuffle buffer size")
+    quality.add_argument("--seed", type=int, default=0)
+    quality.add_argument("--epoch", type=int, default=0)
     keys = commands.add_parser("keys", help="build the key index that key lookups use")
     keys.add_argument("source", help="a manifest (the index goes beside it) or a pattern")
     keys.add_argument("--output", default=None, help="where to write it (local path)")
@@ -299,6 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "verify": _run_verify,
         "cat": _run_cat,
         "keys": _run_keys,
+        "quality": _run_quality,
     }
     return _guard(runs[args.command], args)
 
