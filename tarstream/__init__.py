@@ -41,7 +41,7 @@ from .errors import (
 from .format.manifest import Manifest
 from .format.scan import ReadStats
 from .format.sidecar import ShardIndex
-from .write.writer import ShardWriter
+from .write.writer import ShardWriter, WriteProgress
 
 if TYPE_CHECKING:  # what the lazy names below are, for type checkers
     from .codecs.media import AudioOptions, VideoOptions
@@ -168,6 +168,7 @@ __all__ = [
     "VideoOptions",
     "World",
     "WriteError",
+    "WriteProgress",
     "__version__",
     "measure_order",
     "merge_states",

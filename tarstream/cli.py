@@ -98,12 +98,18 @@ def _run_write(args: argparse.Namespace) -> int:
     )
     progress = Progress(sys.stderr)
     count = 0
+
+    def show(force: bool = False) -> None:
+        done = w.progress
+        extra = f"{done.bytes / 1e6:,.1f} MB" + (f", {len(skipped)} skipped" if skipped else "")
+        progress.update(count, done.shards, force=force, extra=extra)
+
     with ShardWriter(args.output, max_samples=args.max_samples, max_bytes=args.max_bytes) as w:
         for sample in samples:
             w.write(sample)
             count += 1
-            progress.update(count, len(w.shards) + 1)
-    progress.update(count, len(w.shards), force=True)
+            show()
+    show(force=True)
     progress.done()
     manifest = w.manifest()
     pattern = os.path.join(os.path.dirname(args.output), str(_brace(manifest.shards)))

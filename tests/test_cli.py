@@ -314,3 +314,17 @@ def test_verify_shows_a_progress_bar_on_a_terminal_and_nothing_when_piped(
     assert main(["verify", manifest]) == 0
     shown = terminal.getvalue()
     assert "3/3" in shown and "shards" in shown and "10 samples" in shown  # tqdm's bar
+
+
+def test_writing_shows_samples_shards_and_bytes_on_a_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(6):
+        (src / f"{i:03d}.txt").write_text("x" * 1000)
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert write_main([str(src), str(tmp_path / "o-%06d.tar"), "--max-samples", "2"]) == 0
+    shown = terminal.getvalue()
+    assert "6 samples" in shown and "3 shards" in shown and "MB" in shown

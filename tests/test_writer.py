@@ -300,3 +300,16 @@ def test_values_an_extension_cannot_hold_are_encode_errors(
     writer = tarstream.ShardWriter(str(tmp_path / "t-%06d.tar"))
     with pytest.raises(tarstream.EncodeError, match=said):
         writer.write({"__key__": "k", field: value})
+
+
+def test_a_writer_reports_its_progress_after_each_shard(tmp_path: Path) -> None:
+    events: list[tarstream.WriteProgress] = []
+    with tarstream.ShardWriter(
+        str(tmp_path / "p-%06d.tar"), max_samples=4, progress=events.append
+    ) as w:
+        for i in range(10):
+            w.write({"__key__": f"{i:03d}", "txt": "x" * 100})
+        assert w.progress.samples == 10 and w.progress.shards == 2
+    assert [(e.samples, e.shards) for e in events] == [(4, 1), (8, 2), (10, 3), (10, 3)]
+    sizes = sum(p.stat().st_size for p in tmp_path.glob("p-*.tar"))
+    assert events[-1].bytes == sizes and events[-1].samples_per_s > 0

@@ -30,17 +30,20 @@ class Progress:
             unit = " shards" if shards is not None else " samples"
             self._bar = tqdm(total=shards, unit=unit, file=stream, dynamic_ncols=True)
 
-    def update(self, samples: int, shards: int, force: bool = False) -> None:
+    def update(self, samples: int, shards: int, force: bool = False, extra: str = "") -> None:
+        """Show the counts; ``extra``: more to show after them (bytes, failures)."""
         if self._bar is not None:
             counted, other = (shards, f"{samples:,} samples") if self.total else (samples, "")
             self._bar.update(counted - self._bar.n)
-            self._bar.set_postfix_str(other or f"{shards:,} shards", refresh=force)
+            shown = ", ".join(filter(None, [other or f"{shards:,} shards", extra]))
+            self._bar.set_postfix_str(shown, refresh=force)
             return
         now = time.monotonic()
         if self.enabled and (force or now - self.last > 0.2):
             self.last = now
             of = f" of {self.total:,}" if self.total is not None else ""
-            self.stream.write(f"\r{samples:,} samples, {shards:,}{of} shards")
+            more = f", {extra}" if extra else ""
+            self.stream.write(f"\r{samples:,} samples, {shards:,}{of} shards{more}")
             self.stream.flush()
 
     def done(self) -> None:

@@ -7,8 +7,10 @@ import gzip
 import hashlib
 import os
 import re
+import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, BinaryIO, cast
 
@@ -21,7 +23,7 @@ from ..format.sidecar import SIDECAR_DIR, SIDECAR_SUFFIX, ShardIndex, sidecar_ur
 from ..storage.compressed import is_gzip_name
 from ..storage.files import atomic_write
 
-__all__ = ["ShardWriter", "default_manifest_path"]
+__all__ = ["ShardWriter", "WriteProgress", "default_manifest_path"]
 
 _PLACEHOLDER = re.compile(r"%(?:0?\d+)?d")
 #: Metadata that readers add to samples; ignored so read samples can be written back.
@@ -41,6 +43,21 @@ def default_manifest_path(pattern: str) -> str:
     stem = re.sub(r"(\.(tar|tgz|tar\.gz))$", "", stem)
     stem = stem.rstrip("0123456789").rstrip("-_.") or "dataset"
     return os.path.join(directory, "_" + stem.lstrip("_") + MANIFEST_SUFFIX)
+
+
+@dataclass(frozen=True)
+class WriteProgress:
+    """How far a write is: samples and bytes written, shards complete, seconds since the
+    writer was made (``samples_per_s`` follows)."""
+
+    samples: int
+    shards: int
+    bytes: int
+    seconds: float
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples / self.seconds if self.seconds > 0 else 0.0
 
 
 class ShardWriter:
@@ -71,6 +88,8 @@ class ShardWriter:
         manifest: the manifest's path; None writes none. Default: beside the shards,
             named after the pattern's prefix (``out/_train.manifest.json``).
         start_index: number of the first shard.
+        progress: called with a ``WriteProgress`` each time a shard is complete, and once
+            more by ``close()`` (the ``progress`` attribute gives the same at any time).
     """
 
     def __init__(
@@ -81,6 +100,7 @@ class ShardWriter:
         max_bytes: int | None = None,
         manifest: str | os.PathLike[str] | bool | None = True,
         start_index: int = 0,
+        progress: Callable[[WriteProgress], None] | None = None,
     ) -> None:
         pattern = os.fspath(pattern)
         if "://" in pattern:
@@ -115,6 +135,20 @@ class ShardWriter:
         self._checksums: list[int] = []
         self._indexes: list[tuple[str, ShardIndex]] = []
         self._closed = False
+        self._on_progress = progress
+        self._started = time.monotonic()
+        self._written = 0  # samples and bytes of the completed shards
+        self._written_bytes = 0
+
+    @property
+    def progress(self) -> WriteProgress:
+        """Samples, shards and bytes written so far (the current shard included)."""
+        return WriteProgress(
+            samples=self._written + len(self._samples),
+            shards=len(self._indexes),
+            bytes=self._written_bytes + self._size,
+            seconds=time.monotonic() - self._started,
+        )
 
     @property
     def shards(self) -> list[str]:
@@ -216,6 +250,11 @@ class ShardWriter:
         )
         atomic_write(sidecar_url(self._path), index.to_bytes())
         self._indexes.append((self._path, index))
+        self._written += len(self._samples)
+        self._written_bytes += self._size
+        self._samples, self._size = [], 0
+        if self._on_progress is not None:
+            self._on_progress(self.progress)
 
     def close(self) -> None:
         """Finish the current shard and write the manifest. Safe to call twice."""
@@ -226,6 +265,8 @@ class ShardWriter:
             self._finish_shard()
         if self.manifest_path is not None:
             atomic_write(self.manifest_path, self.manifest().to_json().encode("utf-8"))
+        if self._on_progress is not None:
+            self._on_progress(self.progress)
 
     def abort(self) -> None:
         """Stop without finishing: remove the partial shard and write no manifest."""
