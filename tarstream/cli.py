@@ -20,6 +20,8 @@ from .errors import ArgumentError, TarstreamError
 from .format.manifest import compress_names
 from .plan.specs import resolve_shards
 from .read.inspect import ShardSummary, find_sample, summarize, verify
+from .storage.files import atomic_write
+from .write.index_file import Fetch
 from .write.indexer import index_shards
 from .write.progress import Progress
 from .write.sources import samples_from
@@ -58,7 +60,8 @@ def _pairs(values: Sequence[str], option: str, optional_value: bool) -> dict[str
 def _add_write_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "source",
-        help="a directory tree, an index file (.jsonl .csv .tsv), or existing shards "
+        help="a directory tree, an index file (.jsonl .csv .tsv .parquet) or a glob or brace "
+        "list of them, a .txt list of files or URLs, or existing shards "
         "(brace pattern of .tar files, or a manifest .json) to repack",
     )
     parser.add_argument("output", help="printf-style shard pattern, e.g. out/train-%%06d.tar")
@@ -80,6 +83,27 @@ def _add_write_arguments(parser: argparse.ArgumentParser) -> None:
         help="write index column COLUMN as field FIELD (repeatable)",
     )
     parser.add_argument(
+        "--fetch-workers",
+        type=int,
+        default=16,
+        metavar="N",
+        help="threads reading the files and URLs an index names (default 16)",
+    )
+    parser.add_argument(
+        "--on-error",
+        choices=["strict", "skip"],
+        default="strict",
+        help="a file or URL that cannot be read: stop (strict), or skip its row and record "
+        "it in the failures file (skip)",
+    )
+    parser.add_argument(
+        "--failures",
+        default=None,
+        metavar="PATH",
+        help="where skipped rows are recorded, as JSON lines (default: _failures.jsonl "
+        "beside the shards)",
+    )
+    parser.add_argument(
         "--key",
         default=None,
         metavar="COLUMN",
@@ -89,19 +113,24 @@ def _add_write_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run_write(args: argparse.Namespace) -> int:
     skipped: list[str] = []
+    if args.fetch_workers < 1:
+        raise ValueError(f"--fetch-workers must be >= 1, got {args.fetch_workers}")
+    fetch = Fetch(workers=args.fetch_workers, errors=args.on_error)
     samples = samples_from(
         args.source,
         files=_pairs(args.file, "--file", optional_value=True),
         fields=_pairs(args.field, "--field", False),
         key=args.key,
         skipped=skipped,
+        fetch=fetch,
     )
     progress = Progress(sys.stderr)
     count = 0
 
     def show(force: bool = False) -> None:
         done = w.progress
-        extra = f"{done.bytes / 1e6:,.1f} MB" + (f", {len(skipped)} skipped" if skipped else "")
+        failed = len(skipped) + len(fetch.failures)
+        extra = f"{done.bytes / 1e6:,.1f} MB" + (f", {failed} skipped" if failed else "")
         progress.update(count, done.shards, force=force, extra=extra)
 
     with ShardWriter(args.output, max_samples=args.max_samples, max_bytes=args.max_bytes) as w:
@@ -122,6 +151,14 @@ def _run_write(args: argparse.Namespace) -> int:
     if skipped:
         shown = ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else "")
         print(f"skipped {len(skipped)} files without a KEY.FIELD name: {shown}", file=sys.stderr)
+    if fetch.failures:
+        path = args.failures or os.path.join(os.path.dirname(args.output), "_failures.jsonl")
+        lines = "".join(json.dumps(failure) + "\n" for failure in fetch.failures)
+        atomic_write(path, lines.encode("utf-8"))
+        print(
+            f"skipped {len(fetch.failures)} rows whose files could not be read: {path}",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -1,20 +1,45 @@
-"""The index-file source: rows of a JSON lines, CSV or TSV file that name files plus
-metadata columns."""
+"""The index-file source: rows of JSON lines, CSV, TSV or Parquet files (one, or the parts
+of a glob or brace list, in order) that name files or URLs plus metadata columns.
+
+Files are read, and URLs (any fsspec scheme) fetched with the storage's retries, by a
+bounded pool of threads, ahead of the row being written; rows keep their order. A row whose
+file cannot be had stops the write (``errors="strict"``) or is skipped and recorded
+(``errors="skip"``: appended to ``failures``).
+"""
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator, Mapping
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlparse
 
-from ..errors import WriteError
+from ..errors import WriteError, redact_url
 from ..format.keys import split_member_name
+from ..storage.config import Storage
+from ..storage.files import read_bytes
 
-__all__ = ["INDEX_SUFFIXES", "index_rows", "index_samples"]
+__all__ = ["INDEX_SUFFIXES", "Fetch", "index_rows", "index_samples"]
 
-INDEX_SUFFIXES = (".jsonl", ".ndjson", ".csv", ".tsv")
+INDEX_SUFFIXES = (".jsonl", ".ndjson", ".csv", ".tsv", ".parquet")
+
+
+@dataclass
+class Fetch:
+    """How files named by an index are read: ``workers`` threads (reads ahead of the row
+    written at most twice that many rows), remote ones through ``storage``; a row whose file
+    fails stops the write ("strict") or is skipped, with a record in ``failures`` ("skip")."""
+
+    workers: int = 16
+    errors: Literal["strict", "skip"] = "strict"
+    storage: Storage | None = None
+    failures: list[dict[str, Any]] = dataclass_field(default_factory=list)
 
 
 def index_rows(path: Path) -> Iterator[dict[str, Any]]:
@@ -29,8 +54,35 @@ def index_rows(path: Path) -> Iterator[dict[str, Any]]:
                 if line.strip():
                     yield _json_row(path, line_no, line)
         return
+    if path.suffix == ".parquet":
+        yield from _parquet_rows(path)
+        return
+    if path.suffix == ".txt":  # a list of files or URLs: keyed by name
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    yield {"__key__": _name_key(line.strip()), "file": line.strip()}
+        return
     with open(path, encoding="utf-8", newline="") as f:
         yield from csv.DictReader(f, delimiter="\t" if path.suffix == ".tsv" else ",")
+
+
+def _name_key(location: str) -> str:
+    """The key of a listed file (its path before the extension) or URL (its name's)."""
+    name = urlparse(location).path.rsplit("/", 1)[-1] if "://" in location else location
+    split = split_member_name(name)
+    return split[0] if split is not None else name
+
+
+def _parquet_rows(path: Path) -> Iterator[dict[str, Any]]:
+    try:
+        import pyarrow.parquet as pq  # type: ignore[import-untyped]
+    except ImportError:
+        raise WriteError(
+            f"{path}: reading Parquet needs pyarrow: pip install 'tarstream[arrow]'"
+        ) from None
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
+        yield from batch.to_pylist()  # list and struct columns as lists and dicts
 
 
 def _json_row(path: Path, line_no: int, line: str) -> dict[str, Any]:
@@ -44,48 +96,117 @@ def _json_row(path: Path, line_no: int, line: str) -> dict[str, Any]:
 
 
 def index_samples(
-    path: Path,
+    paths: Sequence[Path],
     file_columns: Mapping[str, str | None],
     key_column: str | None,
     rename: Mapping[str, str],
+    fetch: Fetch | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Yield samples from an index file's rows.
+    """Yield samples from the rows of index files ``paths``, in order.
 
-    Columns in ``file_columns`` hold file paths (relative to the index file); their field is
-    the mapped name, or the file's own extension. Every other column is a field of its own,
-    named by ``rename`` or after the column. ``key_column`` holds the keys (None: the row
-    number).
+    Columns in ``file_columns`` hold file paths (relative to their index file) or URLs;
+    their field is the mapped name, or the file's own extension. Every other column is a
+    field of its own, named by ``rename`` or after the column (lists and dicts are written
+    as JSON). ``key_column`` holds the keys (None: the row number over all the files).
 
     Raises:
-        WriteError: a named column the index lacks, two columns giving one field, a row
+        WriteError: a named column an index lacks, two columns giving one field, a row
             without a key, a file without an extension to name its field, a file that
-            cannot be read.
+            cannot be read (with ``fetch.errors="strict"``).
     """
     if not file_columns:
         raise WriteError(
-            f"{path}: name the column(s) holding file paths with --file COLUMN "
+            f"{paths[0]}: name the column(s) holding file paths with --file COLUMN "
             "(other columns are written as fields)"
         )
-    for row_no, row in enumerate(index_rows(path), 1):
-        if row_no == 1:
-            _check_columns(path, row, file_columns, key_column, rename)
-        sample: dict[str, Any] = {"__key__": _key(path, row_no, row, key_column)}
-        source: dict[str, str] = {}  # field -> the column it came from
-        for column, value in row.items():
-            if column == key_column or value is None or value == "":
-                continue
-            if column in file_columns:
-                field, data = _file_field(path, row_no, column, str(value), file_columns[column])
-            else:
-                field, data = rename.get(column, column), value
-            if field in source:
+    fetch = fetch or Fetch()
+    window: deque[tuple[_Row, dict[str, Future[bytes]]]] = deque()
+    with ThreadPoolExecutor(max(fetch.workers, 1), thread_name_prefix="tarstream-fetch") as pool:
+        for row in _rows(paths, file_columns, key_column, rename):
+            reads = {
+                name: pool.submit(_read, row.path, location, fetch.storage)
+                for name, (_, location) in row.files.items()
+            }
+            window.append((row, reads))
+            if len(window) > 2 * fetch.workers:
+                yield from _finished(*window.popleft(), fetch)
+        while window:
+            yield from _finished(*window.popleft(), fetch)
+
+
+@dataclass
+class _Row:
+    """A row made into a sample but for its files: field -> (column, path or URL)."""
+
+    path: Path
+    row_no: int
+    sample: dict[str, Any]
+    files: dict[str, tuple[str, str]]
+
+
+def _rows(
+    paths: Sequence[Path],
+    file_columns: Mapping[str, str | None],
+    key_column: str | None,
+    rename: Mapping[str, str],
+) -> Iterator[_Row]:
+    number = 0
+    for path in paths:
+        for row_no, row in enumerate(index_rows(path), 1):
+            if row_no == 1:
+                _check_columns(path, row, file_columns, key_column, rename)
+            number += 1
+            out = _Row(path, row_no, {"__key__": _key(path, row_no, number, row, key_column)}, {})
+            source: dict[str, str] = {}  # field -> the column it came from
+            for column, value in row.items():
+                if column == key_column or value is None or value == "":
+                    continue
+                if column in file_columns:
+                    field = _file_field(path, row_no, column, str(value), file_columns[column])
+                    out.files[field] = (column, str(value))
+                else:
+                    field = rename.get(column, column)
+                    out.sample[field] = value
+                if field in source:
+                    raise WriteError(
+                        f"{path}: row {row_no}: columns {source[field]!r} and {column!r} both "
+                        f"give field {field!r}; name one with --file COLUMN=FIELD or "
+                        "--field COLUMN=FIELD"
+                    )
+                source[field] = column
+            yield out
+
+
+def _read(index: Path, location: str, storage: Storage | None) -> bytes:
+    if "://" in location:
+        return read_bytes(location, storage)
+    return (index.parent / location).read_bytes()
+
+
+def _finished(row: _Row, reads: dict[str, Future[bytes]], fetch: Fetch) -> Iterator[dict[str, Any]]:
+    """The row's sample with its files, or (skipping) nothing and a failure recorded."""
+    for field, future in reads.items():
+        try:
+            row.sample[field] = future.result()
+        except Exception as e:
+            column, location = row.files[field]
+            shown = redact_url(location)
+            if fetch.errors == "strict":
                 raise WriteError(
-                    f"{path}: row {row_no}: columns {source[field]!r} and {column!r} both give "
-                    f"field {field!r}; name one with --file COLUMN=FIELD or --field COLUMN=FIELD"
-                )
-            source[field] = column
-            sample[field] = data
-        yield sample
+                    f"{row.path}: row {row.row_no}: cannot read {shown!r} (column {column!r}): "
+                    f"{type(e).__name__}: {redact_url(str(e))}"
+                ) from None
+            fetch.failures.append(
+                {
+                    "index": str(row.path),
+                    "row": row.row_no,
+                    "column": column,
+                    "location": shown,
+                    "error": f"{type(e).__name__}: {redact_url(str(e))}",
+                }
+            )
+            return
+    yield row.sample
 
 
 def _check_columns(
@@ -104,26 +225,23 @@ def _check_columns(
         )
 
 
-def _key(path: Path, row_no: int, row: Mapping[str, Any], key_column: str | None) -> str:
+def _key(
+    path: Path, row_no: int, number: int, row: Mapping[str, Any], key_column: str | None
+) -> str:
     if key_column is None:
-        return f"{row_no - 1:09d}"
+        return f"{number - 1:09d}"
     if row.get(key_column) in (None, ""):
         raise WriteError(f"{path}: row {row_no} has no value in key column {key_column!r}")
     return str(row[key_column])
 
 
-def _file_field(
-    path: Path, row_no: int, column: str, value: str, field: str | None
-) -> tuple[str, bytes]:
-    """The field and bytes of the file ``value`` names (relative to the index)."""
-    file_path = path.parent / value
-    field = field or (split_member_name(file_path.name) or ("", ""))[1]
+def _file_field(path: Path, row_no: int, column: str, value: str, field: str | None) -> str:
+    """The field of the file or URL ``value``: ``field``, else its extension."""
+    name = urlparse(value).path.rsplit("/", 1)[-1] if "://" in value else Path(value).name
+    field = field or (split_member_name(name) or ("", ""))[1]
     if not field:
         raise WriteError(
-            f"{path}: row {row_no}: {value!r} has no extension; "
+            f"{path}: row {row_no}: {redact_url(value)!r} has no extension; "
             f"name its field with --file {column}=FIELD"
         )
-    try:
-        return field, file_path.read_bytes()
-    except OSError as e:
-        raise WriteError(f"{path}: row {row_no}: cannot read {value!r}: {e}") from e
+    return field

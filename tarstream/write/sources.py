@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import glob
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from ..errors import WriteError
+from ..format.braces import expand
 from .directory import directory_samples
-from .index_file import INDEX_SUFFIXES, index_rows, index_samples
+from .index_file import INDEX_SUFFIXES, Fetch, index_rows, index_samples
 from .repack import shard_samples
 
 __all__ = ["samples_from"]
@@ -23,10 +25,13 @@ def samples_from(
     fields: Mapping[str, str] | None = None,
     key: str | None = None,
     skipped: list[str] | None = None,
+    fetch: Fetch | None = None,
 ) -> Iterator[dict[str, Any]]:
     """The samples of ``source``: a directory tree (files grouped by key), an index file
-    (``.jsonl``, ``.ndjson``, ``.csv``, ``.tsv``), or existing shards (a brace pattern of
-    ``.tar`` files, or a manifest ``.json``).
+    (``.jsonl``, ``.ndjson``, ``.csv``, ``.tsv``, ``.parquet``) or a glob or brace list of
+    index parts (read in order: sorted, or as the braces list them), a text file listing
+    files or URLs (``.txt``, one a line, keyed by name), or existing shards (a brace
+    pattern of ``.tar`` files, or a manifest ``.json``).
 
     Args:
         files: for an index file, the columns holding file paths, each with its field
@@ -35,6 +40,7 @@ def samples_from(
         key: for an index file, the column holding keys (default: ``__key__`` if the
             first row has one, else the row number).
         skipped: for a directory, a list to append the files without a field to.
+        fetch: how the files an index names are read (threads, storage, failures).
 
     Raises:
         WriteError: ``source`` is none of these, or an index file that does not exist.
@@ -42,15 +48,41 @@ def samples_from(
     path = Path(source)
     if path.is_dir():
         return directory_samples(path, skipped if skipped is not None else [])
-    if path.suffix in INDEX_SUFFIXES:
-        if not path.is_file():
-            raise WriteError(f"index file {path} does not exist")
+    if source.endswith(".txt"):
+        return _listed(path, fetch)
+    parts = _index_parts(source)
+    if parts:
         if key is None:
-            key = "__key__" if "__key__" in next(index_rows(path), {}) else None
-        return index_samples(path, files or {}, key, fields or {})
+            key = "__key__" if "__key__" in next(index_rows(parts[0]), {}) else None
+        return index_samples(parts, files or {}, key, fields or {}, fetch)
     if source.endswith(_SHARD_SUFFIXES) or "{" in source:
         return shard_samples(source)
     raise WriteError(
-        f"{source}: not a directory, an index file ({', '.join(INDEX_SUFFIXES)}) "
-        "or shards (.tar pattern, manifest .json)"
+        f"{source}: not a directory, an index file ({', '.join(INDEX_SUFFIXES)}), a list "
+        "(.txt) or shards (.tar pattern, manifest .json)"
     )
+
+
+def _index_parts(source: str) -> list[Path]:
+    """The index files ``source`` names: itself, a glob's matches (sorted) or a brace
+    list's names (in order); [] when it names no index file."""
+    if not source.endswith(INDEX_SUFFIXES):
+        return []
+    if any(c in source for c in "*?["):
+        names = sorted(glob.glob(source))
+    elif "{" in source:
+        names = expand(source, limit=1_000_000, what="index pattern")
+    else:
+        names = [source]
+    missing = [name for name in names if not Path(name).is_file()]
+    if not names or missing:
+        raise WriteError(f"index file {missing[0] if missing else source} does not exist")
+    return [Path(name) for name in names]
+
+
+def _listed(path: Path, fetch: Fetch | None) -> Iterator[dict[str, Any]]:
+    """Samples of the files or URLs a text file lists, one a line: key, the name before
+    its extension (the path's, relative to the list, for files); field, the extension."""
+    if not path.is_file():
+        raise WriteError(f"list file {path} does not exist")
+    return index_samples([path], {"file": None}, "__key__", {}, fetch)

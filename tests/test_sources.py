@@ -1,0 +1,170 @@
+"""Writer sources: Parquet with list and struct columns, globs and brace lists of index
+parts, text lists, URLs fetched from a local HTTP server with a failing row."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import tarstream
+from tarstream.cli import write_main
+
+from .remote_helpers import ranged_http_server
+
+
+def _read(pattern: str) -> list[dict[str, Any]]:
+    return [
+        {k: v for k, v in s.items() if k != "__url__"}
+        for s in tarstream.TarStream(pattern).decode()
+    ]
+
+
+def test_a_parquet_index_with_list_and_struct_columns(tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    for i in range(3):
+        (tmp_path / f"{i}.txt").write_text(f"text {i}")
+    table = pa.table(
+        {
+            "id": ["a", "b", "c"],
+            "text": [f"{i}.txt" for i in range(3)],
+            "tags": [["x"], ["y", "z"], []],
+            "meta": [{"w": 1, "h": 2}, {"w": 3, "h": 4}, {"w": 5, "h": 6}],
+            "label": [0, 1, 2],
+        }
+    )
+    pq.write_table(table, tmp_path / "index.parquet")
+    out = str(tmp_path / "out" / "p-%06d.tar")
+    assert (
+        write_main(
+            [
+                str(tmp_path / "index.parquet"),
+                out,
+                "--file",
+                "text",
+                "--key",
+                "id",
+                "--field",
+                "tags=tags.json",
+                "--field",
+                "meta=meta.json",
+                "--field",
+                "label=cls",
+            ]
+        )
+        == 0
+    )
+    got = _read(str(tmp_path / "out" / "_p.manifest.json"))
+    assert got == [
+        {
+            "__key__": "a",
+            "txt": "text 0",
+            "tags.json": ["x"],
+            "meta.json": {"w": 1, "h": 2},
+            "cls": 0,
+        },
+        {
+            "__key__": "b",
+            "txt": "text 1",
+            "tags.json": ["y", "z"],
+            "meta.json": {"w": 3, "h": 4},
+            "cls": 1,
+        },
+        {"__key__": "c", "txt": "text 2", "tags.json": [], "meta.json": {"w": 5, "h": 6}, "cls": 2},
+    ]
+
+
+def _parts(tmp_path: Path) -> None:
+    for part in range(3):
+        with open(tmp_path / f"part-{part}.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["file", "label"])
+            for i in range(2):
+                name = f"{part}-{i}.txt"
+                (tmp_path / name).write_text(name)
+                writer.writerow([name, part * 10 + i])
+
+
+@pytest.mark.parametrize("pattern", ["part-*.csv", "part-{0..2}.csv"])
+def test_a_glob_or_brace_list_of_index_parts_is_read_in_order(tmp_path: Path, pattern: str) -> None:
+    _parts(tmp_path)
+    out = str(tmp_path / "out" / "g-%06d.tar")
+    assert write_main([str(tmp_path / pattern), out, "--file", "file", "--field", "label=cls"]) == 0
+    got = _read(str(tmp_path / "out" / "_g.manifest.json"))
+    assert [s["__key__"] for s in got] == [f"{i:09d}" for i in range(6)]  # numbered over parts
+    assert [s["cls"] for s in got] == [0, 1, 10, 11, 20, 21]
+    assert [s["txt"] for s in got][:3] == ["0-0.txt", "0-1.txt", "1-0.txt"]
+
+
+def test_a_missing_part_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _parts(tmp_path)
+    out = str(tmp_path / "out" / "g-%06d.tar")
+    assert write_main([str(tmp_path / "part-{0..3}.csv"), out, "--file", "file"]) == 1
+    assert "part-3.csv does not exist" in capsys.readouterr().err
+
+
+def _url_index(tmp_path: Path, base: str) -> Path:
+    index = tmp_path / "urls.jsonl"
+    rows = [
+        {"__key__": f"u{i}", "image": f"{base}/img-{i}.png", "caption": f"caption {i}"}
+        for i in range(5)
+    ]
+    rows[2]["image"] = f"{base}/missing.png"  # the server has no such file
+    index.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return index
+
+
+def _served() -> dict[str, bytes]:
+    return {f"img-{i}.png": f"png bytes {i}".encode() for i in range(5)}
+
+
+def test_urls_in_an_index_are_fetched_and_a_failing_row_stops_the_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with ranged_http_server(_served()) as (base, _):
+        index = _url_index(tmp_path, base)
+        out = str(tmp_path / "out" / "u-%06d.tar")
+        assert write_main([str(index), out, "--file", "image=bin"]) == 1
+    err = capsys.readouterr().err
+    assert "row 3" in err and "missing.png" in err and "Traceback" not in err
+
+
+def test_a_failing_url_is_skipped_and_recorded_when_asked(tmp_path: Path) -> None:
+    with ranged_http_server(_served()) as (base, _):
+        index = _url_index(tmp_path, base)
+        out = str(tmp_path / "out" / "u-%06d.tar")
+        code = write_main(
+            [str(index), out, "--file", "image=bin", "--on-error", "skip", "--fetch-workers", "3"]
+        )
+        assert code == 0
+    got = [
+        {k: v for k, v in s.items() if k != "__url__"}
+        for s in tarstream.TarStream(str(tmp_path / "out" / "_u.manifest.json"))
+    ]
+    assert [s["__key__"] for s in got] == ["u0", "u1", "u3", "u4"]  # in order, u2 left out
+    assert got[3]["bin"] == b"png bytes 4" and got[3]["caption"] == b"caption 4"
+    failures = [json.loads(line) for line in (tmp_path / "out" / "_failures.jsonl").open()]
+    assert len(failures) == 1 and failures[0]["row"] == 3 and failures[0]["column"] == "image"
+    assert failures[0]["location"].endswith("/missing.png")
+
+
+def test_a_text_list_of_files_and_urls(tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "one.txt").write_text("first")
+    with ranged_http_server(_served()) as (base, _):
+        listing = tmp_path / "files.txt"
+        listing.write_text(f"docs/one.txt\n{base}/img-1.png\n\n")
+        out = str(tmp_path / "out" / "t-%06d.tar")
+        assert write_main([str(listing), out]) == 0
+    got = [
+        {k: v for k, v in s.items() if k != "__url__"}
+        for s in tarstream.TarStream(str(tmp_path / "out" / "_t.manifest.json"))
+    ]
+    assert got == [
+        {"__key__": "docs/one", "txt": b"first"},
+        {"__key__": "img-1", "png": b"png bytes 1"},
+    ]
