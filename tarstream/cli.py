@@ -83,6 +83,17 @@ def _add_write_arguments(parser: argparse.ArgumentParser) -> None:
         help="write index column COLUMN as field FIELD (repeatable)",
     )
     parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start again; by default a write run again goes on after the shards an "
+        "earlier run of it completed",
+    )
+    parser.add_argument(
+        "--no-fsync",
+        action="store_true",
+        help="do not force shards, sidecars and the manifest to disk before renaming them",
+    )
+    parser.add_argument(
         "--fetch-workers",
         type=int,
         default=16,
@@ -116,6 +127,16 @@ def _run_write(args: argparse.Namespace) -> int:
     if args.fetch_workers < 1:
         raise ValueError(f"--fetch-workers must be >= 1, got {args.fetch_workers}")
     fetch = Fetch(workers=args.fetch_workers, errors=args.on_error)
+    progress = Progress(sys.stderr)
+    writer = ShardWriter(
+        args.output,
+        max_samples=args.max_samples,
+        max_bytes=args.max_bytes,
+        fsync=not args.no_fsync,
+        resume=not args.overwrite,
+    )
+    if writer.resumed:
+        print(f"resuming after {writer.resumed:,} samples already written", file=sys.stderr)
     samples = samples_from(
         args.source,
         files=_pairs(args.file, "--file", optional_value=True),
@@ -123,20 +144,18 @@ def _run_write(args: argparse.Namespace) -> int:
         key=args.key,
         skipped=skipped,
         fetch=fetch,
+        after=writer.resumed_after,
     )
-    progress = Progress(sys.stderr)
-    count = 0
 
     def show(force: bool = False) -> None:
         done = w.progress
         failed = len(skipped) + len(fetch.failures)
         extra = f"{done.bytes / 1e6:,.1f} MB" + (f", {failed} skipped" if failed else "")
-        progress.update(count, done.shards, force=force, extra=extra)
+        progress.update(done.samples, done.shards, force=force, extra=extra)
 
-    with ShardWriter(args.output, max_samples=args.max_samples, max_bytes=args.max_bytes) as w:
+    with writer as w:
         for sample in samples:
             w.write(sample)
-            count += 1
             show()
     show(force=True)
     progress.done()

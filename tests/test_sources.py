@@ -4,7 +4,14 @@ parts, text lists, URLs fetched from a local HTTP server with a failing row."""
 from __future__ import annotations
 
 import csv
+import http.server
 import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +20,7 @@ import pytest
 import tarstream
 from tarstream.cli import write_main
 
-from .remote_helpers import ranged_http_server
+from .remote_helpers import ranged_http_server, serve
 
 
 def _read(pattern: str) -> list[dict[str, Any]]:
@@ -168,3 +175,64 @@ def test_a_text_list_of_files_and_urls(tmp_path: Path) -> None:
         {"__key__": "docs/one", "txt": b"first"},
         {"__key__": "img-1", "png": b"png bytes 1"},
     ]
+
+
+@contextmanager
+def _killing_server(objects: dict[str, bytes], victim: dict[str, int]) -> Iterator[str]:
+    """Serve ``objects``; the GET numbered ``victim["at"]`` kills process ``victim["pid"]``
+    with SIGKILL before it is answered (a kill -9 at a chosen point of a write)."""
+    seen = [0]
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"
+
+        def do_GET(self) -> None:
+            seen[0] += 1
+            if seen[0] == victim.get("at") and "pid" in victim:
+                os.kill(victim["pid"], signal.SIGKILL)
+            data = objects[self.path.lstrip("/")]
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_HEAD(self) -> None:
+            data = objects[self.path.lstrip("/")]
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    with serve(Handler) as base:
+        yield base
+
+
+def _tree(directory: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(directory).as_posix(): p.read_bytes()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.mark.parametrize("kill_at", [1, 47, 113])
+def test_a_write_killed_at_any_point_and_run_again_gives_the_same_bytes(
+    tmp_path: Path, kill_at: int
+) -> None:
+    objects = {f"f-{i:03d}.txt": (f"text {i} " * (i % 17 + 1)).encode() for i in range(150)}
+    victim: dict[str, int] = {"at": kill_at}
+    with _killing_server(objects, victim) as base:
+        listing = tmp_path / "urls.txt"
+        listing.write_text("".join(f"{base}/{name}\n" for name in objects))
+        args = [str(listing), "--max-samples", "20", "--fetch-workers", "1"]
+        assert write_main([*args[:1], str(tmp_path / "ref" / "w-%06d.tar"), *args[1:]]) == 0
+        out = str(tmp_path / "out" / "w-%06d.tar")
+        command = [sys.executable, "-m", "tarstream", "write", args[0], out, *args[1:]]
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        victim["pid"] = process.pid
+        victim["at"] += len(objects)  # counted from the reference write's requests on
+        assert process.wait() == -signal.SIGKILL
+        assert write_main([args[0], out, *args[1:]]) == 0  # the same arguments again
+    assert _tree(tmp_path / "out") == _tree(tmp_path / "ref")  # no temporary file left

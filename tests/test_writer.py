@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -79,9 +80,25 @@ os._exit(3)  # dies with shard 1 half written: no close, no cleanup
     result = subprocess.run([sys.executable, "-c", script], capture_output=True)
     assert result.returncode == 3
     names = sorted(os.listdir(tmp_path))
-    assert names == [".t-000001.tar.partial", ".tarstream", "t-000000.tar"]
+    assert len(names) == 3 and names[1:] == [".tarstream", "t-000000.tar"]
+    assert re.fullmatch(r"\.t-000001\.tar\.\d+-[0-9a-f]{8}\.partial", names[0])
     assert os.listdir(tmp_path / ".tarstream") == ["t-000000.tar.idx"]
     assert len(list(tarstream.TarStream(str(tmp_path / "t-000000.tar"), sidecars="require"))) == 5
+    # run again with resume: the complete shard is kept, the rest written, nothing left over
+    samples = [{"__key__": f"{i:03d}", "txt": "x" * 1000} for i in range(8)]
+    with tarstream.ShardWriter(str(tmp_path / "t-%06d.tar"), max_samples=5, resume=True) as w:
+        assert w.resumed == 5
+        for sample in samples[w.resumed :]:
+            w.write(sample)
+    assert sorted(os.listdir(tmp_path)) == [
+        ".tarstream",
+        "_t.manifest.json",
+        "t-000000.tar",
+        "t-000001.tar",
+    ]
+    assert [s["__key__"] for s in tarstream.TarStream(str(tmp_path / "_t.manifest.json"))] == [
+        f"{i:03d}" for i in range(8)
+    ]
 
 
 def test_an_exception_in_the_with_block_removes_the_partial_shard_and_writes_no_manifest(
@@ -313,3 +330,40 @@ def test_a_writer_reports_its_progress_after_each_shard(tmp_path: Path) -> None:
     assert [(e.samples, e.shards) for e in events] == [(4, 1), (8, 2), (10, 3), (10, 3)]
     sizes = sum(p.stat().st_size for p in tmp_path.glob("p-*.tar"))
     assert events[-1].bytes == sizes and events[-1].samples_per_s > 0
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(directory).as_posix(): p.read_bytes()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _write_all(directory: Path, resume: bool = False) -> int:
+    samples = [{"__key__": f"{i:04d}", "txt": "y" * (i * 37 % 500), "cls": i} for i in range(40)]
+    with tarstream.ShardWriter(str(directory / "r-%06d.tar"), max_bytes=6000, resume=resume) as w:
+        for sample in samples[w.resumed :]:
+            w.write(sample)
+    return w.resumed
+
+
+def test_a_resumed_write_gives_the_bytes_of_one_that_never_stopped(tmp_path: Path) -> None:
+    _write_all(tmp_path / "whole")
+    reference = _files(tmp_path / "whole")
+    assert len([n for n in reference if n.endswith(".tar")]) > 4
+    # a shard renamed but its sidecar never written, and no manifest: shard 2 is redone
+    cut = tmp_path / "cut"
+    _write_all(cut)
+    (cut / ".tarstream" / "r-000002.tar.idx").unlink()
+    (cut / "_r.manifest.json").unlink()
+    (cut / ".r-000003.tar.123-deadbeef.partial").write_bytes(b"half")
+    assert _write_all(cut, resume=True) == sum(
+        tarstream.ShardIndex.from_bytes(
+            (cut / ".tarstream" / f"r-{i:06d}.tar.idx").read_bytes(), url=""
+        ).count
+        for i in range(2)
+    )
+    assert _files(cut) == reference
+    # a complete write run again changes nothing
+    assert _write_all(cut, resume=True) == 40 and _files(cut) == reference

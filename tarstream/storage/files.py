@@ -8,6 +8,7 @@ cache where it has one.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from concurrent.futures import Future
@@ -18,7 +19,14 @@ from .pipe import PipeInput
 from .remote import RemoteInput
 from .urls import is_local, is_pipe, local_path
 
-__all__ = ["BackgroundInput", "atomic_write", "open_input", "read_bytes"]
+__all__ = [
+    "BackgroundInput",
+    "atomic_write",
+    "open_input",
+    "read_bytes",
+    "sync_directory",
+    "temp_name",
+]
 
 
 def open_input(
@@ -130,13 +138,41 @@ def read_bytes(url: str, storage: Storage | None = None, *, cached: bool = False
         return r.read()
 
 
-def atomic_write(path: str, data: bytes) -> None:
-    """Write ``data`` to a local ``path`` through a temporary file and a rename (making its
-    folder if needed)."""
-    directory, base = os.path.split(path)
+def atomic_write(path: str, data: bytes, *, fsync: bool = False) -> None:
+    """Write ``data`` to a local ``path`` through a temporary file of its own and a rename
+    (making its folder if needed); ``fsync``: on disk before the rename, and the rename
+    too."""
+    directory = os.path.dirname(path)
     if directory:
         os.makedirs(directory, exist_ok=True)
-    temp = os.path.join(directory, f".{base}.partial")
-    with open(temp, "wb") as f:
-        f.write(data)
-    os.replace(temp, path)
+    temp = temp_name(path)
+    try:
+        with open(temp, "wb") as f:
+            f.write(data)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+    if fsync:
+        sync_directory(directory)
+
+
+def temp_name(path: str) -> str:
+    """A hidden temporary name beside ``path``, unique to this process and call
+    (``.NAME.PID-RANDOM.partial``): writers to one folder never share one."""
+    directory, base = os.path.split(path)
+    return os.path.join(directory, f".{base}.{os.getpid()}-{os.urandom(4).hex()}.partial")
+
+
+def sync_directory(directory: str) -> None:
+    """Make the renames in ``directory`` durable (where the system allows)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory or ".", os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -9,13 +9,17 @@ from pathlib import Path
 from typing import Any
 
 from ..format.keys import split_member_name
+from .index_file import after_key
 
 __all__ = ["directory_samples"]
 
 
-def directory_samples(root: Path, skipped: list[str]) -> Iterator[dict[str, Any]]:
-    """Yield samples from a directory tree, keys in sorted order; files without a
-    ``KEY.FIELD`` name, and hidden files, are appended to ``skipped``."""
+def directory_samples(
+    root: Path, skipped: list[str], after: str | None = None
+) -> Iterator[dict[str, Any]]:
+    """Yield samples from a directory tree, keys in sorted order, from the key after
+    ``after`` on (the files of those before are not read); files without a ``KEY.FIELD``
+    name, and hidden files, are appended to ``skipped``."""
     groups: dict[str, dict[str, Path]] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
@@ -27,7 +31,7 @@ def directory_samples(root: Path, skipped: list[str]) -> Iterator[dict[str, Any]
                 skipped.append(rel)
                 continue
             groups.setdefault(parts[0], {})[parts[1]] = path
-    for key in sorted(groups):
+    for key in after_key(sorted(groups), after, str, str(root)):
         sample: dict[str, Any] = {"__key__": key}
         for field, path in groups[key].items():
             sample[field] = path.read_bytes()

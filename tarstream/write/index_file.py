@@ -12,12 +12,12 @@ from __future__ import annotations
 import csv
 import json
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlparse
 
 from ..errors import WriteError, redact_url
@@ -25,7 +25,31 @@ from ..format.keys import split_member_name
 from ..storage.config import Storage
 from ..storage.files import read_bytes
 
-__all__ = ["INDEX_SUFFIXES", "Fetch", "index_rows", "index_samples"]
+__all__ = ["INDEX_SUFFIXES", "Fetch", "after_key", "index_rows", "index_samples"]
+
+T = TypeVar("T")
+
+
+def after_key(
+    items: Iterable[T], key: str | None, key_of: Callable[[T], str], source: str
+) -> Iterator[T]:
+    """``items`` after the one whose key is ``key`` (all of them for None).
+
+    Raises:
+        WriteError: no item has that key (the output was written from another source).
+    """
+    iterator = iter(items)
+    if key is not None:
+        for item in iterator:
+            if key_of(item) == key:
+                break
+        else:
+            raise WriteError(
+                f"{source}: the output's last sample {key!r} is not in this source: it holds "
+                "another write's shards (write elsewhere, or remove them)"
+            )
+    yield from iterator
+
 
 INDEX_SUFFIXES = (".jsonl", ".ndjson", ".csv", ".tsv", ".parquet")
 
@@ -101,8 +125,10 @@ def index_samples(
     key_column: str | None,
     rename: Mapping[str, str],
     fetch: Fetch | None = None,
+    after: str | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Yield samples from the rows of index files ``paths``, in order.
+    """Yield samples from the rows of index files ``paths``, in order, from the row after
+    the one with key ``after`` on (the files of those before are not read).
 
     Columns in ``file_columns`` hold file paths (relative to their index file) or URLs;
     their field is the mapped name, or the file's own extension. Every other column is a
@@ -122,7 +148,8 @@ def index_samples(
     fetch = fetch or Fetch()
     window: deque[tuple[_Row, dict[str, Future[bytes]]]] = deque()
     with ThreadPoolExecutor(max(fetch.workers, 1), thread_name_prefix="tarstream-fetch") as pool:
-        for row in _rows(paths, file_columns, key_column, rename):
+        rows = _rows(paths, file_columns, key_column, rename)
+        for row in after_key(rows, after, lambda r: r.sample["__key__"], str(paths[0])):
             reads = {
                 name: pool.submit(_read, row.path, location, fetch.storage)
                 for name, (_, location) in row.files.items()

@@ -10,7 +10,7 @@ from typing import Any
 from ..errors import WriteError
 from ..format.braces import expand
 from .directory import directory_samples
-from .index_file import INDEX_SUFFIXES, Fetch, index_rows, index_samples
+from .index_file import INDEX_SUFFIXES, Fetch, after_key, index_rows, index_samples
 from .repack import shard_samples
 
 __all__ = ["samples_from"]
@@ -26,6 +26,7 @@ def samples_from(
     key: str | None = None,
     skipped: list[str] | None = None,
     fetch: Fetch | None = None,
+    after: str | None = None,
 ) -> Iterator[dict[str, Any]]:
     """The samples of ``source``: a directory tree (files grouped by key), an index file
     (``.jsonl``, ``.ndjson``, ``.csv``, ``.tsv``, ``.parquet``) or a glob or brace list of
@@ -41,22 +42,27 @@ def samples_from(
             first row has one, else the row number).
         skipped: for a directory, a list to append the files without a field to.
         fetch: how the files an index names are read (threads, storage, failures).
+        after: start after the sample with this key (the last a resumed write kept),
+            without reading the files of those before where the source allows.
+
+    Raises:
+        WriteError: ``after`` is not a key of the source (the output is another write's).
 
     Raises:
         WriteError: ``source`` is none of these, or an index file that does not exist.
     """
     path = Path(source)
     if path.is_dir():
-        return directory_samples(path, skipped if skipped is not None else [])
+        return directory_samples(path, skipped if skipped is not None else [], after)
     if source.endswith(".txt"):
-        return _listed(path, fetch)
+        return _listed(path, fetch, after)
     parts = _index_parts(source)
     if parts:
         if key is None:
             key = "__key__" if "__key__" in next(index_rows(parts[0]), {}) else None
-        return index_samples(parts, files or {}, key, fields or {}, fetch)
+        return index_samples(parts, files or {}, key, fields or {}, fetch, after)
     if source.endswith(_SHARD_SUFFIXES) or "{" in source:
-        return shard_samples(source)
+        return after_key(shard_samples(source), after, lambda s: s["__key__"], source)
     raise WriteError(
         f"{source}: not a directory, an index file ({', '.join(INDEX_SUFFIXES)}), a list "
         "(.txt) or shards (.tar pattern, manifest .json)"
@@ -80,9 +86,9 @@ def _index_parts(source: str) -> list[Path]:
     return [Path(name) for name in names]
 
 
-def _listed(path: Path, fetch: Fetch | None) -> Iterator[dict[str, Any]]:
+def _listed(path: Path, fetch: Fetch | None, after: str | None) -> Iterator[dict[str, Any]]:
     """Samples of the files or URLs a text file lists, one a line: key, the name before
     its extension (the path's, relative to the list, for files); field, the extension."""
     if not path.is_file():
         raise WriteError(f"list file {path} does not exist")
-    return index_samples([path], {"file": None}, "__key__", {}, fetch)
+    return index_samples([path], {"file": None}, "__key__", {}, fetch, after)

@@ -15,13 +15,13 @@ from types import TracebackType
 from typing import Any, BinaryIO, cast
 
 from ..codecs.encode import encode_field
-from ..errors import DuplicateKeyError, InvalidKeyError, WriteError
+from ..errors import DuplicateKeyError, InvalidKeyError, TarstreamError, WriteError
 from ..format.header import BLOCK, RECORD, archive_end, member_header, padded, round_up
 from ..format.keys import validate_field, validate_key
 from ..format.manifest import MANIFEST_SUFFIX, Manifest
 from ..format.sidecar import SIDECAR_DIR, SIDECAR_SUFFIX, ShardIndex, sidecar_url
 from ..storage.compressed import is_gzip_name
-from ..storage.files import atomic_write
+from ..storage.files import atomic_write, temp_name
 
 __all__ = ["ShardWriter", "WriteProgress", "default_manifest_path"]
 
@@ -90,6 +90,14 @@ class ShardWriter:
         start_index: number of the first shard.
         progress: called with a ``WriteProgress`` each time a shard is complete, and once
             more by ``close()`` (the ``progress`` attribute gives the same at any time).
+        fsync: make each shard, sidecar and the manifest durable before it is renamed into
+            place (and the rename after), so a crash leaves complete files or none.
+        resume: continue a write that stopped: the shards from ``start_index`` on that are
+            complete (a sidecar that matches the shard) are kept, ``resumed`` says how many
+            samples they hold and ``resumed_after`` the last one's key (go on with the
+            source's sample after it), the first incomplete shard
+            and temporary files are removed, and writing goes on from there. The same
+            source then gives the same bytes as a write that never stopped.
     """
 
     def __init__(
@@ -101,6 +109,8 @@ class ShardWriter:
         manifest: str | os.PathLike[str] | bool | None = True,
         start_index: int = 0,
         progress: Callable[[WriteProgress], None] | None = None,
+        fsync: bool = True,
+        resume: bool = False,
     ) -> None:
         pattern = os.fspath(pattern)
         if "://" in pattern:
@@ -139,6 +149,33 @@ class ShardWriter:
         self._started = time.monotonic()
         self._written = 0  # samples and bytes of the completed shards
         self._written_bytes = 0
+        self.fsync = fsync
+        #: Samples in the shards a resumed write kept (skip that many of the source), and
+        #: the key of the last of them (None: none kept).
+        self.resumed = self._resume() if resume else 0
+        self.resumed_after = self._indexes[-1][1].keys[-1] if self._indexes else None
+
+    def _resume(self) -> int:
+        """Keep the complete shards of an earlier write; remove what it left unfinished."""
+        while True:
+            path = self.pattern % self._next_index
+            index = _complete_shard(path)
+            if index is None:
+                break
+            self._indexes.append((path, index))
+            self._keys.update(index.keys)
+            self._written += index.count
+            self._written_bytes += index.size
+            self._next_index += 1
+        for leftover in (path, sidecar_url(path)):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover)
+        directory = os.path.dirname(self.pattern) or "."
+        prefix = os.path.basename(self.pattern).split("%", 1)[0]
+        for name in os.listdir(directory) if os.path.isdir(directory) else []:
+            if name.startswith("." + prefix) and name.endswith(".partial"):
+                os.unlink(os.path.join(directory, name))
+        return self._written
 
     @property
     def progress(self) -> WriteProgress:
@@ -197,10 +234,10 @@ class ShardWriter:
     def _open_shard(self) -> None:
         self._path = self.pattern % self._next_index
         self._next_index += 1
-        directory, base = os.path.split(self._path)
+        directory = os.path.dirname(self._path)
         if directory:
             os.makedirs(directory, exist_ok=True)
-        self._temp = os.path.join(directory, f".{base}.partial")
+        self._temp = temp_name(self._path)
         self._raw = open(self._temp, "wb")  # noqa: SIM115 - closed in _finish_shard/abort
         self._file = self._raw
         if is_gzip_name(self._path):  # no name or time in the gzip header: reproducible
@@ -238,6 +275,10 @@ class ShardWriter:
         assert self._file is not None
         end = self._size
         self._emit(archive_end(end))
+        if self.fsync:
+            self._file.flush()
+            self._raw.flush()
+            os.fsync(self._raw.fileno())
         self._close_output()
         os.replace(self._temp, self._path)
         index = ShardIndex.build(
@@ -248,7 +289,7 @@ class ShardWriter:
             end,
             self._checksums,
         )
-        atomic_write(sidecar_url(self._path), index.to_bytes())
+        atomic_write(sidecar_url(self._path), index.to_bytes(), fsync=self.fsync)
         self._indexes.append((self._path, index))
         self._written += len(self._samples)
         self._written_bytes += self._size
@@ -264,7 +305,8 @@ class ShardWriter:
         if self._file is not None:
             self._finish_shard()
         if self.manifest_path is not None:
-            atomic_write(self.manifest_path, self.manifest().to_json().encode("utf-8"))
+            manifest = self.manifest().to_json().encode("utf-8")
+            atomic_write(self.manifest_path, manifest, fsync=self.fsync)
         if self._on_progress is not None:
             self._on_progress(self.progress)
 
@@ -312,3 +354,17 @@ class ShardWriter:
             self.close()
         else:
             self.abort()
+
+
+def _complete_shard(path: str) -> ShardIndex | None:
+    """The sidecar of the shard at ``path`` if both are there and agree (its size and, for
+    an uncompressed shard, its end-of-archive marker), else None."""
+    try:
+        data = open(sidecar_url(path), "rb").read()  # noqa: SIM115 - read at once
+        index = ShardIndex.from_bytes(data, url=path)
+        size = os.path.getsize(path)
+    except (OSError, ValueError, TarstreamError):
+        return None
+    if is_gzip_name(path):
+        return index
+    return index if size == index.size and index.shard == os.path.basename(path) else None
