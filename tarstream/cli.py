@@ -57,31 +57,7 @@ def _pairs(values: Sequence[str], option: str, optional_value: bool) -> dict[str
     return out
 
 
-def _add_write_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "source",
-        help="a directory tree, an index file (.jsonl .csv .tsv .parquet) or a glob or brace "
-        "list of them, a .txt list of files or URLs, or existing shards "
-        "(brace pattern of .tar files, or a manifest .json) to repack",
-    )
-    parser.add_argument("output", help="printf-style shard pattern, e.g. out/train-%%06d.tar")
-    parser.add_argument("--max-samples", type=int, default=None, help="samples per shard")
-    parser.add_argument("--max-bytes", type=parse_size, default=None, help="bytes per shard (1GB)")
-    parser.add_argument(
-        "--file",
-        action="append",
-        default=[],
-        metavar="COLUMN[=FIELD]",
-        help="index column holding file paths relative to the index; the field defaults to "
-        "the file's extension (repeatable)",
-    )
-    parser.add_argument(
-        "--field",
-        action="append",
-        default=[],
-        metavar="COLUMN=FIELD",
-        help="write index column COLUMN as field FIELD (repeatable)",
-    )
+def _add_fetch_and_resume_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--overwrite",
         action="store_true",
@@ -114,12 +90,40 @@ def _add_write_arguments(parser: argparse.ArgumentParser) -> None:
         help="where skipped rows are recorded, as JSON lines (default: _failures.jsonl "
         "beside the shards)",
     )
+
+
+def _add_write_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "source",
+        help="a directory tree, an index file (.jsonl .csv .tsv .parquet) or a glob or brace "
+        "list of them, a .txt list of files or URLs, or existing shards "
+        "(brace pattern of .tar files, or a manifest .json) to repack",
+    )
+    parser.add_argument("output", help="printf-style shard pattern, e.g. out/train-%%06d.tar")
+    parser.add_argument("--max-samples", type=int, default=None, help="samples per shard")
+    parser.add_argument("--max-bytes", type=parse_size, default=None, help="bytes per shard (1GB)")
+    parser.add_argument(
+        "--file",
+        action="append",
+        default=[],
+        metavar="COLUMN[=FIELD]",
+        help="index column holding file paths relative to the index; the field defaults to "
+        "the file's extension (repeatable)",
+    )
+    parser.add_argument(
+        "--field",
+        action="append",
+        default=[],
+        metavar="COLUMN=FIELD",
+        help="write index column COLUMN as field FIELD (repeatable)",
+    )
     parser.add_argument(
         "--key",
         default=None,
         metavar="COLUMN",
         help="index column holding sample keys (default: __key__ if present, else the row number)",
     )
+    _add_fetch_and_resume_arguments(parser)
 
 
 def _run_write(args: argparse.Namespace) -> int:
