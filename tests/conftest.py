@@ -45,3 +45,12 @@ def sidecar_of(shard: Path) -> Path:
     (the folder is made, for a test that writes one)."""
     (shard.parent / ".tarstream").mkdir(exist_ok=True)
     return shard.parent / ".tarstream" / (shard.name + ".idx")
+
+
+def files_under(directory: Path) -> dict[str, bytes]:
+    """Every file under ``directory`` by its relative name (hidden ones included)."""
+    return {
+        p.relative_to(directory).as_posix(): p.read_bytes()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }

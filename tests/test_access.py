@@ -12,7 +12,7 @@ import pytest
 import tarstream
 from tarstream.read import access
 
-from .conftest import make_samples, sidecar_of, write_dataset
+from .conftest import files_under, make_samples, sidecar_of, write_dataset
 from .remote_helpers import moto_server, ranged_http_server, s3_credentials, upload
 
 torch = pytest.importorskip("torch")
@@ -185,17 +185,8 @@ def test_a_dataset_pickles_without_its_open_files(manifest: str) -> None:
     ds.close()
 
 
-def _files_of(directory: Path) -> dict[str, bytes]:
-    """Every file under ``directory`` by its relative name, to serve over HTTP."""
-    return {
-        p.relative_to(directory).as_posix(): p.read_bytes()
-        for p in directory.rglob("*")
-        if p.is_file()
-    }
-
-
 def test_random_access_over_http_reads_only_the_ranges_it_needs(large_and_small: str) -> None:
-    objects = _files_of(Path(large_and_small).parent)
+    objects = files_under(Path(large_and_small).parent)
     served: list[tuple[str, int]] = []
     with ranged_http_server(objects, served) as (base, _):
         ds = tarstream.ShardDataset(f"{base}/_l.manifest.json", fields="cls", decode=True)
@@ -267,7 +258,7 @@ def test_a_stale_key_index_is_an_error_not_a_wrong_answer(tmp_path: Path) -> Non
 
 def test_key_lookups_over_http_read_a_page_not_the_index(many: str) -> None:
     tarstream.ShardDataset(many).build_key_index()
-    objects = _files_of(Path(many).parent)
+    objects = files_under(Path(many).parent)
     served: list[tuple[str, int]] = []
     with ranged_http_server(objects, served) as (base, _):
         ds = tarstream.ShardDataset(f"{base}/_m.manifest.json")

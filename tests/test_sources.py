@@ -20,6 +20,7 @@ import pytest
 import tarstream
 from tarstream.cli import write_main
 
+from .conftest import files_under
 from .remote_helpers import ranged_http_server, serve
 
 
@@ -209,14 +210,6 @@ def _killing_server(objects: dict[str, bytes], victim: dict[str, int]) -> Iterat
         yield base
 
 
-def _tree(directory: Path) -> dict[str, bytes]:
-    return {
-        p.relative_to(directory).as_posix(): p.read_bytes()
-        for p in sorted(directory.rglob("*"))
-        if p.is_file()
-    }
-
-
 @pytest.mark.parametrize("kill_at", [1, 47, 113])
 def test_a_write_killed_at_any_point_and_run_again_gives_the_same_bytes(
     tmp_path: Path, kill_at: int
@@ -235,4 +228,4 @@ def test_a_write_killed_at_any_point_and_run_again_gives_the_same_bytes(
         victim["at"] += len(objects)  # counted from the reference write's requests on
         assert process.wait() == -signal.SIGKILL
         assert write_main([args[0], out, *args[1:]]) == 0  # the same arguments again
-    assert _tree(tmp_path / "out") == _tree(tmp_path / "ref")  # no temporary file left
+    assert files_under(tmp_path / "out") == files_under(tmp_path / "ref")  # no temporary file left

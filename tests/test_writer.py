@@ -18,22 +18,14 @@ from PIL import Image
 import tarstream
 from tarstream.codecs.encode import encode_field
 
-from .conftest import make_samples, write_dataset
-
-
-def _files(directory: Path) -> dict[str, bytes]:
-    return {
-        p.relative_to(directory).as_posix(): p.read_bytes()
-        for p in sorted(directory.rglob("*"))
-        if p.is_file()
-    }
+from .conftest import files_under, make_samples, write_dataset
 
 
 def test_two_writes_of_the_same_input_are_byte_identical(tmp_path: Path) -> None:
     samples = make_samples(40)
     write_dataset(tmp_path / "a", samples, max_samples=15)
     write_dataset(tmp_path / "b", samples, max_samples=15)
-    a, b = _files(tmp_path / "a"), _files(tmp_path / "b")
+    a, b = files_under(tmp_path / "a"), files_under(tmp_path / "b")
     assert sorted(a) == [
         ".tarstream/train-000000.tar.idx",
         ".tarstream/train-000001.tar.idx",
@@ -332,14 +324,6 @@ def test_a_writer_reports_its_progress_after_each_shard(tmp_path: Path) -> None:
     assert events[-1].bytes == sizes and events[-1].samples_per_s > 0
 
 
-def _files(directory: Path) -> dict[str, bytes]:
-    return {
-        p.relative_to(directory).as_posix(): p.read_bytes()
-        for p in sorted(directory.rglob("*"))
-        if p.is_file()
-    }
-
-
 def _write_all(directory: Path, resume: bool = False) -> int:
     samples = [{"__key__": f"{i:04d}", "txt": "y" * (i * 37 % 500), "cls": i} for i in range(40)]
     with tarstream.ShardWriter(str(directory / "r-%06d.tar"), max_bytes=6000, resume=resume) as w:
@@ -350,7 +334,7 @@ def _write_all(directory: Path, resume: bool = False) -> int:
 
 def test_a_resumed_write_gives_the_bytes_of_one_that_never_stopped(tmp_path: Path) -> None:
     _write_all(tmp_path / "whole")
-    reference = _files(tmp_path / "whole")
+    reference = files_under(tmp_path / "whole")
     assert len([n for n in reference if n.endswith(".tar")]) > 4
     # a shard renamed but its sidecar never written, and no manifest: shard 2 is redone
     cut = tmp_path / "cut"
@@ -364,6 +348,6 @@ def test_a_resumed_write_gives_the_bytes_of_one_that_never_stopped(tmp_path: Pat
         ).count
         for i in range(2)
     )
-    assert _files(cut) == reference
+    assert files_under(cut) == reference
     # a complete write run again changes nothing
-    assert _write_all(cut, resume=True) == 40 and _files(cut) == reference
+    assert _write_all(cut, resume=True) == 40 and files_under(cut) == reference
