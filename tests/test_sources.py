@@ -229,3 +229,48 @@ def test_a_write_killed_at_any_point_and_run_again_gives_the_same_bytes(
         assert process.wait() == -signal.SIGKILL
         assert write_main([args[0], out, *args[1:]]) == 0  # the same arguments again
     assert files_under(tmp_path / "out") == files_under(tmp_path / "ref")  # no temporary file left
+
+
+def _source_tree(directory: Path, n: int) -> Path:
+    src = directory / "src"
+    src.mkdir()
+    for i in range(n):
+        (src / f"{i:04d}.txt").write_text("z" * (i * 13 % 300))
+        (src / f"{i:04d}.cls").write_text(str(i % 5))
+    return src
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_a_parallel_write_is_the_sequential_write_byte_for_byte(
+    tmp_path: Path, workers: int
+) -> None:
+    src = _source_tree(tmp_path, 95)
+    one = [str(src), str(tmp_path / "one" / "d-%06d.tar"), "--max-samples", "10"]
+    assert write_main(one) == 0
+    many = [str(src), str(tmp_path / "many" / "d-%06d.tar"), "--max-samples", "10"]
+    assert write_main([*many, "--workers", str(workers)]) == 0
+    assert files_under(tmp_path / "many") == files_under(tmp_path / "one")
+
+
+def test_a_parallel_write_of_an_index_and_its_resume(tmp_path: Path) -> None:
+    _parts(tmp_path)
+    args = ["--file", "file", "--field", "label=cls", "--max-samples", "2"]
+    assert (
+        write_main([str(tmp_path / "part-*.csv"), str(tmp_path / "one" / "i-%06d.tar"), *args]) == 0
+    )
+    many = str(tmp_path / "many" / "i-%06d.tar")
+    assert write_main([str(tmp_path / "part-*.csv"), many, *args, "--workers", "2"]) == 0
+    assert files_under(tmp_path / "many") == files_under(tmp_path / "one")
+    (tmp_path / "many" / ".tarstream" / "i-000001.tar.idx").unlink()  # as if stopped there
+    (tmp_path / "many" / "_i.manifest.json").unlink()
+    assert write_main([str(tmp_path / "part-*.csv"), many, *args, "--workers", "2"]) == 0
+    assert files_under(tmp_path / "many") == files_under(tmp_path / "one")
+
+
+def test_parallel_writing_needs_fixed_shard_sizes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = _source_tree(tmp_path, 3)
+    out = str(tmp_path / "o" / "d-%06d.tar")
+    assert write_main([str(src), out, "--workers", "2", "--max-bytes", "1MB"]) == 2
+    assert "--max-samples" in capsys.readouterr().err

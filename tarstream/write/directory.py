@@ -4,22 +4,26 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from ..format.keys import split_member_name
-from .index_file import after_key
+from .index_file import after_key, numbered
 
 __all__ = ["directory_samples"]
 
 
 def directory_samples(
-    root: Path, skipped: list[str], after: str | None = None
+    root: Path,
+    skipped: list[str],
+    after: str | None = None,
+    keep: Callable[[int], bool] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Yield samples from a directory tree, keys in sorted order, from the key after
     ``after`` on (the files of those before are not read); files without a ``KEY.FIELD``
-    name, and hidden files, are appended to ``skipped``."""
+    name, and hidden files, are appended to ``skipped``; ``keep``: only the samples whose
+    number it accepts."""
     groups: dict[str, dict[str, Path]] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
@@ -31,7 +35,7 @@ def directory_samples(
                 skipped.append(rel)
                 continue
             groups.setdefault(parts[0], {})[parts[1]] = path
-    for key in after_key(sorted(groups), after, str, str(root)):
+    for key in after_key(numbered(sorted(groups), keep), after, str, str(root)):
         sample: dict[str, Any] = {"__key__": key}
         for field, path in groups[key].items():
             sample[field] = path.read_bytes()

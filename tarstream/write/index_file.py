@@ -25,9 +25,17 @@ from ..format.keys import split_member_name
 from ..storage.config import Storage
 from ..storage.files import read_bytes
 
-__all__ = ["INDEX_SUFFIXES", "Fetch", "after_key", "index_rows", "index_samples"]
+__all__ = ["INDEX_SUFFIXES", "Fetch", "after_key", "index_rows", "index_samples", "numbered"]
 
 T = TypeVar("T")
+
+
+def numbered(items: Iterable[T], keep: Callable[[int], bool] | None) -> Iterator[T]:
+    """``items`` whose number (from 0) ``keep`` accepts (all for None)."""
+    if keep is None:
+        yield from items
+        return
+    yield from (item for number, item in enumerate(items) if keep(number))
 
 
 def after_key(
@@ -126,9 +134,11 @@ def index_samples(
     rename: Mapping[str, str],
     fetch: Fetch | None = None,
     after: str | None = None,
+    keep: Callable[[int], bool] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Yield samples from the rows of index files ``paths``, in order, from the row after
-    the one with key ``after`` on (the files of those before are not read).
+    the one with key ``after`` on (the files of those before are not read), and only the
+    rows whose number (from 0) ``keep`` accepts.
 
     Columns in ``file_columns`` hold file paths (relative to their index file) or URLs;
     their field is the mapped name, or the file's own extension. Every other column is a
@@ -148,7 +158,7 @@ def index_samples(
     fetch = fetch or Fetch()
     window: deque[tuple[_Row, dict[str, Future[bytes]]]] = deque()
     with ThreadPoolExecutor(max(fetch.workers, 1), thread_name_prefix="tarstream-fetch") as pool:
-        rows = _rows(paths, file_columns, key_column, rename)
+        rows = numbered(_rows(paths, file_columns, key_column, rename), keep)
         for row in after_key(rows, after, lambda r: r.sample["__key__"], str(paths[0])):
             reads = {
                 name: pool.submit(_read, row.path, location, fetch.storage)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import glob
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from ..errors import WriteError
 from ..format.braces import expand
 from .directory import directory_samples
-from .index_file import INDEX_SUFFIXES, Fetch, after_key, index_rows, index_samples
+from .index_file import INDEX_SUFFIXES, Fetch, after_key, index_rows, index_samples, numbered
 from .repack import shard_samples
 
 __all__ = ["samples_from"]
@@ -27,6 +27,7 @@ def samples_from(
     skipped: list[str] | None = None,
     fetch: Fetch | None = None,
     after: str | None = None,
+    keep: Callable[[int], bool] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """The samples of ``source``: a directory tree (files grouped by key), an index file
     (``.jsonl``, ``.ndjson``, ``.csv``, ``.tsv``, ``.parquet``) or a glob or brace list of
@@ -44,6 +45,8 @@ def samples_from(
         fetch: how the files an index names are read (threads, storage, failures).
         after: start after the sample with this key (the last a resumed write kept),
             without reading the files of those before where the source allows.
+        keep: only the samples whose number in the source (from 0) it accepts, without
+            reading the others' files where the source allows (a part of a parallel write).
 
     Raises:
         WriteError: ``after`` is not a key of the source (the output is another write's).
@@ -53,16 +56,17 @@ def samples_from(
     """
     path = Path(source)
     if path.is_dir():
-        return directory_samples(path, skipped if skipped is not None else [], after)
+        return directory_samples(path, skipped if skipped is not None else [], after, keep)
     if source.endswith(".txt"):
-        return _listed(path, fetch, after)
+        return _listed(path, fetch, after, keep)
     parts = _index_parts(source)
     if parts:
         if key is None:
             key = "__key__" if "__key__" in next(index_rows(parts[0]), {}) else None
-        return index_samples(parts, files or {}, key, fields or {}, fetch, after)
+        return index_samples(parts, files or {}, key, fields or {}, fetch, after, keep)
     if source.endswith(_SHARD_SUFFIXES) or "{" in source:
-        return after_key(shard_samples(source), after, lambda s: s["__key__"], source)
+        kept = numbered(shard_samples(source), keep)
+        return after_key(kept, after, lambda s: s["__key__"], source)
     raise WriteError(
         f"{source}: not a directory, an index file ({', '.join(INDEX_SUFFIXES)}), a list "
         "(.txt) or shards (.tar pattern, manifest .json)"
@@ -86,9 +90,11 @@ def _index_parts(source: str) -> list[Path]:
     return [Path(name) for name in names]
 
 
-def _listed(path: Path, fetch: Fetch | None, after: str | None) -> Iterator[dict[str, Any]]:
+def _listed(
+    path: Path, fetch: Fetch | None, after: str | None, keep: Callable[[int], bool] | None
+) -> Iterator[dict[str, Any]]:
     """Samples of the files or URLs a text file lists, one a line: key, the name before
     its extension (the path's, relative to the list, for files); field, the extension."""
     if not path.is_file():
         raise WriteError(f"list file {path} does not exist")
-    return index_samples([path], {"file": None}, "__key__", {}, fetch, after)
+    return index_samples([path], {"file": None}, "__key__", {}, fetch, after, keep)

@@ -23,7 +23,13 @@ from ..format.sidecar import SIDECAR_DIR, SIDECAR_SUFFIX, ShardIndex, sidecar_ur
 from ..storage.compressed import is_gzip_name
 from ..storage.files import atomic_write, temp_name
 
-__all__ = ["ShardWriter", "WriteProgress", "default_manifest_path"]
+__all__ = [
+    "ShardWriter",
+    "WriteProgress",
+    "complete_shard",
+    "default_manifest_path",
+    "manifest_of",
+]
 
 _PLACEHOLDER = re.compile(r"%(?:0?\d+)?d")
 #: Metadata that readers add to samples; ignored so read samples can be written back.
@@ -159,7 +165,7 @@ class ShardWriter:
         """Keep the complete shards of an earlier write; remove what it left unfinished."""
         while True:
             path = self.pattern % self._next_index
-            index = _complete_shard(path)
+            index = complete_shard(path)
             if index is None:
                 break
             self._indexes.append((path, index))
@@ -326,20 +332,8 @@ class ShardWriter:
 
     def manifest(self) -> Manifest:
         """Return the manifest of the shards completed so far."""
-        base = os.path.dirname(self.manifest_path or self.pattern)
-        return Manifest(
-            shards=[os.path.relpath(p, base or ".").replace(os.sep, "/") for p in self.shards],
-            samples=[index.count for _, index in self._indexes],
-            sizes=[index.size for _, index in self._indexes],
-            fields=sorted({f for _, index in self._indexes for f in index.fields}),
-            sidecar_suffix=SIDECAR_SUFFIX,
-            sidecar_dir=SIDECAR_DIR,
-            writer={
-                "tool": "tarstream.ShardWriter",
-                "max_samples": self.max_samples,
-                "max_bytes": self.max_bytes,
-            },
-        )
+        limits = {"max_samples": self.max_samples, "max_bytes": self.max_bytes}
+        return manifest_of(self._indexes, self.manifest_path or self.pattern, limits)
 
     def __enter__(self) -> ShardWriter:
         return self
@@ -356,9 +350,9 @@ class ShardWriter:
             self.abort()
 
 
-def _complete_shard(path: str) -> ShardIndex | None:
-    """The sidecar of the shard at ``path`` if both are there and agree (its size and, for
-    an uncompressed shard, its end-of-archive marker), else None."""
+def complete_shard(path: str) -> ShardIndex | None:
+    """The sidecar of the shard at ``path`` if both are there and agree (the name it
+    records and, for an uncompressed shard, its size), else None."""
     try:
         data = open(sidecar_url(path), "rb").read()  # noqa: SIM115 - read at once
         index = ShardIndex.from_bytes(data, url=path)
@@ -368,3 +362,19 @@ def _complete_shard(path: str) -> ShardIndex | None:
     if is_gzip_name(path):
         return index
     return index if size == index.size and index.shard == os.path.basename(path) else None
+
+
+def manifest_of(
+    indexes: list[tuple[str, ShardIndex]], manifest_path: str, limits: dict[str, Any]
+) -> Manifest:
+    """The manifest at ``manifest_path`` of shards ``(path, sidecar)``, in order."""
+    base = os.path.dirname(manifest_path)
+    return Manifest(
+        shards=[os.path.relpath(p, base or ".").replace(os.sep, "/") for p, _ in indexes],
+        samples=[index.count for _, index in indexes],
+        sizes=[index.size for _, index in indexes],
+        fields=sorted({f for _, index in indexes for f in index.fields}),
+        sidecar_suffix=SIDECAR_SUFFIX,
+        sidecar_dir=SIDECAR_DIR,
+        writer={"tool": "tarstream.ShardWriter", **limits},
+    )

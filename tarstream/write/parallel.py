@@ -1,0 +1,145 @@
+"""Parallel writing: the shards of one write made by several processes, one manifest.
+
+With ``max_samples`` (and no ``max_bytes``) shard *s* holds source samples
+``s * max_samples`` up to the next multiple, whatever process writes it; process *p* of *n*
+writes shards ``p, p + n, p + 2n, ...``: it reads the source keeping only its samples (the
+others' files are not read, where the source allows), and writes each shard under a
+temporary name of its own. The manifest, made from the sidecars in shard order when every
+process is done, lists the same shards as a write in one process, byte for byte (as long
+as no row is skipped for a failure, which would move later samples into earlier shards in
+one process but not here). Run again, each process keeps its complete shards.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import DuplicateKeyError, WriteError
+from ..format.manifest import Manifest
+from ..format.sidecar import ShardIndex
+from ..storage.files import atomic_write
+from .index_file import Fetch
+from .sources import samples_from
+from .writer import ShardWriter, complete_shard, default_manifest_path, manifest_of
+
+__all__ = ["Part", "write_parallel"]
+
+
+@dataclass(frozen=True)
+class Part:
+    """What one process of a parallel write does (picklable)."""
+
+    source: str
+    pattern: str
+    part: int
+    parts: int
+    max_samples: int
+    options: dict[str, Any] = field(default_factory=dict)
+    fsync: bool = True
+
+    def shards(self) -> Iterator[int]:
+        """This part's shard numbers that are not complete yet, in order."""
+        shard = self.part
+        while True:
+            if complete_shard(self.pattern % shard) is None:
+                yield shard
+            shard += self.parts
+
+
+def _write_part(part: Part) -> list[dict[str, Any]]:
+    """Write one part's shards; return the rows its source skipped for failures."""
+    fetch = Fetch(**part.options.get("fetch", {}))
+    options = {k: v for k, v in part.options.items() if k != "fetch"}
+    samples = samples_from(part.source, keep=_Keep(part), fetch=fetch, **options)
+    shards = part.shards()
+    writer: ShardWriter | None = None
+    try:
+        for number, sample in enumerate(samples):
+            if number % part.max_samples == 0:
+                if writer is not None:
+                    writer.close()
+                start = next(shards)
+                writer = ShardWriter(
+                    part.pattern,
+                    max_samples=part.max_samples,
+                    manifest=False,
+                    start_index=start,
+                    fsync=part.fsync,
+                )
+            assert writer is not None
+            writer.write(sample)
+        if writer is not None:
+            writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    return fetch.failures
+
+
+class _Keep:
+    """Whether a source sample is the part's, in a shard not complete yet (each shard
+    looked up once)."""
+
+    def __init__(self, part: Part) -> None:
+        self.part = part
+        self.known: dict[int, bool] = {}
+
+    def __call__(self, number: int) -> bool:
+        shard = number // self.part.max_samples
+        if shard % self.part.parts != self.part.part:
+            return False
+        if shard not in self.known:
+            self.known[shard] = complete_shard(self.part.pattern % shard) is None
+        return self.known[shard]
+
+
+def write_parallel(
+    source: str,
+    pattern: str,
+    *,
+    workers: int,
+    max_samples: int,
+    fsync: bool = True,
+    fetch: Fetch | None = None,
+    **options: Any,
+) -> tuple[Manifest, str, list[dict[str, Any]]]:
+    """Write ``source`` into shards of ``max_samples`` with ``workers`` processes; return
+    the manifest, where it was written, and the rows skipped for failures.
+
+    ``options`` are ``samples_from``'s (files, fields, key); ``fetch`` says how each
+    process reads the files an index names.
+
+    Raises:
+        WriteError: a key in two shards, or what a process raised.
+    """
+    if workers < 1 or max_samples < 1:
+        raise ValueError("workers and max_samples must be >= 1")
+    fetch_options = {} if fetch is None else {"workers": fetch.workers, "errors": fetch.errors}
+    parts = [
+        Part(source, pattern, p, workers, max_samples, {**options, "fetch": fetch_options}, fsync)
+        for p in range(workers)
+    ]
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
+        failures = [f for found in pool.map(_write_part, parts) for f in found]
+    indexes: list[tuple[str, ShardIndex]] = []
+    while (index := complete_shard(pattern % len(indexes))) is not None:
+        indexes.append((pattern % len(indexes), index))
+    seen: set[str] = set()
+    for path, index in indexes:
+        repeated = seen.intersection(index.keys)
+        if repeated:
+            raise DuplicateKeyError(f"{path}: sample key {min(repeated)!r} is in another shard too")
+        seen.update(index.keys)
+    if not indexes and os.path.exists(pattern % 0):
+        raise WriteError(f"{pattern % 0} was not completed")
+    manifest_path = default_manifest_path(pattern)
+    manifest = manifest_of(indexes, manifest_path, {"max_samples": max_samples, "max_bytes": None})
+    atomic_write(manifest_path, manifest.to_json().encode("utf-8"), fsync=fsync)
+    return manifest, manifest_path, failures
