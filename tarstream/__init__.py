@@ -64,6 +64,7 @@ if TYPE_CHECKING:  # what the lazy names below are, for type checkers
     from .storage.config import Storage
     from .storage.retry import Retry
     from .world import World
+    from .write.parallel import write_parallel
 
 __version__ = "0.1.0"
 
@@ -100,6 +101,7 @@ _LAZY = {
     "measure_order": "run.quality",
     "merge_states": "run.resume",
     "mix": "run.mixed",
+    "write_parallel": "write.parallel",
 }
 
 
@@ -173,4 +175,5 @@ __all__ = [
     "measure_order",
     "merge_states",
     "mix",
+    "write_parallel",
 ]
