@@ -263,6 +263,7 @@ def test_a_parallel_write_of_an_index_and_its_resume(tmp_path: Path) -> None:
     assert files_under(tmp_path / "many") == files_under(tmp_path / "one")
     (tmp_path / "many" / ".tarstream" / "i-000001.tar.idx").unlink()  # as if stopped there
     (tmp_path / "many" / "_i.manifest.json").unlink()
+    (tmp_path / "many" / ".i-000002.tar.999-0badf00d.partial").write_bytes(b"half a shard")
     assert write_main([str(tmp_path / "part-*.csv"), many, *args, "--workers", "2"]) == 0
     assert files_under(tmp_path / "many") == files_under(tmp_path / "one")
 

@@ -13,19 +13,24 @@ one process but not here). Run again, each process keeps its complete shards.
 from __future__ import annotations
 
 import multiprocessing
-import os
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import DuplicateKeyError, WriteError
+from ..errors import DuplicateKeyError
 from ..format.manifest import Manifest
 from ..format.sidecar import ShardIndex
 from ..storage.files import atomic_write
 from .index_file import Fetch
 from .sources import samples_from
-from .writer import ShardWriter, complete_shard, default_manifest_path, manifest_of
+from .writer import (
+    ShardWriter,
+    complete_shard,
+    default_manifest_path,
+    manifest_of,
+    remove_temporaries,
+)
 
 __all__ = ["Part", "write_parallel"]
 
@@ -116,7 +121,8 @@ def write_parallel(
     process reads the files an index names.
 
     Raises:
-        WriteError: a key in two shards, or what a process raised.
+        DuplicateKeyError: a key in two shards.
+        WriteError: what a process raised.
     """
     if workers < 1 or max_samples < 1:
         raise ValueError("workers and max_samples must be >= 1")
@@ -125,6 +131,7 @@ def write_parallel(
         Part(source, pattern, p, workers, max_samples, {**options, "fetch": fetch_options}, fsync)
         for p in range(workers)
     ]
+    remove_temporaries(pattern)  # of a run that was stopped
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
         failures = [f for found in pool.map(_write_part, parts) for f in found]
@@ -137,8 +144,6 @@ def write_parallel(
         if repeated:
             raise DuplicateKeyError(f"{path}: sample key {min(repeated)!r} is in another shard too")
         seen.update(index.keys)
-    if not indexes and os.path.exists(pattern % 0):
-        raise WriteError(f"{pattern % 0} was not completed")
     manifest_path = default_manifest_path(pattern)
     manifest = manifest_of(indexes, manifest_path, {"max_samples": max_samples, "max_bytes": None})
     atomic_write(manifest_path, manifest.to_json().encode("utf-8"), fsync=fsync)

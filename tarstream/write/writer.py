@@ -29,6 +29,7 @@ __all__ = [
     "complete_shard",
     "default_manifest_path",
     "manifest_of",
+    "remove_temporaries",
 ]
 
 _PLACEHOLDER = re.compile(r"%(?:0?\d+)?d")
@@ -176,11 +177,7 @@ class ShardWriter:
         for leftover in (path, sidecar_url(path)):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(leftover)
-        directory = os.path.dirname(self.pattern) or "."
-        prefix = os.path.basename(self.pattern).split("%", 1)[0]
-        for name in os.listdir(directory) if os.path.isdir(directory) else []:
-            if name.startswith("." + prefix) and name.endswith(".partial"):
-                os.unlink(os.path.join(directory, name))
+        remove_temporaries(self.pattern)
         return self._written
 
     @property
@@ -378,3 +375,13 @@ def manifest_of(
         sidecar_dir=SIDECAR_DIR,
         writer={"tool": "tarstream.ShardWriter", **limits},
     )
+
+
+def remove_temporaries(pattern: str) -> None:
+    """Remove the temporary files an earlier write to ``pattern`` left (it was stopped)."""
+    directory = os.path.dirname(pattern) or "."
+    prefix = "." + os.path.basename(pattern).split("%", 1)[0]
+    for name in os.listdir(directory) if os.path.isdir(directory) else []:
+        if name.startswith(prefix) and name.endswith(".partial"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(directory, name))
