@@ -64,7 +64,9 @@ if TYPE_CHECKING:  # what the lazy names below are, for type checkers
     from .storage.config import Storage
     from .storage.retry import Retry
     from .world import World
-    from .write.parallel import write_parallel
+    from .write.merge import merge_manifests
+    from .write.parallel import write_parallel, write_part
+    from .write.sources import write_samples
 
 __version__ = "0.1.0"
 
@@ -101,7 +103,10 @@ _LAZY = {
     "measure_order": "run.quality",
     "merge_states": "run.resume",
     "mix": "run.mixed",
+    "merge_manifests": "write.merge",
     "write_parallel": "write.parallel",
+    "write_part": "write.parallel",
+    "write_samples": "write.sources",
 }
 
 
@@ -173,7 +178,10 @@ __all__ = [
     "WriteProgress",
     "__version__",
     "measure_order",
+    "merge_manifests",
     "merge_states",
     "mix",
     "write_parallel",
+    "write_part",
+    "write_samples",
 ]

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 import tarstream
-from tarstream.cli import write_main
+from tarstream.cli import main, write_main
 
 from .conftest import files_under
 from .remote_helpers import ranged_http_server, serve
@@ -275,3 +275,69 @@ def test_parallel_writing_needs_fixed_shard_sizes(
     out = str(tmp_path / "o" / "d-%06d.tar")
     assert write_main([str(src), out, "--workers", "2", "--max-bytes", "1MB"]) == 2
     assert "--max-samples" in capsys.readouterr().err
+
+
+def test_parts_written_apart_and_merged_are_the_one_process_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = _source_tree(tmp_path, 73)
+    assert write_main([str(src), str(tmp_path / "one" / "d-%06d.tar"), "--max-samples", "8"]) == 0
+    out = str(tmp_path / "parts" / "d-%06d.tar")
+    for part in (2, 0, 1):  # in any order, as machines finish
+        assert write_main([str(src), out, "--max-samples", "8", "--part", f"{part}/3"]) == 0
+    merged = str(tmp_path / "parts" / "_d.manifest.json")
+    assert (
+        main(["merge", str(tmp_path / "parts" / "_d.part-*.manifest.json"), "--output", merged])
+        == 0
+    )
+    one, parts = files_under(tmp_path / "one"), files_under(tmp_path / "parts")
+    assert {n: b for n, b in parts.items() if ".part-" not in n and "manifest" not in n} == {
+        n: b for n, b in one.items() if "manifest" not in n
+    }
+    whole = json.loads(one["_d.manifest.json"])
+    again = json.loads(parts["_d.manifest.json"])
+    for key in ("shards", "samples", "sizes", "fields", "total_samples"):
+        assert again[key] == whole[key]
+    assert [s["__key__"] for s in tarstream.TarStream(merged)] == [f"{i:04d}" for i in range(73)]
+    capsys.readouterr()
+    assert main(["merge", merged, merged, "--output", str(tmp_path / "x.json")]) == 1
+    assert "more than one manifest" in capsys.readouterr().err
+
+
+def test_a_hugging_face_dataset_is_a_source(tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    np = pytest.importorskip("numpy")
+    from PIL import Image
+
+    images = [Image.fromarray(np.full((4, 5, 3), i * 40, np.uint8)) for i in range(5)]
+    ds = datasets.Dataset.from_dict(
+        {
+            "id": [f"r{i}" for i in range(5)],
+            "image": images,
+            "label": [i % 2 for i in range(5)],
+            "caption": [f"c{i}" if i != 3 else None for i in range(5)],
+        }
+    )
+    writer = tarstream.write_samples(
+        ds,
+        str(tmp_path / "h-%06d.tar"),
+        key="id",
+        fields={"image": "png", "label": "cls", "caption": "txt"},
+        max_samples=2,
+    )
+    assert len(writer.shards) == 3 and writer.manifest().total_samples == 5
+    got = list(tarstream.TarStream(str(tmp_path / "_h.manifest.json")).decode("rgb8"))
+    assert [s["__key__"] for s in got] == [f"r{i}" for i in range(5)]
+    assert [int(s["png"][0, 0, 0]) for s in got] == [0, 40, 80, 120, 160]
+    assert [s["cls"] for s in got] == [0, 1, 0, 1, 0] and "txt" not in got[3]
+    # run again with resume: nothing new, the same shards
+    before = files_under(tmp_path)
+    tarstream.write_samples(
+        ds,
+        str(tmp_path / "h-%06d.tar"),
+        key="id",
+        fields={"image": "png", "label": "cls", "caption": "txt"},
+        max_samples=2,
+        resume=True,
+    )
+    assert files_under(tmp_path) == before

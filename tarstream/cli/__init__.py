@@ -8,6 +8,7 @@ Argument parsing and printing only; the work is ``tarstream.write``'s and
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import sys
 from collections import Counter
@@ -18,6 +19,7 @@ from ..errors import ArgumentError, TarstreamError
 from ..plan.specs import resolve_shards
 from ..read.inspect import ShardSummary, find_sample, summarize, verify
 from ..write.indexer import index_shards
+from ..write.merge import merge_manifests
 from ..write.progress import Progress
 from .write import add_write_arguments, parse_size, run_write
 
@@ -141,6 +143,18 @@ def _version(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('tarstream')}")
 
 
+def _run_merge(args: argparse.Namespace) -> int:
+    paths = [p for pattern in args.manifests for p in sorted(glob.glob(pattern)) or [pattern]]
+    manifest = merge_manifests(paths, args.output, by_name=not args.in_order)
+    print(args.output)
+    print(
+        f"merged {len(paths)} manifests: {manifest.total_samples:,} samples in "
+        f"{len(manifest.shards):,} shards",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def _run_keys(args: argparse.Namespace) -> int:
     from ..run.mapped import ShardDataset
 
@@ -206,6 +220,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     quality.add_argument("--shuffle", type=int, default=0, help="shuffle buffer size")
     quality.add_argument("--seed", type=int, default=0)
     quality.add_argument("--epoch", type=int, default=0)
+    merge = commands.add_parser(
+        "merge", help="one manifest from the manifests of a write's parts (no shard read)"
+    )
+    merge.add_argument("manifests", nargs="+", help="the parts' manifests (globs allowed)")
+    merge.add_argument("--output", required=True, help="the manifest to write")
+    merge.add_argument(
+        "--in-order", action="store_true", help="keep the order given (default: by shard name)"
+    )
     keys = commands.add_parser("keys", help="build the key index that key lookups use")
     keys.add_argument("source", help="a manifest (the index goes beside it) or a pattern")
     keys.add_argument("--output", default=None, help="where to write it (local path)")
@@ -218,6 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "verify": _run_verify,
         "cat": _run_cat,
         "keys": _run_keys,
+        "merge": _run_merge,
         "quality": _run_quality,
     }
     return _guard(runs[args.command], args)

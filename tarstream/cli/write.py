@@ -13,7 +13,7 @@ from typing import Any
 from ..format.manifest import compress_names
 from ..storage.files import atomic_write
 from ..write.index_file import Fetch
-from ..write.parallel import write_parallel
+from ..write.parallel import write_parallel, write_part
 from ..write.progress import Progress
 from ..write.sources import samples_from
 from ..write.writer import ShardWriter
@@ -56,6 +56,13 @@ def _add_fetch_and_resume_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="write with N processes (needs --max-samples and no --max-bytes: the shards "
         "are the same as with one)",
+    )
+    parser.add_argument(
+        "--part",
+        default=None,
+        metavar="I/N",
+        help="write part I of N (from 0) in this process, on its own machine; then "
+        "`tarstream merge` the parts' manifests (needs --max-samples, no --max-bytes)",
     )
     parser.add_argument(
         "--overwrite",
@@ -130,7 +137,7 @@ def run_write(args: argparse.Namespace) -> int:
     if args.fetch_workers < 1:
         raise ValueError(f"--fetch-workers must be >= 1, got {args.fetch_workers}")
     fetch = Fetch(workers=args.fetch_workers, errors=args.on_error)
-    if args.workers != 1:
+    if args.workers != 1 or args.part is not None:
         return _run_parallel_write(args, fetch)
     progress = Progress(sys.stderr)
     writer = ShardWriter(
@@ -181,13 +188,10 @@ def run_write(args: argparse.Namespace) -> int:
 
 def _run_parallel_write(args: argparse.Namespace, fetch: Fetch) -> int:
     if args.workers < 1 or args.max_samples is None or args.max_bytes is not None:
-        raise ValueError("--workers N needs N >= 1 and --max-samples, without --max-bytes")
+        raise ValueError("--workers and --part need --max-samples, without --max-bytes")
     if args.overwrite:
         raise ValueError("--overwrite is for one process: remove the output first")
-    manifest, path, failures = write_parallel(
-        args.source,
-        args.output,
-        workers=args.workers,
+    options: dict[str, Any] = dict(
         max_samples=args.max_samples,
         fsync=not args.no_fsync,
         fetch=fetch,
@@ -195,10 +199,23 @@ def _run_parallel_write(args: argparse.Namespace, fetch: Fetch) -> int:
         fields=_pairs(args.field, "--field", False),
         key=args.key,
     )
+    if args.part is not None:
+        part, _, parts = args.part.partition("/")
+        if not (part.isdigit() and parts.isdigit()):
+            raise ValueError(f"--part takes I/N, got {args.part!r}")
+        manifest, path, failures = write_part(
+            args.source, args.output, part=int(part), parts=int(parts), **options
+        )
+        how = f"part {part} of {parts}"
+    else:
+        manifest, path, failures = write_parallel(
+            args.source, args.output, workers=args.workers, **options
+        )
+        how = f"{args.workers} processes"
     print(os.path.join(os.path.dirname(args.output), str(brace(manifest.shards))))
     print(
         f"wrote {manifest.total_samples:,} samples in {len(manifest.shards):,} shards with "
-        f"{args.workers} processes; manifest {path}",
+        f"{how}; manifest {path}",
         file=sys.stderr,
     )
     fetch.failures.extend(failures)

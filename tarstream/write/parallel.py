@@ -23,6 +23,7 @@ from ..format.manifest import Manifest
 from ..format.sidecar import ShardIndex
 from ..storage.files import atomic_write
 from .index_file import Fetch
+from .merge import part_manifest_path
 from .sources import samples_from
 from .writer import (
     ShardWriter,
@@ -32,7 +33,7 @@ from .writer import (
     remove_temporaries,
 )
 
-__all__ = ["Part", "write_parallel"]
+__all__ = ["Part", "write_parallel", "write_part"]
 
 
 @dataclass(frozen=True)
@@ -148,3 +149,38 @@ def write_parallel(
     manifest = manifest_of(indexes, manifest_path, {"max_samples": max_samples, "max_bytes": None})
     atomic_write(manifest_path, manifest.to_json().encode("utf-8"), fsync=fsync)
     return manifest, manifest_path, failures
+
+
+def write_part(
+    source: str,
+    pattern: str,
+    *,
+    part: int,
+    parts: int,
+    max_samples: int,
+    fsync: bool = True,
+    fetch: Fetch | None = None,
+    **options: Any,
+) -> tuple[Manifest, str, list[dict[str, Any]]]:
+    """Write part ``part`` of ``parts`` of ``source`` in this process (the shards a process
+    of ``write_parallel`` would), for a launcher that runs each part on its own machine
+    (a Slurm array, a torchrun rank); write its manifest beside the whole one
+    (``part_manifest_path``) for ``merge_manifests``. Return that manifest, its path and
+    the rows skipped for failures."""
+    if not 0 <= part < parts or max_samples < 1:
+        raise ValueError(f"part must be in 0..{parts - 1} and max_samples >= 1")
+    fetch_options = {} if fetch is None else {"workers": fetch.workers, "errors": fetch.errors}
+    remove_temporaries(pattern)
+    job = Part(
+        source, pattern, part, parts, max_samples, {**options, "fetch": fetch_options}, fsync
+    )
+    failures = _write_part(job)
+    indexes: list[tuple[str, ShardIndex]] = []
+    shard = part
+    while (index := complete_shard(pattern % shard)) is not None:
+        indexes.append((pattern % shard, index))
+        shard += parts
+    path = part_manifest_path(default_manifest_path(pattern), part, parts)
+    manifest = manifest_of(indexes, path, {"max_samples": max_samples, "max_bytes": None})
+    atomic_write(path, manifest.to_json().encode("utf-8"), fsync=fsync)
+    return manifest, path, failures

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import glob
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +12,9 @@ from ..format.braces import expand
 from .directory import directory_samples
 from .index_file import INDEX_SUFFIXES, Fetch, after_key, index_rows, index_samples, numbered
 from .repack import shard_samples
+from .writer import ShardWriter
 
-__all__ = ["samples_from"]
+__all__ = ["iterable_samples", "samples_from", "write_samples"]
 
 _SHARD_SUFFIXES = (".tar", ".json")
 
@@ -98,3 +99,48 @@ def _listed(
     if not path.is_file():
         raise WriteError(f"list file {path} does not exist")
     return index_samples([path], {"file": None}, "__key__", {}, fetch, after, keep)
+
+
+def iterable_samples(
+    items: Iterable[Mapping[str, Any]],
+    *,
+    key: str | None = None,
+    fields: Mapping[str, str] | None = None,
+    after: str | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Samples from rows of a Python iterable (dicts; a Hugging Face ``datasets.Dataset``
+    gives them): the key from column ``key``, else ``__key__``, else the row number; every
+    other column a field, named by ``fields`` or after the column (values are encoded by
+    the field's extension: name an image column ``jpg`` or ``png``); None values left out."""
+    rename = fields or {}
+
+    def sample_of(number: int, row: Mapping[str, Any]) -> dict[str, Any]:
+        if key is not None and row.get(key) in (None, ""):
+            raise WriteError(f"row {number + 1} has no value in key column {key!r}")
+        name = row[key] if key is not None else row.get("__key__", f"{number:09d}")
+        out: dict[str, Any] = {"__key__": str(name)}
+        for column, value in row.items():
+            if column not in (key, "__key__") and value is not None:
+                out[rename.get(column, column)] = value
+        return out
+
+    samples = (sample_of(n, row) for n, row in enumerate(items))
+    return after_key(samples, after, lambda s: s["__key__"], "the iterable")
+
+
+def write_samples(
+    items: Iterable[Mapping[str, Any]],
+    pattern: str,
+    *,
+    key: str | None = None,
+    fields: Mapping[str, str] | None = None,
+    **options: Any,
+) -> ShardWriter:
+    """Write the rows of ``items`` (see ``iterable_samples``) with a ``ShardWriter`` made
+    with ``options`` (``max_samples``, ``resume``, ...); return the closed writer (its
+    ``manifest()``, ``shards``, ``progress``). With ``resume=True`` a write run again goes on
+    after the last sample it kept."""
+    with ShardWriter(pattern, **options) as writer:
+        for sample in iterable_samples(items, key=key, fields=fields, after=writer.resumed_after):
+            writer.write(sample)
+    return writer
