@@ -66,6 +66,7 @@ if TYPE_CHECKING:  # what the lazy names below are, for type checkers
     from .world import World
     from .write.merge import merge_manifests
     from .write.parallel import write_parallel, write_part
+    from .write.ray_write import write_with_ray
     from .write.sources import write_samples
 
 __version__ = "0.1.0"
@@ -107,6 +108,7 @@ _LAZY = {
     "write_parallel": "write.parallel",
     "write_part": "write.parallel",
     "write_samples": "write.sources",
+    "write_with_ray": "write.ray_write",
 }
 
 
@@ -184,4 +186,5 @@ __all__ = [
     "write_parallel",
     "write_part",
     "write_samples",
+    "write_with_ray",
 ]

@@ -341,3 +341,25 @@ def test_a_hugging_face_dataset_is_a_source(tmp_path: Path) -> None:
         resume=True,
     )
     assert files_under(tmp_path) == before
+
+
+@pytest.mark.slow
+def test_a_write_with_ray_tasks_is_the_one_process_write(tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray")
+    src = _source_tree(tmp_path, 41)
+    assert write_main([str(src), str(tmp_path / "one" / "d-%06d.tar"), "--max-samples", "8"]) == 0
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    try:
+        manifest = tarstream.write_with_ray(
+            str(src), str(tmp_path / "ray" / "d-%06d.tar"), parts=3, max_samples=8
+        )
+    finally:
+        ray.shutdown()
+    assert manifest.total_samples == 41
+    one, written = files_under(tmp_path / "one"), files_under(tmp_path / "ray")
+    assert {n: b for n, b in written.items() if "manifest" not in n} == {
+        n: b for n, b in one.items() if "manifest" not in n
+    }
+    assert [
+        s["__key__"] for s in tarstream.TarStream(str(tmp_path / "ray" / "_d.manifest.json"))
+    ] == [f"{i:04d}" for i in range(41)]
