@@ -15,7 +15,7 @@ from ..storage.files import atomic_write
 from ..write.index_file import Fetch
 from ..write.parallel import write_parallel, write_part
 from ..write.progress import Progress
-from ..write.sources import samples_from
+from ..write.sources import samples_from, source_size
 from ..write.writer import ShardWriter
 
 __all__ = ["add_write_arguments", "brace", "parse_size", "run_write"]
@@ -139,7 +139,7 @@ def run_write(args: argparse.Namespace) -> int:
     fetch = Fetch(workers=args.fetch_workers, errors=args.on_error)
     if args.workers != 1 or args.part is not None:
         return _run_parallel_write(args, fetch)
-    progress = Progress(sys.stderr)
+    progress = Progress(sys.stderr, samples=source_size(args.source))
     writer = ShardWriter(
         args.output,
         max_samples=args.max_samples,

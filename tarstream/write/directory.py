@@ -11,7 +11,7 @@ from typing import Any
 from ..format.keys import split_member_name
 from .index_file import after_key, numbered
 
-__all__ = ["directory_samples"]
+__all__ = ["directory_groups", "directory_samples"]
 
 
 def directory_samples(
@@ -24,6 +24,17 @@ def directory_samples(
     ``after`` on (the files of those before are not read); files without a ``KEY.FIELD``
     name, and hidden files, are appended to ``skipped``; ``keep``: only the samples whose
     number it accepts."""
+    groups = directory_groups(root, skipped)
+    for key in after_key(numbered(sorted(groups), keep), after, str, str(root)):
+        sample: dict[str, Any] = {"__key__": key}
+        for field, path in groups[key].items():
+            sample[field] = path.read_bytes()
+        yield sample
+
+
+def directory_groups(root: Path, skipped: list[str]) -> dict[str, dict[str, Path]]:
+    """Each key's files by field; files without a ``KEY.FIELD`` name, and hidden files,
+    are appended to ``skipped``."""
     groups: dict[str, dict[str, Path]] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
@@ -35,8 +46,4 @@ def directory_samples(
                 skipped.append(rel)
                 continue
             groups.setdefault(parts[0], {})[parts[1]] = path
-    for key in after_key(numbered(sorted(groups), keep), after, str, str(root)):
-        sample: dict[str, Any] = {"__key__": key}
-        for field, path in groups[key].items():
-            sample[field] = path.read_bytes()
-        yield sample
+    return groups

@@ -13,10 +13,13 @@ class Progress:
     rate and, with a known ``shards`` total, ETA) where tqdm is installed (the ``progress``
     extra), else one rewritten line of counts.
 
-    With ``shards`` the bar counts shards out of that total, else samples.
+    With ``shards`` the bar counts shards out of that total, else samples (out of
+    ``samples``, where the source knows how many it holds: then with an ETA too).
     """
 
-    def __init__(self, stream: TextIO, *, shards: int | None = None) -> None:
+    def __init__(
+        self, stream: TextIO, *, shards: int | None = None, samples: int | None = None
+    ) -> None:
         self.stream = stream
         self.enabled = stream.isatty()
         self.total = shards
@@ -28,7 +31,8 @@ class Progress:
             except ImportError:
                 return
             unit = " shards" if shards is not None else " samples"
-            self._bar = tqdm(total=shards, unit=unit, file=stream, dynamic_ncols=True)
+            total = shards if shards is not None else samples
+            self._bar = tqdm(total=total, unit=unit, file=stream, dynamic_ncols=True)
 
     def update(self, samples: int, shards: int, force: bool = False, extra: str = "") -> None:
         """Show the counts; ``extra``: more to show after them (bytes, failures)."""

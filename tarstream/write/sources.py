@@ -9,12 +9,12 @@ from typing import Any
 
 from ..errors import WriteError
 from ..format.braces import expand
-from .directory import directory_samples
+from .directory import directory_groups, directory_samples
 from .index_file import INDEX_SUFFIXES, Fetch, after_key, index_rows, index_samples, numbered
 from .repack import shard_samples
 from .writer import ShardWriter
 
-__all__ = ["iterable_samples", "samples_from", "write_samples"]
+__all__ = ["iterable_samples", "samples_from", "source_size", "write_samples"]
 
 _SHARD_SUFFIXES = (".tar", ".json")
 
@@ -72,6 +72,26 @@ def samples_from(
         f"{source}: not a directory, an index file ({', '.join(INDEX_SUFFIXES)}), a list "
         "(.txt) or shards (.tar pattern, manifest .json)"
     )
+
+
+def source_size(source: str) -> int | None:
+    """How many rows ``source`` holds, where that is cheap to know (Parquet metadata, a
+    list's lines, a directory's keys); None otherwise (CSV and JSON lines are not read
+    twice)."""
+    path = Path(source)
+    try:
+        if path.is_dir():
+            return len(directory_groups(path, []))
+        if source.endswith(".txt") and path.is_file():
+            return sum(1 for line in path.open(encoding="utf-8") if line.strip())
+        parts = _index_parts(source)
+        if parts and all(p.suffix == ".parquet" for p in parts):
+            import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+            return int(sum(pq.ParquetFile(p).metadata.num_rows for p in parts))
+    except (ImportError, OSError, WriteError):
+        return None
+    return None
 
 
 def _index_parts(source: str) -> list[Path]:
