@@ -96,6 +96,10 @@ class Stage(Generic[T]):
         first of each a source, such as a shard list), connected with this stage."""
         return {}
 
+    def input_context(self, name: str, context: Context) -> Context:
+        """The context the named source ``name`` is connected in (default: the stage's)."""
+        return context
+
     # -- what the base class owns --------------------------------------------------------
     def __iter__(self) -> Iterator[T]:
         self.reset(self._initial_state)
@@ -136,7 +140,12 @@ class Stage(Generic[T]):
         clone = copy.copy(self)
         clone.source = source
         clone.sources = {self.SOURCE_KEY: source} if source is not None else {}
-        clone.sources.update({name: connect_chain(chain, context) for name, chain in named.items()})
+        clone.sources.update(
+            {
+                name: connect_chain(chain, self.input_context(name, context))
+                for name, chain in named.items()
+            }
+        )
         clone.context = context
         clone._initial_state = None
         clone._started = False

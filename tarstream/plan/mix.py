@@ -123,13 +123,10 @@ class Mix(Stage[Any]):
     def inputs(self) -> Mapping[str, Sequence[Stage[Any]]]:
         return self.chains
 
-    def connect(self, source: Stage[Any] | None, context: Context) -> Stage[Any]:
-        """A copy whose sources are connected in ``context``'s world, each with its own
-        seed (its shuffles are those it has alone)."""
-        clone = super().connect(source, context)
-        for name in self.names:
-            clone.sources[name] = connect_chain(self.chains[name], self._own(name, 0, context))
-        return clone
+    def input_context(self, name: str, context: Context) -> Context:
+        """Each source is connected in the mix's world with its own seed (its shuffles are
+        those it has alone)."""
+        return self._own(name, 0, context)
 
     def _own(self, name: str, loops: int, context: Context) -> Context:
         """The context of source ``name`` in its epoch after ``loops`` restarts (after an
