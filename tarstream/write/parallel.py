@@ -12,6 +12,7 @@ one process but not here). Run again, each process keeps its complete shards.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -47,6 +48,7 @@ class Part:
     max_samples: int
     options: dict[str, Any] = field(default_factory=dict)
     fsync: bool = True
+    fetch: Fetch = field(default_factory=Fetch)
 
     def shards(self) -> Iterator[int]:
         """This part's shard numbers that are not complete yet, in order."""
@@ -59,9 +61,8 @@ class Part:
 
 def _write_part(part: Part) -> list[dict[str, Any]]:
     """Write one part's shards; return the rows its source skipped for failures."""
-    fetch = Fetch(**part.options.get("fetch", {}))
-    options = {k: v for k, v in part.options.items() if k != "fetch"}
-    samples = samples_from(part.source, keep=_Keep(part), fetch=fetch, **options)
+    fetch = dataclasses.replace(part.fetch, failures=[])
+    samples = samples_from(part.source, keep=_Keep(part), fetch=fetch, **part.options)
     shards = part.shards()
     writer: ShardWriter | None = None
     try:
@@ -127,9 +128,9 @@ def write_parallel(
     """
     if workers < 1 or max_samples < 1:
         raise ValueError("workers and max_samples must be >= 1")
-    fetch_options = {} if fetch is None else {"workers": fetch.workers, "errors": fetch.errors}
+    fetch = fetch or Fetch()
     parts = [
-        Part(source, pattern, p, workers, max_samples, {**options, "fetch": fetch_options}, fsync)
+        Part(source, pattern, p, workers, max_samples, options, fsync, fetch)
         for p in range(workers)
     ]
     remove_temporaries(pattern)  # of a run that was stopped
@@ -169,11 +170,8 @@ def write_part(
     the rows skipped for failures."""
     if not 0 <= part < parts or max_samples < 1:
         raise ValueError(f"part must be in 0..{parts - 1} and max_samples >= 1")
-    fetch_options = {} if fetch is None else {"workers": fetch.workers, "errors": fetch.errors}
     remove_temporaries(pattern)
-    job = Part(
-        source, pattern, part, parts, max_samples, {**options, "fetch": fetch_options}, fsync
-    )
+    job = Part(source, pattern, part, parts, max_samples, options, fsync, fetch or Fetch())
     failures = _write_part(job)
     indexes: list[tuple[str, ShardIndex]] = []
     shard = part

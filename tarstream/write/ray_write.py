@@ -22,8 +22,7 @@ __all__ = ["write_with_ray"]
 
 
 def _task(source: str, pattern: str, part: int, parts: int, options: dict[str, Any]) -> str:
-    fetch = Fetch(**options.pop("fetch"))
-    _, path, failures = write_part(source, pattern, part=part, parts=parts, fetch=fetch, **options)
+    _, path, failures = write_part(source, pattern, part=part, parts=parts, **options)
     if failures:
         raise WriteError(f"part {part}: {len(failures)} rows could not be read: {failures[:3]}")
     return path
@@ -48,12 +47,7 @@ def write_with_ray(
         raise WriteError("writing with Ray needs ray: pip install 'tarstream[ray]'") from None
     fetch = fetch or Fetch()
     task = ray.remote(_task)
-    settings = {
-        **options,
-        "max_samples": max_samples,
-        "fsync": fsync,
-        "fetch": {"workers": fetch.workers, "errors": fetch.errors},
-    }
+    settings = {**options, "max_samples": max_samples, "fsync": fsync, "fetch": fetch}
     refs = [task.remote(source, pattern, part, parts, dict(settings)) for part in range(parts)]
     paths = ray.get(refs)
     return merge_manifests(paths, default_manifest_path(pattern), fsync=fsync)
