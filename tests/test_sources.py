@@ -268,6 +268,25 @@ def test_a_parallel_write_of_an_index_and_its_resume(tmp_path: Path) -> None:
     assert files_under(tmp_path / "many") == files_under(tmp_path / "one")
 
 
+def test_an_index_of_values_only_is_written_when_it_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [{"txt": f"text {i}", "cls": i % 3, "json": {"id": i}} for i in range(7)]
+    index = tmp_path / "texts.jsonl"
+    index.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = str(tmp_path / "one" / "t-%06d.tar")
+    assert write_main([str(index), out, "--max-samples", "3"]) == 1  # paths as text? no
+    assert "--no-files" in capsys.readouterr().err
+    assert write_main([str(index), out, "--max-samples", "3", "--no-files"]) == 0
+    written = _read(str(tmp_path / "one" / "_t.manifest.json"))
+    assert written == [{"__key__": f"{i:09d}", **r} for i, r in enumerate(rows)]
+    many = str(tmp_path / "many" / "t-%06d.tar")
+    assert write_main([str(index), many, "--max-samples", "3", "--no-files", "--workers", "2"]) == 0
+    assert files_under(tmp_path / "many") == files_under(tmp_path / "one")
+    python = list(tarstream.write.sources.samples_from(str(index), files={}))
+    assert [{k: v for k, v in s.items() if k != "__key__"} for s in python] == rows
+
+
 def test_parallel_writing_needs_fixed_shard_sizes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -4,6 +4,7 @@
     python3 tools/dev.py quickstart   # write shards from a small sample, stream them back
     python3 tools/dev.py test         # ruff, mypy and the whole test suite
     python3 tools/dev.py bench ARGS   # a benchmark from tools/ (see tools/bench.py)
+    python3 tools/dev.py bench peers  # beside litdata, MosaicML, webdataset (.venv-peers)
 
 Each command creates ``.venv`` in the repository on first use (Python >= 3.10 and pip are
 all it needs) and reuses it while ``pyproject.toml`` and ``constraints.txt`` are unchanged.
@@ -64,6 +65,53 @@ def ensure_venv() -> None:
     STAMP.write_text(fingerprint)
 
 
+PEERS = ROOT / ".venv-peers"
+PEERS_REQUIREMENTS = ROOT / "tools" / "peers-requirements.txt"
+#: MosaicML imports torchvision's VisionDataset and to_tensor when imported; no torchvision
+#: build matches this torch, so the peers' environment has these stand-ins (unused here).
+TORCHVISION_STUB = {
+    "__init__.py": '"""Stand-in: no torchvision build matches this torch."""\n',
+    "datasets/__init__.py": "class VisionDataset:\n    pass\n",
+    "transforms/__init__.py": "",
+    "transforms/functional.py": "def to_tensor(x):\n    raise NotImplementedError\n",
+}
+
+
+def ensure_peers_venv() -> Path:
+    """Create or refresh .venv-peers: litdata, MosaicML streaming, webdataset, tarstream."""
+    python = PEERS / BIN.name / PYTHON.name
+    stamp = PEERS / ".tarstream-installed"
+    fingerprint = hashlib.sha256(PEERS_REQUIREMENTS.read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text() == fingerprint and python.exists():
+        return python
+    if not python.exists():
+        venv.EnvBuilder(with_pip=True).create(PEERS)
+    print(f"installing the peers into {PEERS.name}/ (first run takes minutes)", flush=True)
+    pip = [str(python), "-m", "pip", "--disable-pip-version-check"]
+    log = PEERS / "install.log"
+    with open(log, "w") as out:
+        steps = [
+            [*pip, "install", "-r", str(PEERS_REQUIREMENTS), "-e", str(ROOT)],
+            [*pip, "uninstall", "-y", "torchvision"],
+        ]
+        for step in steps:
+            if subprocess.run(step, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT).returncode:
+                sys.stdout.write(log.read_text()[-5000:])
+                sys.exit(f"setting up {PEERS.name} failed; full log in {log}")
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    for name, text in TORCHVISION_STUB.items():
+        path = Path(site) / "torchvision" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    stamp.write_text(fingerprint)
+    return python
+
+
 def run(*args: str) -> int:
     return subprocess.run([str(PYTHON), *args], cwd=ROOT).returncode
 
@@ -73,6 +121,10 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 2
     command, rest = argv[0], argv[1:]
+    if command == "bench" and rest[:1] == ["peers"]:
+        peers = ensure_peers_venv()
+        script = str(ROOT / "tools" / "bench_peers.py")
+        return subprocess.run([str(peers), script, *rest[1:]], cwd=ROOT).returncode
     ensure_venv()
     if command == "setup":
         return 0

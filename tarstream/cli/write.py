@@ -48,6 +48,13 @@ def _pairs(values: Sequence[str], option: str, optional_value: bool) -> dict[str
     return out
 
 
+def _file_columns(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The index's file columns: those ``--file`` names, none with ``--no-files``."""
+    if args.no_files and args.file:
+        raise SystemExit("--no-files and --file exclude each other")
+    return {} if args.no_files else _pairs(args.file, "--file", optional_value=True) or None
+
+
 def _add_fetch_and_resume_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers",
@@ -117,6 +124,11 @@ def add_write_arguments(parser: argparse.ArgumentParser) -> None:
         "the file's extension (repeatable)",
     )
     parser.add_argument(
+        "--no-files",
+        action="store_true",
+        help="the index names no files: every column is a field (texts, labels, metadata)",
+    )
+    parser.add_argument(
         "--field",
         action="append",
         default=[],
@@ -151,7 +163,7 @@ def run_write(args: argparse.Namespace) -> int:
         print(f"resuming after {writer.resumed:,} samples already written", file=sys.stderr)
     samples = samples_from(
         args.source,
-        files=_pairs(args.file, "--file", optional_value=True),
+        files=_file_columns(args),
         fields=_pairs(args.field, "--field", False),
         key=args.key,
         skipped=skipped,
@@ -195,7 +207,7 @@ def _run_parallel_write(args: argparse.Namespace, fetch: Fetch) -> int:
         max_samples=args.max_samples,
         fsync=not args.no_fsync,
         fetch=fetch,
-        files=_pairs(args.file, "--file", optional_value=True),
+        files=_file_columns(args),
         fields=_pairs(args.field, "--field", False),
         key=args.key,
     )

@@ -50,12 +50,27 @@ from .extensions import (
 __all__ = ["encode_field"]
 
 
+#: Compact JSON; one encoder for all calls (``json.dumps`` with options makes one per call).
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def encode_field(key: str, field: str, value: Any) -> bytes:
     """Return the bytes stored for ``value`` in member ``key.field``."""
+    ext = extension(field)
+    kind = type(value)
     try:
-        if extension(field) == "gz":
+        if kind is bytes and ext != "gz":  # the usual values first, the same bytes as below
+            return value  # type: ignore[no-any-return]
+        plain = KINDS.get(ext)
+        if kind is str and ext != "gz" and plain != TORCH:
+            return value.encode("utf-8")  # type: ignore[no-any-return]
+        if kind is int and plain == CLASS:
+            return b"%d" % value
+        if (kind is dict or kind is list) and plain == JSON:
+            return _JSON.encode(value).encode("utf-8")
+        if ext == "gz":
             return _gzipped(field[: -len(".gz")], value)
-        return _encode(extension(field), value)
+        return _encode(ext, value)
     except EncodeError as e:
         raise EncodeError(f"sample {key!r}: field {field!r}: {e}") from None
     except (TypeError, ValueError, OSError, RuntimeError) as e:
@@ -126,7 +141,7 @@ def _encode_structured(ext: str, value: Any) -> bytes:
     if isinstance(value, (dict, list, tuple)):
         if kind == MSGPACK:
             return bytes(msgpack.packb(value, use_bin_type=True))
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return _JSON.encode(value).encode("utf-8")
     image_type = _pil_image_type()
     if image_type is not None and isinstance(value, image_type):
         if kind != IMAGE:

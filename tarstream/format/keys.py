@@ -7,6 +7,8 @@ component, the field is the rest (``a/b/0001.seg.png`` is key ``a/b/0001``, fiel
 
 from __future__ import annotations
 
+import re
+
 from ..errors import InvalidKeyError
 
 __all__ = [
@@ -54,8 +56,13 @@ def unsafe_key(key: str) -> str | None:
     return None
 
 
+#: ASCII components of letters, digits, ``_`` and ``-``, joined by ``/``; dots before the last.
+_PLAIN_KEY = re.compile(r"(?:[\w\-]+(?:\.[\w\-]+)*/)*[\w\-]+", re.ASCII)
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
 def _has_control(text: str) -> bool:
-    return any(ord(c) < 32 or ord(c) == 127 for c in text)
+    return _CONTROL.search(text) is not None
 
 
 def validate_key(key: object) -> str:
@@ -65,6 +72,8 @@ def validate_key(key: object) -> str:
     components, no leading ``/``, no ``.`` in its last component, no control characters,
     at most MAX_KEY_BYTES bytes of UTF-8.
     """
+    if type(key) is str and len(key) <= MAX_KEY_BYTES and _PLAIN_KEY.fullmatch(key):
+        return key  # the usual key, checked at once: what the rules below allow
     if not isinstance(key, str):
         raise InvalidKeyError(f"__key__ must be a str, got {type(key).__name__}")
     if not key:

@@ -129,7 +129,7 @@ def _json_row(path: Path, line_no: int, line: str) -> dict[str, Any]:
 
 def index_samples(
     paths: Sequence[Path],
-    file_columns: Mapping[str, str | None],
+    file_columns: Mapping[str, str | None] | None,
     key_column: str | None,
     rename: Mapping[str, str],
     fetch: Fetch | None = None,
@@ -143,17 +143,20 @@ def index_samples(
     Columns in ``file_columns`` hold file paths (relative to their index file) or URLs;
     their field is the mapped name, or the file's own extension. Every other column is a
     field of its own, named by ``rename`` or after the column (lists and dicts are written
-    as JSON). ``key_column`` holds the keys (None: the row number over all the files).
+    as JSON); ``file_columns={}`` says there are only such columns (None: an error, lest
+    paths be written as text). ``key_column`` holds the keys (None: the row number over
+    all the files).
 
     Raises:
         WriteError: a named column an index lacks, two columns giving one field, a row
             without a key, a file without an extension to name its field, a file that
             cannot be read (with ``fetch.errors="strict"``).
     """
-    if not file_columns:
+    if file_columns is None:
         raise WriteError(
             f"{paths[0]}: name the column(s) holding file paths with --file COLUMN "
-            "(other columns are written as fields)"
+            "(other columns are written as fields), or say --no-files (files={}) for "
+            "an index whose columns are all values"
         )
     fetch = fetch or Fetch()
     window: deque[tuple[_Row, dict[str, Future[bytes]]]] = deque()

@@ -23,16 +23,11 @@ from ..errors import DuplicateKeyError
 from ..format.manifest import Manifest
 from ..format.sidecar import ShardIndex
 from ..storage.files import atomic_write
+from .durable import complete_shard, remove_temporaries
 from .index_file import Fetch
 from .merge import part_manifest_path
 from .sources import samples_from
-from .writer import (
-    ShardWriter,
-    complete_shard,
-    default_manifest_path,
-    manifest_of,
-    remove_temporaries,
-)
+from .writer import ShardWriter, default_manifest_path, manifest_of
 
 __all__ = ["Part", "write_parallel", "write_part"]
 

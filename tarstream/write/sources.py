@@ -38,7 +38,7 @@ def samples_from(
 
     Args:
         files: for an index file, the columns holding file paths, each with its field
-            (None: the file's extension).
+            (None: the file's extension); ``{}``: none, every column is a value.
         fields: for an index file, field names of other columns (default: the column's).
         key: for an index file, the column holding keys (default: ``__key__`` if the
             first row has one, else the row number).
@@ -64,7 +64,7 @@ def samples_from(
     if parts:
         if key is None:
             key = "__key__" if "__key__" in next(index_rows(parts[0]), {}) else None
-        return index_samples(parts, files or {}, key, fields or {}, fetch, after, keep)
+        return index_samples(parts, files, key, fields or {}, fetch, after, keep)
     if source.endswith(_SHARD_SUFFIXES) or "{" in source:
         kept = numbered(shard_samples(source), keep)
         return after_key(kept, after, lambda s: s["__key__"], source)

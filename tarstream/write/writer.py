@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import hashlib
 import os
@@ -15,26 +16,28 @@ from types import TracebackType
 from typing import Any, BinaryIO, cast
 
 from ..codecs.encode import encode_field
-from ..errors import DuplicateKeyError, InvalidKeyError, TarstreamError, WriteError
-from ..format.header import BLOCK, RECORD, archive_end, member_header, padded, round_up
+from ..errors import DuplicateKeyError, InvalidKeyError, WriteError
+from ..format.header import BLOCK, RECORD, archive_end, member_header, round_up
 from ..format.keys import validate_field, validate_key
 from ..format.manifest import MANIFEST_SUFFIX, Manifest
 from ..format.sidecar import SIDECAR_DIR, SIDECAR_SUFFIX, ShardIndex, sidecar_url
 from ..storage.compressed import is_gzip_name
 from ..storage.files import atomic_write, temp_name
+from .durable import OneBehind, complete_shard, put_in_place, remove_temporaries
 
 __all__ = [
     "ShardWriter",
     "WriteProgress",
-    "complete_shard",
     "default_manifest_path",
     "manifest_of",
-    "remove_temporaries",
 ]
 
 _PLACEHOLDER = re.compile(r"%(?:0?\d+)?d")
-#: Metadata that readers add to samples; ignored so read samples can be written back.
-_IGNORED_META = frozenset({"__url__", "__local_path__"})
+#: The key and the metadata that readers add to samples (ignored, so that read samples can
+#: be written back).
+_IGNORED_META = frozenset({"__key__", "__url__", "__local_path__"})
+_ZEROS = bytes(BLOCK)
+_BUFFER = 1 << 20
 
 
 def default_manifest_path(pattern: str) -> str:
@@ -143,6 +146,7 @@ class ShardWriter:
             self.manifest_path = os.fspath(manifest)
         self._next_index = start_index
         self._keys: set[str] = set()
+        self._fields: set[str] = set()  # field names already validated
         self._file: BinaryIO | None = None
         self._path = ""
         self._temp = ""
@@ -156,7 +160,9 @@ class ShardWriter:
         self._started = time.monotonic()
         self._written = 0  # samples and bytes of the completed shards
         self._written_bytes = 0
+        self._in_flight = (0, 0)  # samples and bytes of the shard being put in place
         self.fsync = fsync
+        self._in_place = OneBehind()
         #: Samples in the shards a resumed write kept (skip that many of the source), and
         #: the key of the last of them (None: none kept).
         self.resumed = self._resume() if resume else 0
@@ -182,11 +188,13 @@ class ShardWriter:
 
     @property
     def progress(self) -> WriteProgress:
-        """Samples, shards and bytes written so far (the current shard included)."""
+        """Samples, shards and bytes written so far (the current shard included; a shard
+        still being put in place counts as complete)."""
+        samples, size = self._in_flight
         return WriteProgress(
-            samples=self._written + len(self._samples),
-            shards=len(self._indexes),
-            bytes=self._written_bytes + self._size,
+            samples=self._written + samples + len(self._samples),
+            shards=len(self._indexes) + (samples > 0),
+            bytes=self._written_bytes + size + self._size,
             seconds=time.monotonic() - self._started,
         )
 
@@ -210,23 +218,31 @@ class ShardWriter:
         key = validate_key(sample["__key__"])
         if key in self._keys:
             raise DuplicateKeyError(f"sample key {key!r} was already written")
-        members = []
-        for name in sorted(k for k in sample if k != "__key__" and k not in _IGNORED_META):
-            value = sample[name]
-            field = validate_field(key, name)
-            members.append((field, encode_field(key, field, value)))
+        members: list[tuple[str, int, int]] = []  # (field, data offset in blob, size)
+        parts: list[bytes] = []
+        offset = 0
+        for name in sorted(k for k in sample if k not in _IGNORED_META):
+            field = name if name in self._fields else self._field(key, name)
+            data = encode_field(key, field, sample[name])
+            header = member_header(f"{key}.{field}", len(data))
+            offset += len(header)
+            members.append((field, offset, len(data)))
+            pad = -len(data) % BLOCK
+            parts += (header, data, _ZEROS[:pad]) if pad else (header, data)
+            offset += len(data) + pad
         if not members:
             raise WriteError(f"sample {key!r} has no fields to write")
-        blocks = [
-            (field, member_header(f"{key}.{field}", len(data)), data) for field, data in members
-        ]
-        sample_size = sum(len(h) + padded(len(d)) for _, h, d in blocks)
-        if self._file is not None and self._full(sample_size):
+        if self._file is not None and self._full(offset):
             self._finish_shard()
         if self._file is None:
             self._open_shard()
         self._keys.add(key)
-        self._append(key, blocks)
+        self._append(key, b"".join(parts), members)
+
+    def _field(self, key: str, name: str) -> str:
+        """A field name checked once (by the first sample that has it)."""
+        self._fields.add(validate_field(key, name))
+        return name
 
     def _full(self, sample_size: int) -> bool:
         if self.max_samples is not None and len(self._samples) >= self.max_samples:
@@ -241,7 +257,8 @@ class ShardWriter:
         if directory:
             os.makedirs(directory, exist_ok=True)
         self._temp = temp_name(self._path)
-        self._raw = open(self._temp, "wb")  # noqa: SIM115 - closed in _finish_shard/abort
+        # closed in _finish_shard (put_in_place) or abort; a large buffer: few system calls
+        self._raw = open(self._temp, "wb", buffering=_BUFFER)  # noqa: SIM115
         self._file = self._raw
         if is_gzip_name(self._path):  # no name or time in the gzip header: reproducible
             gz = gzip.GzipFile(filename="", fileobj=self._raw, mode="wb", mtime=0)
@@ -251,20 +268,11 @@ class ShardWriter:
         self._samples = []
         self._checksums = []
 
-    def _append(self, key: str, blocks: list[tuple[str, bytes, bytes]]) -> None:
-        assert self._file is not None
+    def _append(self, key: str, blob: bytes, members: list[tuple[str, int, int]]) -> None:
+        """Write a sample's members, ``blob``, whose data lie at ``members``' offsets in it."""
         start = self._size
-        members = []
-        crc = 0
-        for field, header, data in blocks:
-            crc = self._emit(header, crc)
-            members.append((field, self._size, len(data)))
-            crc = self._emit(data, crc)
-            pad = padded(len(data)) - len(data)
-            if pad:
-                crc = self._emit(bytes(pad), crc)
-        self._samples.append((key, start, members))
-        self._checksums.append(crc)
+        self._samples.append((key, start, [(f, start + at, n) for f, at, n in members]))
+        self._checksums.append(self._emit(blob))
 
     def _emit(self, data: bytes, crc: int = 0) -> int:
         """Write ``data``; return the CRC-32 ``crc`` continued over it."""
@@ -276,29 +284,44 @@ class ShardWriter:
 
     def _finish_shard(self) -> None:
         assert self._file is not None
+        self._in_place.wait()  # the shard before in place (or its error) while this one is open
         end = self._size
         self._emit(archive_end(end))
-        if self.fsync:
-            self._file.flush()
-            self._raw.flush()
-            os.fsync(self._raw.fileno())
-        self._close_output()
-        os.replace(self._temp, self._path)
+        if self._file is not self._raw:
+            self._file.close()  # a GzipFile writes its trailer; the file under it stays open
+        self._file = None
+        path = self._path
         index = ShardIndex.build(
-            os.path.basename(self._path),
+            os.path.basename(path),
             self._size,
             self._hash.hexdigest(),
             self._samples,
             end,
             self._checksums,
         )
-        atomic_write(sidecar_url(self._path), index.to_bytes(), fsync=self.fsync)
-        self._indexes.append((self._path, index))
-        self._written += len(self._samples)
-        self._written_bytes += self._size
         self._samples, self._size = [], 0
-        if self._on_progress is not None:
-            self._on_progress(self.progress)
+        job = functools.partial(
+            put_in_place, self._raw, self._temp, path, index.to_bytes(), self.fsync
+        )
+
+        def done() -> None:  # the shard is in place: the figures of complete shards
+            self._indexes.append((path, index))
+            self._written += index.count
+            self._written_bytes += index.size
+            self._in_flight = (0, 0)
+            if self._on_progress is not None:
+                seconds = time.monotonic() - self._started
+                shards = len(self._indexes)
+                self._on_progress(
+                    WriteProgress(self._written, shards, self._written_bytes, seconds)
+                )
+
+        if self.fsync:  # waiting for the disk overlaps with the next shard's samples
+            self._in_place.submit(job, done)  # (the shard before is in place first)
+            self._in_flight = (index.count, index.size)
+        else:
+            job()
+            done()
 
     def close(self) -> None:
         """Finish the current shard and write the manifest. Safe to call twice."""
@@ -307,6 +330,7 @@ class ShardWriter:
         self._closed = True
         if self._file is not None:
             self._finish_shard()
+        self._in_place.close()
         if self.manifest_path is not None:
             manifest = self.manifest().to_json().encode("utf-8")
             atomic_write(self.manifest_path, manifest, fsync=self.fsync)
@@ -314,18 +338,17 @@ class ShardWriter:
             self._on_progress(self.progress)
 
     def abort(self) -> None:
-        """Stop without finishing: remove the partial shard and write no manifest."""
+        """Stop without finishing: remove the partial shard and write no manifest (the
+        shards complete before it stay, with their sidecars)."""
         self._closed = True
+        with contextlib.suppress(Exception):  # the error that led here is the one to see
+            self._in_place.close()
         if self._file is not None:
-            self._close_output()
+            self._file.close()
+            self._raw.close()
+            self._file = None
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._temp)
-
-    def _close_output(self) -> None:
-        assert self._file is not None
-        self._file.close()  # a GzipFile writes its trailer; the file under it stays open
-        self._raw.close()
-        self._file = None
 
     def manifest(self) -> Manifest:
         """Return the manifest of the shards completed so far."""
@@ -347,20 +370,6 @@ class ShardWriter:
             self.abort()
 
 
-def complete_shard(path: str) -> ShardIndex | None:
-    """The sidecar of the shard at ``path`` if both are there and agree (the name it
-    records and, for an uncompressed shard, its size), else None."""
-    try:
-        data = open(sidecar_url(path), "rb").read()  # noqa: SIM115 - read at once
-        index = ShardIndex.from_bytes(data, url=path)
-        size = os.path.getsize(path)
-    except (OSError, ValueError, TarstreamError):
-        return None
-    if is_gzip_name(path):
-        return index
-    return index if size == index.size and index.shard == os.path.basename(path) else None
-
-
 def manifest_of(
     indexes: list[tuple[str, ShardIndex]], manifest_path: str, limits: dict[str, Any]
 ) -> Manifest:
@@ -375,13 +384,3 @@ def manifest_of(
         sidecar_dir=SIDECAR_DIR,
         writer={"tool": "tarstream.ShardWriter", **limits},
     )
-
-
-def remove_temporaries(pattern: str) -> None:
-    """Remove the temporary files an earlier write to ``pattern`` left (it was stopped)."""
-    directory = os.path.dirname(pattern) or "."
-    prefix = "." + os.path.basename(pattern).split("%", 1)[0]
-    for name in os.listdir(directory) if os.path.isdir(directory) else []:
-        if name.startswith(prefix) and name.endswith(".partial"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(directory, name))

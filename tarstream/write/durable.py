@@ -1,0 +1,101 @@
+"""Shards on disk: a written shard put in place, durably, while the writer goes on with
+the next one; and what a stopped write left.
+
+Waiting for the disk (fsync) is most of what a durable write costs; it needs no Python, so
+a thread of its own does it while the writer encodes the next shard's samples. The order
+on disk is the same as done in line: the shard's bytes, its rename, then its sidecar.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import BinaryIO
+
+from ..errors import TarstreamError
+from ..format.sidecar import ShardIndex, sidecar_url
+from ..storage.compressed import is_gzip_name
+from ..storage.files import atomic_write, sync_directory
+
+__all__ = ["OneBehind", "complete_shard", "put_in_place", "remove_temporaries"]
+
+
+def put_in_place(raw: BinaryIO, temp: str, path: str, sidecar: bytes, fsync: bool) -> None:
+    """Close the shard written to ``raw`` (at ``temp``), rename it to ``path`` and write
+    its ``sidecar``; ``fsync``: each on disk before the next step. A failure removes the
+    temporary file (the shard is then not there; an earlier shard is untouched)."""
+    try:
+        if fsync:
+            raw.flush()
+            os.fsync(raw.fileno())
+        raw.close()
+        os.replace(temp, path)
+    except BaseException:
+        raw.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+    if fsync:
+        sync_directory(os.path.dirname(path))
+    atomic_write(sidecar_url(path), sidecar, fsync=fsync)
+
+
+class OneBehind:
+    """Jobs run in order on one thread while the caller goes on; a job waits for the one
+    before it to end (so one runs at a time, at most one behind), and ``then`` runs in
+    the caller once its job is done. A job's error is raised by the next ``submit`` or
+    ``wait``."""
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: tuple[Future[None], Callable[[], None]] | None = None
+
+    def submit(self, job: Callable[[], None], then: Callable[[], None]) -> None:
+        self.wait()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="tarstream-put-in-place")
+        self._pending = (self._pool.submit(job), then)
+
+    def wait(self) -> None:
+        """Wait for the job in flight (if any), raise its error or run its ``then``."""
+        if self._pending is None:
+            return
+        future, then = self._pending
+        self._pending = None
+        future.result()
+        then()
+
+    def close(self) -> None:
+        """Wait for the job in flight and end the thread."""
+        try:
+            self.wait()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown()
+                self._pool = None
+
+
+def complete_shard(path: str) -> ShardIndex | None:
+    """The sidecar of the shard at ``path`` if both are there and agree (the name it
+    records and, for an uncompressed shard, its size), else None."""
+    try:
+        data = open(sidecar_url(path), "rb").read()  # noqa: SIM115 - read at once
+        index = ShardIndex.from_bytes(data, url=path)
+        size = os.path.getsize(path)
+    except (OSError, ValueError, TarstreamError):
+        return None
+    if is_gzip_name(path):
+        return index
+    return index if size == index.size and index.shard == os.path.basename(path) else None
+
+
+def remove_temporaries(pattern: str) -> None:
+    """Remove the temporary files an earlier write to ``pattern`` left (it was stopped)."""
+    directory = os.path.dirname(pattern) or "."
+    prefix = "." + os.path.basename(pattern).split("%", 1)[0]
+    for name in os.listdir(directory) if os.path.isdir(directory) else []:
+        if name.startswith(prefix) and name.endswith(".partial"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(directory, name))
