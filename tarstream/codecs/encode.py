@@ -28,6 +28,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -47,7 +48,7 @@ from .extensions import (
     extension,
 )
 
-__all__ = ["encode_field"]
+__all__ = ["encode_field", "field_encoder"]
 
 
 #: Compact JSON; one encoder for all calls (``json.dumps`` with options makes one per call).
@@ -57,17 +58,7 @@ _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 def encode_field(key: str, field: str, value: Any) -> bytes:
     """Return the bytes stored for ``value`` in member ``key.field``."""
     ext = extension(field)
-    kind = type(value)
     try:
-        if kind is bytes and ext != "gz":  # the usual values first, the same bytes as below
-            return value  # type: ignore[no-any-return]
-        plain = KINDS.get(ext)
-        if kind is str and ext != "gz" and plain != TORCH:
-            return value.encode("utf-8")  # type: ignore[no-any-return]
-        if kind is int and plain == CLASS:
-            return b"%d" % value
-        if (kind is dict or kind is list) and plain == JSON:
-            return _JSON.encode(value).encode("utf-8")
         if ext == "gz":
             return _gzipped(field[: -len(".gz")], value)
         return _encode(ext, value)
@@ -76,6 +67,33 @@ def encode_field(key: str, field: str, value: Any) -> bytes:
     except (TypeError, ValueError, OSError, RuntimeError) as e:
         message = f"sample {key!r}: field {field!r}: cannot encode {type(value).__name__}: {e}"
     raise EncodeError(message)
+
+
+def field_encoder(field: str) -> Callable[[str, Any], bytes]:
+    """``encode_field`` for one field, as ``encode(key, value)``: its extension is looked
+    up once, and the usual values (bytes; str; an int for a class; a dict or list for
+    JSON) are encoded at once, to the same bytes; anything else goes to ``encode_field``."""
+    ext = extension(field)
+    kind = KINDS.get(ext)
+    if ext == "gz" or kind == TORCH:
+        return lambda key, value: encode_field(key, field, value)
+
+    def encode(key: str, value: Any) -> bytes:
+        of = type(value)
+        try:
+            if of is bytes:
+                return value  # type: ignore[no-any-return]
+            if of is str:
+                return value.encode("utf-8")  # type: ignore[no-any-return]
+            if of is int and kind == CLASS:
+                return b"%d" % value
+            if (of is dict or of is list) and kind == JSON:
+                return _JSON.encode(value).encode("utf-8")
+        except (TypeError, ValueError):
+            pass  # encode_field says what is wrong
+        return encode_field(key, field, value)
+
+    return encode
 
 
 def _gzipped(inner: str, value: Any) -> bytes:

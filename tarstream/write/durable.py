@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from ..errors import TarstreamError
 from ..format.sidecar import ShardIndex, sidecar_url
 from ..storage.compressed import is_gzip_name
 from ..storage.files import atomic_write, sync_directory
 
-__all__ = ["OneBehind", "complete_shard", "put_in_place", "remove_temporaries"]
+__all__ = ["OneBehind", "Sink", "complete_shard", "put_in_place", "remove_temporaries"]
 
 
 def put_in_place(raw: BinaryIO, temp: str, path: str, sidecar: bytes, fsync: bool) -> None:
@@ -40,6 +41,49 @@ def put_in_place(raw: BinaryIO, temp: str, path: str, sidecar: bytes, fsync: boo
     if fsync:
         sync_directory(os.path.dirname(path))
     atomic_write(sidecar_url(path), sidecar, fsync=fsync)
+
+
+class Sink:
+    """Bytes written to ``file`` and hashed into ``digest`` by a thread of their own, in
+    order, a chunk of about ``chunk`` bytes at a time (both release the GIL on large
+    buffers: the writer goes on encoding meanwhile). ``write`` raises a failed chunk's
+    error, ``close`` waits for every chunk."""
+
+    def __init__(self, file: BinaryIO, digest: Any, chunk: int = 1 << 20) -> None:
+        self.file, self.digest, self.chunk = file, digest, chunk
+        self._parts: list[bytes] = []
+        self._held = 0
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="tarstream-sink")
+        self._futures: deque[Future[None]] = deque()
+
+    def write(self, data: bytes) -> None:
+        self._parts.append(data)
+        self._held += len(data)
+        if self._held >= self.chunk:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        while self._futures and self._futures[0].done():
+            self._futures.popleft().result()
+        if len(self._futures) > 4:  # bounded: at most a few chunks in flight
+            self._futures.popleft().result()
+        data = b"".join(self._parts)
+        self._parts, self._held = [], 0
+        self._futures.append(self._pool.submit(self._put, data))
+
+    def _put(self, data: bytes) -> None:
+        self.file.write(data)
+        self.digest.update(data)
+
+    def close(self) -> None:
+        """Write what is held and wait for every chunk (the file stays open)."""
+        try:
+            if self._parts:
+                self._hand_over()
+            while self._futures:
+                self._futures.popleft().result()
+        finally:
+            self._pool.shutdown()
 
 
 class OneBehind:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, BinaryIO, cast
 
-from ..codecs.encode import encode_field
+from ..codecs.encode import field_encoder
 from ..errors import DuplicateKeyError, InvalidKeyError, WriteError
 from ..format.header import BLOCK, RECORD, archive_end, member_header, round_up
 from ..format.keys import validate_field, validate_key
@@ -23,7 +23,7 @@ from ..format.manifest import MANIFEST_SUFFIX, Manifest
 from ..format.sidecar import SIDECAR_DIR, SIDECAR_SUFFIX, ShardIndex, sidecar_url
 from ..storage.compressed import is_gzip_name
 from ..storage.files import atomic_write, temp_name
-from .durable import OneBehind, complete_shard, put_in_place, remove_temporaries
+from .durable import OneBehind, Sink, complete_shard, put_in_place, remove_temporaries
 
 __all__ = [
     "ShardWriter",
@@ -37,6 +37,7 @@ _PLACEHOLDER = re.compile(r"%(?:0?\d+)?d")
 #: be written back).
 _IGNORED_META = frozenset({"__key__", "__url__", "__local_path__"})
 _ZEROS = bytes(BLOCK)
+_Encoder = Callable[[str, Any], bytes]
 _BUFFER = 1 << 20
 
 
@@ -146,7 +147,7 @@ class ShardWriter:
             self.manifest_path = os.fspath(manifest)
         self._next_index = start_index
         self._keys: set[str] = set()
-        self._fields: set[str] = set()  # field names already validated
+        self._plans: dict[tuple[str, ...], list[tuple[str, _Encoder]]] = {}
         self._file: BinaryIO | None = None
         self._path = ""
         self._temp = ""
@@ -218,12 +219,12 @@ class ShardWriter:
         key = validate_key(sample["__key__"])
         if key in self._keys:
             raise DuplicateKeyError(f"sample key {key!r} was already written")
+        plan = self._plans.get(tuple(sample)) or self._plan(key, sample)
         members: list[tuple[str, int, int]] = []  # (field, data offset in blob, size)
         parts: list[bytes] = []
         offset = 0
-        for name in sorted(k for k in sample if k not in _IGNORED_META):
-            field = name if name in self._fields else self._field(key, name)
-            data = encode_field(key, field, sample[name])
+        for field, encode in plan:
+            data = encode(key, sample[field])
             header = member_header(f"{key}.{field}", len(data))
             offset += len(header)
             members.append((field, offset, len(data)))
@@ -239,10 +240,15 @@ class ShardWriter:
         self._keys.add(key)
         self._append(key, b"".join(parts), members)
 
-    def _field(self, key: str, name: str) -> str:
-        """A field name checked once (by the first sample that has it)."""
-        self._fields.add(validate_field(key, name))
-        return name
+    def _plan(self, key: str, sample: Mapping[str, Any]) -> list[tuple[str, _Encoder]]:
+        """The fields of samples with the keys of ``sample`` (in this order), sorted, each
+        checked once and with its encoder."""
+        if len(self._plans) > 1000:  # samples of ever new field sets: keep a few
+            self._plans.clear()
+        names = sorted(k for k in sample if k not in _IGNORED_META)
+        plan = [(validate_field(key, name), field_encoder(name)) for name in names]
+        self._plans[tuple(sample)] = plan
+        return plan
 
     def _full(self, sample_size: int) -> bool:
         if self.max_samples is not None and len(self._samples) >= self.max_samples:
@@ -264,6 +270,7 @@ class ShardWriter:
             gz = gzip.GzipFile(filename="", fileobj=self._raw, mode="wb", mtime=0)
             self._file = cast(BinaryIO, gz)
         self._hash = hashlib.sha256()
+        self._sink = Sink(self._file, self._hash)
         self._size = 0
         self._samples = []
         self._checksums = []
@@ -276,9 +283,7 @@ class ShardWriter:
 
     def _emit(self, data: bytes, crc: int = 0) -> int:
         """Write ``data``; return the CRC-32 ``crc`` continued over it."""
-        assert self._file is not None
-        self._file.write(data)
-        self._hash.update(data)
+        self._sink.write(data)
         self._size += len(data)
         return zlib.crc32(data, crc)
 
@@ -287,6 +292,7 @@ class ShardWriter:
         self._in_place.wait()  # the shard before in place (or its error) while this one is open
         end = self._size
         self._emit(archive_end(end))
+        self._sink.close()
         if self._file is not self._raw:
             self._file.close()  # a GzipFile writes its trailer; the file under it stays open
         self._file = None
@@ -344,6 +350,8 @@ class ShardWriter:
         with contextlib.suppress(Exception):  # the error that led here is the one to see
             self._in_place.close()
         if self._file is not None:
+            with contextlib.suppress(Exception):
+                self._sink.close()
             self._file.close()
             self._raw.close()
             self._file = None
