@@ -243,6 +243,30 @@ def test_records_and_arrays_decode() -> None:
     assert out["bin"] == b"\x00\x01"
 
 
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"id":1,"t":"h\xc3\xa9"}',
+        b"7",
+        b'"x"',
+        b" [1.5e3, null, true]\n",
+        "\ufeff[2]".encode(),  # a UTF-8 byte order mark
+        '{"a": "\u00e9"}'.encode("utf-16"),
+        '["b"]'.encode("utf-32"),
+        '{"c": 1}'.encode("utf-16-le"),  # no mark: found by its zero bytes
+    ],
+)
+def test_json_fields_decode_as_json_loads_decodes_them(data: bytes) -> None:
+    import json
+
+    assert _decode({"json": data})["json"] == json.loads(data)
+
+
+def test_bad_json_is_a_decode_error_naming_the_field() -> None:
+    with pytest.raises(DecodeError, match="json"):
+        _decode({"json": b'{"a": '})
+
+
 def test_torch_weights_decode_and_a_malicious_pth_is_refused(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
     buf = io.BytesIO()

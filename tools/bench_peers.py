@@ -244,7 +244,8 @@ def _summarize(
 
 def render(result: dict[str, Any]) -> str:
     """The result as a Markdown table: a row per case, a column per library."""
-    systems = list(dict.fromkeys(s for rows in result["cases"].values() for s in rows))
+    found = {s for rows in result["cases"].values() for s in rows}
+    systems = [s for s in dict.fromkeys(READERS + WRITERS) if s in found]
     lines = [
         "| case | " + " | ".join(systems) + " |",
         "|---|" + "---|" * len(systems),

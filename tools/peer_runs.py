@@ -202,9 +202,12 @@ def litdata_batches(data: Path, workload: str, workers: int) -> Iterator[dict[st
 
 
 def mds_raw(data: Path, workload: str) -> Iterator[dict[str, Any]]:
+    """MosaicML's fastest way in one process: ``ds[i]`` in order (its iterator delivered
+    about 1,000 samples/s here, waiting on its shard-preparing thread)."""
     from streaming import StreamingDataset
 
-    return iter(StreamingDataset(local=str(data), shuffle=False, batch_size=1))
+    dataset = StreamingDataset(local=str(data), shuffle=False, batch_size=1)
+    return (dataset[i] for i in range(len(dataset)))
 
 
 def mds_batches(data: Path, workload: str, workers: int) -> Iterator[dict[str, Any]]:

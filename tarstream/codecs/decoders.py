@@ -53,6 +53,19 @@ def _text(data: bytes) -> str:
     return data.decode("utf-8")
 
 
+_JSON = json.JSONDecoder()
+_BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
+
+
+def _json(data: bytes) -> Any:
+    """``json.loads`` of bytes: UTF-8 (what writers write) decoded at once; a BOM or the
+    zero bytes of UTF-16 or 32 go to ``json.loads``, which detects the encoding."""
+    head = data[:4]
+    if b"\x00" in head or head.startswith(_BOMS):
+        return json.loads(data)
+    return _JSON.decode(data.decode("utf-8", "surrogatepass"))
+
+
 def _npy(data: bytes) -> Any:
     return np.load(io.BytesIO(data), allow_pickle=False)
 
@@ -82,7 +95,7 @@ def _msgpack(data: bytes) -> Any:
 RECORD_DECODERS: Mapping[str, Decoder] = MappingProxyType(
     {
         TEXT: _text,
-        JSON: json.loads,
+        JSON: _json,
         CLASS: int,
         MSGPACK: _msgpack,
         NPY: _npy,
