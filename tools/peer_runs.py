@@ -9,6 +9,7 @@ Runs in the peers' environment (``.venv-peers``), where all four libraries are i
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -56,11 +57,21 @@ def batch_sum(columns: dict[str, Any]) -> tuple[int, int]:
     return len(cls), sum(cls) + sum(len(t) for t in columns["txt"]) + sum(int(i) for i in ids)
 
 
+#: When the first sample (or batch) arrived: perf_counter, samples so far, CPU seconds.
+FIRST: dict[str, float] = {}
+
+
+def _arrived(n: int) -> None:
+    if not FIRST:
+        FIRST.update(at=time.perf_counter(), n=n, cpu=time.process_time())
+
+
 def fold(items: Iterable[dict[str, Any]]) -> tuple[int, int]:
     n = total = 0
     for s in items:
         n += 1
         total += sample_sum(s)
+        _arrived(n)
     return n, total
 
 
@@ -70,6 +81,7 @@ def fold_batches(batches: Iterable[dict[str, Any]]) -> tuple[int, int]:
         k, t = batch_sum(b)
         n += k
         total += t
+        _arrived(n)
     return n, total
 
 

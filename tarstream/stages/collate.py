@@ -115,16 +115,15 @@ def _output(items: list[Any]) -> Any:
 
 
 class _Items:
-    """A batch column kept as a list, combined by ``collate`` at the end."""
+    """A batch column kept as a list, combined by ``collate`` at the end (a
+    ``PendingImage`` among the values is decoded then)."""
 
     def __init__(self, first: Any) -> None:
-        self.items = [_settled(first)]
-
-    def add(self, value: Any) -> None:
-        self.items.append(_settled(value))
+        self.items = [first]
+        self.add = self.items.append  # one C call per value
 
     def finish(self, n: int) -> Any:
-        return collate(self.items)
+        return collate([_settled(value) for value in self.items])
 
 
 def _settled(value: Any) -> Any:

@@ -158,6 +158,8 @@ class Decode(Transform[Sample]):
         self.stats = DecodeStats()
         self._defer = False
         self._plans: dict[str, tuple[int, Decoder | None]] = {}
+        #: By a sample's field names (in order): the fields to drop or decode, with how.
+        self._steps: dict[tuple[str, ...], list[tuple[str, int, Decoder | None]]] = {}
 
     @property
     def image(self) -> str:
@@ -171,7 +173,7 @@ class Decode(Transform[Sample]):
     # -- choosing a decoder -----------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_plans"] = {}  # holds closures; rebuilt on first use
+        state["_plans"] = state["_steps"] = {}  # hold closures; rebuilt on first use
         return state
 
     def decoder_for(self, name: str) -> Decoder | None:
@@ -233,21 +235,34 @@ class Decode(Transform[Sample]):
 
     # -- decoding ---------------------------------------------------------------------------
     def apply(self, item: Sample) -> Sample:
-        out: Sample = {}
-        plans = self._plans
-        for name, value in item.items():
-            action, decoder = plans.get(name) or self._plan(name)
-            if action == _KEEP or not isinstance(value, bytes):
-                out[name] = value
+        names = tuple(item)
+        steps = self._steps.get(names)
+        if steps is None:
+            steps = self._steps_for(names)
+        out = dict(item)
+        for name, action, decoder in steps:
+            value = out[name]
+            if not isinstance(value, bytes):
+                continue  # kept as it is
+            if action == _DROP:
+                del out[name]
             elif action == _IMAGE and self._defer:
                 out[name] = PendingImage(value, self.form, item, name)
-            elif action != _DROP:
+            else:
                 try:
                     out[name] = decoder(value)  # type: ignore[misc]
                 except Exception as e:
                     raise decode_error(item, name, e) from e
         self.stats.samples += 1
         return out
+
+    def _steps_for(self, names: tuple[str, ...]) -> list[tuple[str, int, Decoder | None]]:
+        """The fields of samples with ``names`` to drop or decode (the others are kept)."""
+        if len(self._steps) > 1000:  # samples of ever new field sets: keep a few
+            self._steps.clear()
+        steps = [(name, *self._plan(name)) for name in names]
+        self._steps[names] = [step for step in steps if step[1] != _KEEP]
+        return self._steps[names]
 
     def reset(self, state: State | None = None) -> None:
         super().reset(state)
