@@ -173,7 +173,7 @@ class Decode(Transform[Sample]):
     # -- choosing a decoder -----------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_plans"] = state["_steps"] = {}  # hold closures; rebuilt on first use
+        state["_plans"], state["_steps"] = {}, {}  # hold closures; rebuilt on first use
         return state
 
     def decoder_for(self, name: str) -> Decoder | None:
