@@ -13,6 +13,7 @@ one process but not here). Run again, each process keeps its complete shards.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import multiprocessing
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -45,20 +46,17 @@ class Part:
     fsync: bool = True
     fetch: Fetch = field(default_factory=Fetch)
 
-    def shards(self) -> Iterator[int]:
-        """This part's shard numbers that are not complete yet, in order."""
-        shard = self.part
-        while True:
-            if complete_shard(self.pattern % shard) is None:
-                yield shard
-            shard += self.parts
+    def shards(self, keep: _Keep) -> Iterator[int]:
+        """This part's shard numbers that are not complete yet, in order (``keep`` knows)."""
+        return (s for s in itertools.count(self.part, self.parts) if keep.writes(s))
 
 
 def _write_part(part: Part) -> list[dict[str, Any]]:
     """Write one part's shards; return the rows its source skipped for failures."""
     fetch = dataclasses.replace(part.fetch, failures=[])
-    samples = samples_from(part.source, keep=_Keep(part), fetch=fetch, **part.options)
-    shards = part.shards()
+    keep = _Keep(part)
+    samples = samples_from(part.source, keep=keep, fetch=fetch, **part.options)
+    shards = part.shards(keep)
     writer: ShardWriter | None = None
     try:
         for number, sample in enumerate(samples):
@@ -94,8 +92,10 @@ class _Keep:
 
     def __call__(self, number: int) -> bool:
         shard = number // self.part.max_samples
-        if shard % self.part.parts != self.part.part:
-            return False
+        return shard % self.part.parts == self.part.part and self.writes(shard)
+
+    def writes(self, shard: int) -> bool:
+        """Whether shard ``shard`` (of this part) is still to be written."""
         if shard not in self.known:
             self.known[shard] = complete_shard(self.part.pattern % shard) is None
         return self.known[shard]
@@ -132,9 +132,7 @@ def write_parallel(
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
         failures = [f for found in pool.map(_write_part, parts) for f in found]
-    indexes: list[tuple[str, ShardIndex]] = []
-    while (index := complete_shard(pattern % len(indexes))) is not None:
-        indexes.append((pattern % len(indexes), index))
+    indexes = _complete_shards(pattern, 0, 1)
     seen: set[str] = set()
     for path, index in indexes:
         repeated = seen.intersection(index.keys)
@@ -168,12 +166,19 @@ def write_part(
     remove_temporaries(pattern)
     job = Part(source, pattern, part, parts, max_samples, options, fsync, fetch or Fetch())
     failures = _write_part(job)
-    indexes: list[tuple[str, ShardIndex]] = []
-    shard = part
-    while (index := complete_shard(pattern % shard)) is not None:
-        indexes.append((pattern % shard, index))
-        shard += parts
+    indexes = _complete_shards(pattern, part, parts)
     path = part_manifest_path(default_manifest_path(pattern), part, parts)
     manifest = manifest_of(indexes, path, {"max_samples": max_samples, "max_bytes": None})
     atomic_write(path, manifest.to_json().encode("utf-8"), fsync=fsync)
     return manifest, path, failures
+
+
+def _complete_shards(pattern: str, first: int, step: int) -> list[tuple[str, ShardIndex]]:
+    """(path, sidecar) of the complete shards ``first``, ``first + step``, ... up to the
+    first one that is not."""
+    indexes: list[tuple[str, ShardIndex]] = []
+    shard = first
+    while (index := complete_shard(pattern % shard)) is not None:
+        indexes.append((pattern % shard, index))
+        shard += step
+    return indexes

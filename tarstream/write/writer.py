@@ -38,7 +38,6 @@ _PLACEHOLDER = re.compile(r"%(?:0?\d+)?d")
 _IGNORED_META = frozenset({"__key__", "__url__", "__local_path__"})
 _ZEROS = bytes(BLOCK)
 _Encoder = Callable[[str, Any], bytes]
-_BUFFER = 1 << 20
 
 
 def default_manifest_path(pattern: str) -> str:
@@ -263,8 +262,8 @@ class ShardWriter:
         if directory:
             os.makedirs(directory, exist_ok=True)
         self._temp = temp_name(self._path)
-        # closed in _finish_shard (put_in_place) or abort; a large buffer: few system calls
-        self._raw = open(self._temp, "wb", buffering=_BUFFER)  # noqa: SIM115
+        # closed in _finish_shard (put_in_place) or abort; the Sink writes a MiB at a time
+        self._raw = open(self._temp, "wb")  # noqa: SIM115
         self._file = self._raw
         if is_gzip_name(self._path):  # no name or time in the gzip header: reproducible
             gz = gzip.GzipFile(filename="", fileobj=self._raw, mode="wb", mtime=0)
@@ -281,11 +280,11 @@ class ShardWriter:
         self._samples.append((key, start, [(f, start + at, n) for f, at, n in members]))
         self._checksums.append(self._emit(blob))
 
-    def _emit(self, data: bytes, crc: int = 0) -> int:
-        """Write ``data``; return the CRC-32 ``crc`` continued over it."""
+    def _emit(self, data: bytes) -> int:
+        """Write ``data``; return its CRC-32."""
         self._sink.write(data)
         self._size += len(data)
-        return zlib.crc32(data, crc)
+        return zlib.crc32(data)
 
     def _finish_shard(self) -> None:
         assert self._file is not None
