@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -62,36 +62,51 @@ class WithFormat(Transform[Any]):
         return f"WithFormat({self.kind!r})"
 
 
-def _numpy(value: Any) -> Any:
+_WALK_ON = object()
+
+
+def _walk(value: Any, leaf: Callable[[Any], Any]) -> Any:
+    """``value`` with ``leaf`` applied throughout: to it first (``_WALK_ON``: not a leaf),
+    then into dicts, tuples (named ones kept) and lists."""
+    out = leaf(value)
+    if out is not _WALK_ON:
+        return out
     if isinstance(value, dict):
-        return {k: _numpy(v) for k, v in value.items()}
+        return {k: _walk(v, leaf) for k, v in value.items()}
     if isinstance(value, tuple):
-        items = [_numpy(v) for v in value]
+        items = [_walk(v, leaf) for v in value]
         return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
+    if isinstance(value, list):
+        return [_walk(v, leaf) for v in value]
+    return value
+
+
+def _numpy_leaf(value: Any) -> Any:
+    """A non-empty list of numbers as an array, a torch tensor as numpy."""
     if (
         isinstance(value, list)
         and value
         and all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in value)
     ):
         return np.asarray(value)
-    if isinstance(value, list):
-        return [_numpy(v) for v in value]
     if hasattr(value, "numpy") and hasattr(value, "device"):  # a torch tensor
         return value.detach().cpu().numpy()
-    return value
+    return _WALK_ON
+
+
+def _python_leaf(value: Any) -> Any:
+    """An array, numpy scalar or tensor as Python values."""
+    if isinstance(value, (np.ndarray, np.generic)) or hasattr(value, "tolist"):
+        return value.tolist()
+    return _WALK_ON
+
+
+def _numpy(value: Any) -> Any:
+    return _walk(value, _numpy_leaf)
 
 
 def _python(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _python(v) for k, v in value.items()}
-    if isinstance(value, tuple):
-        items = [_python(v) for v in value]
-        return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
-    if isinstance(value, list):
-        return [_python(v) for v in value]
-    if isinstance(value, (np.ndarray, np.generic)) or hasattr(value, "tolist"):
-        return value.tolist()
-    return value
+    return _walk(value, _python_leaf)
 
 
 def _arrow(batch: Any) -> Any:
