@@ -8,7 +8,6 @@ Runs in the peers' environment (``.venv-peers``), where all four libraries are i
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -275,4 +274,3 @@ def clean_shared_memory() -> None:
     from streaming.base.util import clean_stale_shared_memory
 
     clean_stale_shared_memory()
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
