@@ -62,6 +62,10 @@ class Stage(Generic[T]):
     #: renaming fields (to_tuple, select, rename): a ``Batch`` looks through such stages
     #: for a stage that can defer its images to it (``tarstream.stages.deferred``).
     passes_values = False
+    #: Whether the stage hands on its input's items themselves, unchanged (reordered,
+    #: skipped or repeated: shuffle, take, skip, repeat): a ``Decode`` looks through such
+    #: stages for the reader, to take packed values typed (``ReadShards.typed``).
+    forwards_items = False
 
     def __init__(self) -> None:
         self.source: Stage[Any] | None = None

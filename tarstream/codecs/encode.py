@@ -44,11 +44,16 @@ from .extensions import (
     MSGPACK,
     NPY,
     NPZ,
+    TEXT,
     TORCH,
     extension,
 )
 
-__all__ = ["encode_field", "field_encoder"]
+__all__ = ["TYPED_KINDS", "encode_field", "field_encoder", "packed_encoder", "stored_bytes"]
+
+#: The kinds whose values a packed member holds as they are (``packed_encoder``); their
+#: built-in decoders give the same value back from the bytes a plain member holds.
+TYPED_KINDS = frozenset({TEXT, CLASS, JSON})
 
 
 #: Compact JSON; one encoder for all calls (``json.dumps`` with options makes one per call).
@@ -94,6 +99,69 @@ def field_encoder(field: str) -> Callable[[str, Any], bytes]:
         return encode_field(key, field, value)
 
     return encode
+
+
+def packed_encoder(field: str) -> Callable[[str, Any], Any]:
+    """What a packed member (``tarstream.format.packed``) holds for ``field``, as
+    ``pack(key, value)``: the value itself where msgpack gives back what ``decode()`` makes
+    of its bytes (a str for text, an int of 64 bits for a class, a JSON map or list of
+    string keys, numbers, strings, booleans and null), else the bytes ``field_encoder``
+    makes. ``stored_bytes`` turns a value held as it is back into those bytes."""
+    encode = field_encoder(field)
+    kind = KINDS.get(extension(field))
+    if kind not in TYPED_KINDS or field.lower().endswith(".gz"):
+        return encode
+
+    def pack(key: str, value: Any) -> Any:
+        of = type(value)
+        if of is str and kind == TEXT:
+            return value
+        if of is int and kind == CLASS and _INT64[0] <= value <= _INT64[1]:
+            return value
+        if (of is dict or of is list) and kind == JSON and _plain_json(value, 0):
+            return value
+        return encode(key, value)
+
+    return pack
+
+
+#: The integers msgpack holds.
+_INT64 = (-(2**63), 2**64 - 1)
+_SCALARS = frozenset({str, float, bool, type(None)})
+
+
+def _plain_json(value: Any, depth: int) -> bool:
+    """Whether ``value`` comes back from msgpack as ``json.loads`` gives it back from its
+    JSON text (string keys; no tuples of tuples needed: msgpack and JSON both give lists)."""
+    of = type(value)
+    if of in _SCALARS:
+        return True
+    if of is int:
+        return bool(_INT64[0] <= value <= _INT64[1])
+    if depth > 64:
+        return False
+    if of is dict:
+        return all(type(k) is str for k in value) and all(
+            _plain_json(v, depth + 1) for v in value.values()
+        )
+    if of is list or of is tuple:
+        return all(_plain_json(v, depth + 1) for v in value)
+    return False
+
+
+def stored_bytes(field: str, value: Any) -> bytes:
+    """The bytes a plain member holds for ``value``, a value a packed member holds as it is
+    (``packed_encoder``): the inverse that makes packed fields read as bytes where asked."""
+    if type(value) is bytes:
+        return value
+    kind = KINDS.get(extension(field))
+    if type(value) is str and kind == TEXT:
+        return value.encode("utf-8", "surrogateescape")
+    if type(value) is int and kind == CLASS:
+        return b"%d" % value
+    if (type(value) is dict or type(value) is list) and kind == JSON:
+        return _JSON.encode(value).encode("utf-8", "surrogatepass")
+    raise EncodeError(f"a packed {field!r} field cannot hold a {type(value).__name__}")
 
 
 def _gzipped(inner: str, value: Any) -> bytes:

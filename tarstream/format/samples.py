@@ -12,11 +12,12 @@ import hashlib
 import zlib
 from collections.abc import Generator, Iterator
 from itertools import pairwise
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from ..errors import ShardFormatError
 from .bulk import Member, Run
 from .keys import split_member_name, unsafe_key
+from .packed import BLOCK_FIELD, PACKED_FIELD, split_block, unpack_fields
 from .scan import DEFAULT_MAX_MEMBER_SIZE, DEFAULT_READ_SIZE, ReadStats, read_exact, scan_members
 from .sidecar import ShardIndex
 
@@ -235,15 +236,44 @@ def build_sidecar(
         max_member_size=max_member_size,
         layout=layout,
     )
+    unpacked: Layout = []  # with a block's samples in its place
+    packed: set[str] = set()
+    done = 0  # samples of ``layout`` handled
     while True:
         try:
-            next(samples)
+            sample = next(samples)
         except StopIteration as stop:
             end: int = stop.value
             break
-    starts = [start for _, start, _ in layout] + [end]
+        unpacked += _unpacked_layout(url, layout[done], sample, packed)
+        done += 1
+    starts = [start for _, start, _ in unpacked] + [end]
     checksums = _checksums(f, starts) if f.seekable() else None
-    return ShardIndex.build(name, size, digest.hexdigest(), layout, end, checksums)
+    index = ShardIndex.build(name, size, digest.hexdigest(), unpacked, end, checksums, packed)
+    index.check(url)
+    return index
+
+
+def _unpacked_layout(url: str, entry: Any, sample: Sample, packed: set[str]) -> Layout:
+    """Where the samples of one sample's members lie: itself, or a block's samples (each
+    from its element, the first from the block's header); the fields packed in it are
+    added to ``packed``."""
+    key, start, members = entry
+    if PACKED_FIELD in sample:
+        packed.update(unpack_fields(sample[PACKED_FIELD], url, f"{key}.{PACKED_FIELD}", start))
+    if BLOCK_FIELD not in sample:
+        return [entry]
+    member = f"{key}.{BLOCK_FIELD}"
+    if len(members) != 1:
+        raise ShardFormatError(
+            "a block shares its key with other members", shard=url, member=member, offset=start
+        )
+    _, at, _ = members[0]
+    out: Layout = []
+    for inner, a, b, values in split_block(sample[BLOCK_FIELD], url, member, at):  # type: ignore[arg-type]
+        packed.update(name for name in values if name != "__key__")
+        out.append((inner, at + a if out else start, [(BLOCK_FIELD, at + a, b - a)]))
+    return out
 
 
 def _checksums(f: BinaryIO, starts: list[int]) -> list[int]:

@@ -14,7 +14,7 @@ truncated or swapped shard.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import SidecarError
 from .keys import unsafe_key
+from .packed import BLOCK_FIELD, RESERVED_FIELDS
 
 __all__ = ["SIDECAR_DIR", "SIDECAR_SUFFIX", "ShardIndex", "legacy_sidecar_url", "sidecar_url"]
 
@@ -30,7 +31,9 @@ SIDECAR_SUFFIX = ".idx"
 #: The folder beside the shards that holds their sidecars.
 SIDECAR_DIR = ".tarstream"
 FORMAT_NAME = "tarstream.shard-index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Sidecars of shards without packed members keep version 1 (readers before packing read them).
+PLAIN_VERSION = 1
 
 _BLOCK = 512
 _U64 = np.dtype("<u8")
@@ -80,11 +83,25 @@ class ShardIndex:
     member_size: np.ndarray
     extra: dict[str, Any] = field(default_factory=dict)
     checksums: np.ndarray | None = None
+    #: The fields held in packed members (``tarstream.format.packed``), sorted.
+    packed_fields: list[str] = field(default_factory=list)
 
     @property
     def count(self) -> int:
         """Number of samples in the shard."""
         return len(self.keys)
+
+    @property
+    def packed(self) -> bool:
+        """Whether the shard has packed members (a version 2 sidecar)."""
+        return not RESERVED_FIELDS.isdisjoint(self.fields)
+
+    @property
+    def sample_fields(self) -> list[str]:
+        """The fields its samples have, sorted: its members' and those packed in them."""
+        if not self.packed:
+            return list(self.fields)
+        return sorted(set(self.fields).difference(RESERVED_FIELDS).union(self.packed_fields))
 
     @classmethod
     def build(
@@ -95,9 +112,10 @@ class ShardIndex:
         samples: Sequence[tuple[str, int, Sequence[tuple[str, int, int]]]],
         end_offset: int,
         checksums: Sequence[int] | None = None,
+        packed_fields: Iterable[str] = (),
     ) -> ShardIndex:
         """Build a sidecar from ``(key, header_offset, [(field, data_offset, size), ...])``
-        and, where known, each sample's CRC-32."""
+        and, where known, each sample's CRC-32 (and the fields in its packed members)."""
         fields = sorted({f for _, _, members in samples for f, _, _ in members})
         field_no = {f: i for i, f in enumerate(fields)}
         starts = [0]
@@ -122,13 +140,14 @@ class ShardIndex:
             member_offset=np.array(moff, dtype=_U64),
             member_size=np.array(msize, dtype=_U64),
             checksums=None if checksums is None else np.array(checksums, dtype=_U32),
+            packed_fields=sorted(packed_fields),
         )
 
     def to_bytes(self) -> bytes:
         """Serialize to the sidecar's msgpack bytes."""
         doc = {
             "format": FORMAT_NAME,
-            "version": FORMAT_VERSION,
+            "version": FORMAT_VERSION if self.packed else PLAIN_VERSION,
             "shard": self.shard,
             "size": self.size,
             "sha256": self.sha256,
@@ -146,6 +165,7 @@ class ShardIndex:
                 if self.checksums is not None
                 else {}
             ),
+            **({"packed_fields": self.packed_fields} if self.packed else {}),
         }
         return bytes(msgpack.packb(doc, use_bin_type=True))
 
@@ -164,10 +184,10 @@ class ShardIndex:
             raise SidecarError(f"not a valid sidecar (msgpack: {e})", shard=url) from e
         if not isinstance(doc, dict) or doc.get("format") != FORMAT_NAME:
             raise SidecarError("not a tarstream sidecar (format field missing)", shard=url)
-        if doc.get("version") != FORMAT_VERSION:
+        if doc.get("version") not in (PLAIN_VERSION, FORMAT_VERSION):
             raise SidecarError(
                 f"sidecar format version {doc.get('version')!r} is not supported "
-                f"(this tarstream reads version {FORMAT_VERSION})",
+                f"(this tarstream reads versions {PLAIN_VERSION} and {FORMAT_VERSION})",
                 shard=url,
             )
         try:
@@ -188,6 +208,7 @@ class ShardIndex:
                     if "sample_crc32" in doc
                     else None
                 ),
+                packed_fields=[str(f) for f in doc.get("packed_fields", ())],
             )
         except (KeyError, TypeError, ValueError) as e:
             raise SidecarError(f"sidecar is missing or has a bad entry: {e}", shard=url) from e
@@ -223,14 +244,23 @@ def _layout_problem(index: ShardIndex) -> str | None:
     starts = index.member_start.astype(np.int64)
     moff = index.member_offset.astype(np.int64)
     msize = index.member_size.astype(np.int64)
-    if (offsets % _BLOCK).any() or (moff % _BLOCK).any():
-        return "an offset that is not at a 512-byte block"
     if index.count and (int(starts[0]) != 0 or (np.diff(starts) < 1).any()):
         return "a sample without members"
+    sample = np.repeat(np.arange(index.count), np.diff(starts))
+    # An element of a block (version 2) has no header of its own and starts anywhere.
+    virtual = _block_elements(index)
+    in_block = np.zeros(index.count, dtype=bool)
+    in_block[sample[virtual]] = True
+    if (offsets[:-1][~in_block] % _BLOCK).any() or offsets[-1] % _BLOCK:
+        return "an offset that is not at a 512-byte block"
+    if (moff[~virtual] % _BLOCK).any():
+        return "an offset that is not at a 512-byte block"
+    if (np.diff(starts)[in_block] != 1).any():
+        return "a block element that shares its sample with other members"
     if (np.diff(offsets) < 1).any() or int(offsets[-1]) + 2 * _BLOCK > index.size:
         return "samples out of order, or past the shard's size"
-    sample = np.repeat(np.arange(index.count), np.diff(starts))
-    inside = (moff - _BLOCK >= offsets[sample]) & (moff + msize <= offsets[sample + 1])
+    header = np.where(virtual, 0, _BLOCK)
+    inside = (moff - header >= offsets[sample]) & (moff + msize <= offsets[sample + 1])
     if not inside.all():
         return f"member {int(np.argmin(inside))} lies outside its sample"
     ends = moff + (msize + _BLOCK - 1) // _BLOCK * _BLOCK
@@ -238,6 +268,13 @@ def _layout_problem(index: ShardIndex) -> str | None:
     if (same & (moff[1:] - _BLOCK < ends[:-1])).any():
         return "members overlapping each other or a header"
     return None
+
+
+def _block_elements(index: ShardIndex) -> np.ndarray:
+    """Whether each member is an element of a block (``tarstream.format.packed``)."""
+    if BLOCK_FIELD not in index.fields:
+        return np.zeros(len(index.member_field), dtype=bool)
+    return np.asarray(index.member_field == index.fields.index(BLOCK_FIELD))
 
 
 def _key_problem(keys: list[str]) -> str | None:

@@ -16,6 +16,7 @@ from typing import BinaryIO
 
 from ..errors import ShardError, ShardFormatError, SidecarError, TruncatedShardError
 from .header import BLOCK, ZERO_BLOCK
+from .packed import BLOCK_FIELD, PACKED_FIELD, lowered, merge_packed, unpack_element
 from .samples import Sample
 from .scan import DEFAULT_READ_SIZE, ReadStats, read_exact
 from .sidecar import ShardIndex
@@ -38,6 +39,10 @@ class SliceTable:
     #: the shard became one name (then each sample is checked for a repeated field).
     names: list[str]
     merged: bool
+    lowercase: bool = False
+    #: The field number of block elements (-1: none), and the name of a packed member.
+    block: int = -1
+    packed: str = PACKED_FIELD
 
     @classmethod
     def of(cls, index: ShardIndex, *, verify: bool, lowercase: bool = False) -> SliceTable:
@@ -51,6 +56,8 @@ class SliceTable:
             index.checksums.tolist() if verify and index.checksums is not None else None,
             names,
             len(set(names)) < len(names),
+            lowercase,
+            index.fields.index(BLOCK_FIELD) if BLOCK_FIELD in index.fields else -1,
         )
 
 
@@ -152,24 +159,17 @@ def _slice(
     """The samples ``chosen`` from ``chunk``, which starts at byte ``base`` of the shard."""
     mstart, mfield, moff, msize = table.mstart, table.mfield, table.moff, table.msize
     keys, fields, offsets, crcs = index.keys, index.fields, table.offsets, table.crcs
-    names = table.names
+    names, block, packed = table.names, table.block, table.packed
     view = memoryview(chunk)
     for s in chosen:
         m0 = mstart[s]
         key = keys[s]
-        expect = f"{key}.{fields[mfield[m0]]}\x00".encode("utf-8", "surrogateescape")
-        header = moff[m0] - BLOCK - base
-        # The ustar name field holds the name only when it is short ASCII; otherwise it is
-        # in a PAX record (checked by the sample's checksum) and the field holds a stand-in.
-        if len(expect) <= 100 and expect.isascii() and not chunk.startswith(expect, header):
-            found = chunk[header : header + 100].split(b"\x00", 1)[0]
-            raise SidecarError(
-                f"shard does not match its sidecar: expected member {expect[:-1]!r}, "
-                f"found {found!r} (shard replaced or sidecar stale)",
-                shard=url,
-                member=expect[:-1].decode("utf-8", "surrogateescape"),
-                offset=moff[m0] - BLOCK,
-            )
+        first = fields[mfield[m0]]
+        # The header of the sample's first member: for an element of a block, the block's
+        # header where the sample starts the block (the others have none of their own).
+        header = offsets[s] if mfield[m0] == block else moff[m0] - BLOCK
+        if header + BLOCK <= moff[m0]:
+            _check_name(url, chunk, header, base, f"{key}.{first}")
         if (
             crcs is not None
             and zlib.crc32(view[offsets[s] - base : offsets[s + 1] - base]) != crcs[s]
@@ -179,16 +179,43 @@ def _slice(
                 "checksum its sidecar records: the shard is corrupt, or was replaced and the "
                 "sidecar is stale",
                 shard=url,
-                member=expect[:-1].decode("utf-8", "surrogateescape"),
+                member=f"{key}.{first}",
                 offset=offsets[s],
             )
-        sample: Sample = {"__key__": key, "__url__": url}
+        if mfield[m0] == block:
+            o = moff[m0] - base
+            sample = unpack_element(view[o : o + msize[m0]], key, url, moff[m0])
+            sample["__url__"] = url
+            yield lowered(sample, url) if table.lowercase else sample
+            continue
+        sample = {"__key__": key, "__url__": url}
         for m in range(m0, mstart[s + 1]):
             o = moff[m] - base
             sample[names[mfield[m]]] = chunk[o : o + msize[m]]
         if table.merged and len(sample) != 2 + mstart[s + 1] - m0:
             _raise_merged(url, key, [names[mfield[m]] for m in range(m0, mstart[s + 1])])
+        if packed in sample:
+            merge_packed(sample, url, table.lowercase)
         yield sample
+
+
+def _check_name(url: str, chunk: bytes, header: int, base: int, name: str) -> None:
+    """Check the name in the header at byte ``header`` (``chunk`` starts at ``base``)
+    against the sidecar's ``name``.
+
+    The ustar name field holds the name only when it is short ASCII; otherwise it is in a
+    PAX record (checked by the sample's checksum) and the field holds a stand-in."""
+    expect = f"{name}\x00".encode("utf-8", "surrogateescape")
+    at = header - base
+    if len(expect) <= 100 and expect.isascii() and not chunk.startswith(expect, at):
+        found = chunk[at : at + 100].split(b"\x00", 1)[0]
+        raise SidecarError(
+            f"shard does not match its sidecar: expected member {expect[:-1]!r}, "
+            f"found {found!r} (shard replaced or sidecar stale)",
+            shard=url,
+            member=name,
+            offset=header,
+        )
 
 
 def _raise_merged(url: str, key: str, names: list[str]) -> None:

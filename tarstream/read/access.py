@@ -38,7 +38,8 @@ from ..storage.files import open_input
 from ..storage.remote import RemoteInput
 from ..storage.urls import is_local, local_path
 from .keys import KeyIndex, build_key_table, key_hash
-from .shard import read_shard_at
+from .packed import packed_values
+from .shard import pick_fields, read_shard_at
 
 __all__ = ["RandomAccess"]
 
@@ -134,7 +135,7 @@ class RandomAccess:
         ranges = self._ranges(shard)
         label = redact_url(spec.url)
         order = sorted(set(wanted))
-        if self.fields is not None:
+        if self.fields is not None and not index.packed:
             samples = read_members(
                 ranges.read_at, label, index, order, self.fields, lowercase=self.lowercase
             )
@@ -150,6 +151,8 @@ class RandomAccess:
             lowercase=self.lowercase,
             table=self._table(shard, index),
         )
+        if index.packed:
+            run = packed_values(pick_fields(run, self.fields), label, None)
         return dict(zip(order, run, strict=True))
 
     def _table(self, shard: int, index: ShardIndex) -> SliceTable:

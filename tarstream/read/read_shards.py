@@ -20,6 +20,7 @@ from ..plan.segments import Segment, known_size
 from ..plan.shard_list import PlanStage, ShardList
 from ..plan.specs import SidecarMode, check_sidecar_mode
 from ..stage import Stage, State, check_errors
+from .packed import TypedFields
 from .shard import OpenShard, is_remote, open_shard, read_shard, read_shard_at
 
 __all__ = ["ReadShards"]
@@ -88,6 +89,9 @@ class ReadShards(Stage[Sample]):
         self.verify = verify
         self.lowercase_fields = lowercase_fields
         self.stats = ReadStats()
+        #: The packed fields handed on as they are held (``tarstream.read.packed``): set
+        #: by a ``Decode`` after this stage, whose built-in decoders would make the same.
+        self.typed: TypedFields = None
         self._samples: Iterator[Sample] | None = None
         self._ahead: tuple[int, OpenShard] | None = None
         # the plan of the context it was made in, and where its segments start
@@ -173,6 +177,7 @@ class ReadShards(Stage[Sample]):
             lenient=self.errors == "skip",
             lowercase=self.lowercase_fields,
             fields=self.fields,
+            typed=self.typed,
         )
         for sample in self._samples:
             self._offset += 1
@@ -279,6 +284,7 @@ class ReadShards(Stage[Sample]):
                 verify=self.verify,
                 lowercase=self.lowercase_fields,
                 fields=self.fields,
+                typed=self.typed,
             )
             for shard, samples in wanted.items()
         }

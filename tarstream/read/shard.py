@@ -8,6 +8,7 @@ from typing import BinaryIO, NamedTuple, cast
 
 from ..errors import ShardFormatError, SidecarError, redact_url
 from ..format.members import read_members
+from ..format.packed import unpack_samples
 from ..format.samples import Sample, read_samples
 from ..format.scan import DEFAULT_MAX_MEMBER_SIZE, DEFAULT_READ_SIZE, ReadStats, read_exact
 from ..format.sidecar import ShardIndex
@@ -16,8 +17,17 @@ from ..plan.specs import ShardSpec, SidecarMode, load_sidecar
 from ..storage.compressed import GunzipInput, is_gzip_name
 from ..storage.files import open_input
 from ..storage.urls import is_local, is_pipe
+from .packed import TypedFields, packed_values
 
-__all__ = ["OpenShard", "is_remote", "open_shard", "read_fields", "read_shard", "read_shard_at"]
+__all__ = [
+    "OpenShard",
+    "is_remote",
+    "open_shard",
+    "pick_fields",
+    "read_fields",
+    "read_shard",
+    "read_shard_at",
+]
 
 #: Samples whose chosen members are located and read together.
 _CHUNK = 256
@@ -73,6 +83,7 @@ def read_shard(
     lenient: bool = False,
     lowercase: bool = False,
     fields: frozenset[str] | None = None,
+    typed: TypedFields = None,
 ) -> Iterator[Sample]:
     """Yield samples ``first:stop`` of one shard (``stop`` None: to its end), closing the
     file at the end.
@@ -85,13 +96,17 @@ def read_shard(
     lower-case field names. ``fields``: only these fields (besides ``__key__`` and
     ``__url__``); with a sidecar only their members are read (``read_fields``: their
     headers are checked instead of the sample checksums), else they are picked.
+    ``typed``: the packed fields handed on as they are held (``tarstream.read.packed``).
     """
     index, f, size = opened if opened is not None else open_shard(spec, sidecars=sidecars)
     label = redact_url(spec.url)
     with f:
-        if index is not None and fields is not None and not is_gzip_name(spec.url):
+        plain = index is not None and not index.packed
+        if plain and fields is not None and not is_gzip_name(spec.url):
+            assert index is not None
             yield from read_fields(f, label, index, fields, first, stop, size, lowercase, stats)
-        elif index is not None:
+            return
+        if index is not None:
             samples = read_sliced(
                 f,
                 label,
@@ -104,7 +119,6 @@ def read_shard(
                 verify=verify,
                 lowercase=lowercase,
             )
-            yield from _picked(samples, fields)
         else:
             samples = read_samples(
                 f,
@@ -115,12 +129,18 @@ def read_shard(
                 lenient=lenient,
                 lowercase=lowercase,
             )
+            samples = unpack_samples(samples, label, lowercase, stats)
             if first or stop is not None:
                 samples = islice(samples, first, stop)
-            yield from _picked(samples, fields)
+        samples = pick_fields(samples, fields)
+        yield from (
+            samples
+            if index is not None and not index.packed
+            else packed_values(samples, label, typed)
+        )
 
 
-def _picked(samples: Iterator[Sample], fields: frozenset[str] | None) -> Iterator[Sample]:
+def pick_fields(samples: Iterator[Sample], fields: frozenset[str] | None) -> Iterator[Sample]:
     """``samples`` with only ``fields`` (and the metadata) where fields are named."""
     if fields is None:
         return samples
@@ -174,12 +194,14 @@ def read_shard_at(
     verify: bool = True,
     lowercase: bool = False,
     fields: frozenset[str] | None = None,
+    typed: TypedFields = None,
 ) -> dict[int, Sample]:
     """Return the samples of one shard at ``indices`` (sample numbers), by number.
 
     With a sidecar only the regions holding those samples are read (seeking over gaps
     longer than a read); without one the shard is parsed up to the last of them.
     ``fields``: only these fields (and the metadata), picked from the whole samples.
+    ``typed``: as ``read_shard`` takes it.
     """
     wanted = sorted(set(indices))
     if not wanted:
@@ -188,14 +210,25 @@ def read_shard_at(
     label = redact_url(spec.url)
     with f:
         if index is not None:
-            run = read_sliced(
-                f, label, index, only=wanted, file_size=size, verify=verify, lowercase=lowercase
+            run = pick_fields(
+                read_sliced(
+                    f, label, index, only=wanted, file_size=size, verify=verify, lowercase=lowercase
+                ),
+                fields,
             )
-            return dict(zip(wanted, _picked(run, fields), strict=True))
+            if index.packed:
+                run = packed_values(run, label, typed)
+            return dict(zip(wanted, run, strict=True))
         keep = set(wanted)
         out: dict[int, Sample] = {}
-        samples = read_samples(f, label, max_member_size=max_member_size, lowercase=lowercase)
-        for position, sample in enumerate(_picked(samples, fields)):
+        samples = unpack_samples(
+            read_samples(f, label, max_member_size=max_member_size, lowercase=lowercase),
+            label,
+            lowercase,
+        )
+        for position, sample in enumerate(
+            packed_values(pick_fields(samples, fields), label, typed)
+        ):
             if position in keep:
                 out[position] = sample
                 if len(out) == len(keep):

@@ -20,20 +20,32 @@ import fnmatch
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from ..codecs.decoders import DEFAULT_MAX_SIZE, Decoder, builtin_decoder, decode_error, gunzip
+from ..codecs.decoders import (
+    DEFAULT_MAX_SIZE,
+    RECORD_DECODERS,
+    Decoder,
+    builtin_decoder,
+    decode_error,
+    gunzip,
+)
+from ..codecs.encode import TYPED_KINDS
 from ..codecs.extensions import PICKLE_EXTENSIONS, extension
 from ..codecs.images import DEFAULT_MAX_PIXELS, ImageForm, Size
 from ..codecs.media import AudioOptions, VideoOptions
 from ..errors import ArgumentError, DecodeError
 from ..format.samples import Sample
-from ..stage import State, Transform, check_errors
+from ..read.read_shards import ReadShards
+from ..stage import Stage, State, Transform, check_errors
+from ..world import Context
 from .deferred import PendingImage
 
 __all__ = ["Decode", "DecodeStats"]
 
 _KEEP, _DROP, _DECODE, _IMAGE = 0, 1, 2, 3
+#: The built-in decoders that make from a plain member's bytes what a packed one holds.
+_TYPED_DECODERS = frozenset(RECORD_DECODERS[kind] for kind in TYPED_KINDS)
 
 #: A webdataset-style handler: (".field", bytes) -> the value, or None to pass it on.
 Handler = Callable[[str, bytes], Any]
@@ -223,6 +235,22 @@ class Decode(Transform[Sample]):
             unsafe=self.unsafe,
         )
 
+    def connect(self, source: Stage[Any] | None, context: Context) -> Decode:
+        clone = cast(Decode, super().connect(source, context))
+        reader = source
+        while reader is not None and reader.forwards_items:
+            reader = reader.source
+        if isinstance(reader, ReadShards):  # packed values arrive as the decoders make them
+            reader.typed = clone.takes_typed
+        return clone
+
+    def takes_typed(self, name: str) -> bool:
+        """Whether field ``name`` may arrive as a packed member holds it (a str, int or
+        JSON value, ``tarstream.read.packed``): its decoder is the built-in one that makes
+        that value from the bytes, or the field is dropped."""
+        action, decoder = self._plan(name)
+        return action == _DROP or (action == _DECODE and decoder in _TYPED_DECODERS)
+
     def defer_images(self) -> bool:
         """Leave built-in image decoding to the ``Batch`` this stage feeds (the interface
         in ``tarstream.stages.deferred``): images become ``PendingImage`` values, which the
@@ -242,10 +270,10 @@ class Decode(Transform[Sample]):
         out = dict(item)
         for name, action, decoder in steps:
             value = out[name]
-            if not isinstance(value, bytes):
-                continue  # kept as it is
             if action == _DROP:
                 del out[name]
+            elif not isinstance(value, bytes):
+                continue  # kept as it is (a value a packed member holds, say)
             elif action == _IMAGE and self._defer:
                 out[name] = PendingImage(value, self.form, item, name)
             else:

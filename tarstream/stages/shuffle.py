@@ -32,6 +32,8 @@ class Shuffle(Stage[Any]):
     It says which items of the reader's plan it consumed (``tarstream.stage.Accounted``).
     """
 
+    forwards_items = True
+
     START_KEY = "start"
     RETURNED_KEY = "returned"
     preserves_count = True

@@ -15,6 +15,8 @@ __all__ = ["Equalize", "EqualizeStats", "Repeat", "Skip", "Take"]
 class Take(Stage[Any]):
     """Return the first ``n`` items. State: the source's and the count returned."""
 
+    forwards_items = True
+
     COUNT_KEY = "count"
 
     def __init__(self, n: int) -> None:
@@ -43,6 +45,8 @@ class Take(Stage[Any]):
 
 class Skip(Stage[Any]):
     """Drop the first ``n`` items. State: the source's and whether they are dropped yet."""
+
+    forwards_items = True
 
     SKIPPED_KEY = "skipped"
 
@@ -77,6 +81,8 @@ class Repeat(Stage[Any]):
     Each repetition re-plans its source with the next epoch number, so orders differ.
     State: the repetition number and the source's state in it.
     """
+
+    forwards_items = True
 
     ROUND_KEY = "round"
 
@@ -138,6 +144,8 @@ class Equalize(Stage[Any]):
     ``Pipeline.split``). State: the source's, the count delivered, the passes over the
     source begun after the first, and the count of this pass.
     """
+
+    forwards_items = True
 
     COUNT_KEY, PASSES_KEY, IN_PASS_KEY = "count", "passes", "in_pass"
 

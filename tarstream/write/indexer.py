@@ -16,8 +16,8 @@ from ..format.sidecar import SIDECAR_DIR, sidecar_url
 from ..storage.compressed import GunzipInput, is_gzip_name
 from ..storage.files import atomic_write, open_input
 from ..storage.urls import is_local, local_path
+from .merge import default_manifest_path
 from .progress import Progress
-from .writer import default_manifest_path
 
 __all__ = ["index_shards"]
 

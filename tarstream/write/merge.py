@@ -1,16 +1,53 @@
-"""Merge: one manifest from the manifests of a write's parts (``--part i/n`` on many
-machines), without reading a shard or a sidecar."""
+"""A write's manifest: where it goes by default, what it lists of the shards written, and
+one merged from the manifests of a write's parts (``--part i/n`` on many machines) without
+reading a shard or a sidecar."""
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
+from typing import Any
 
 from ..errors import ManifestError, WriteError
-from ..format.manifest import Manifest
+from ..format.manifest import MANIFEST_SUFFIX, Manifest
+from ..format.sidecar import SIDECAR_DIR, SIDECAR_SUFFIX, ShardIndex
 from ..storage.files import atomic_write
 
-__all__ = ["merge_manifests", "part_manifest_path"]
+__all__ = ["default_manifest_path", "manifest_of", "merge_manifests", "part_manifest_path"]
+
+_PLACEHOLDER = re.compile(r"%(?:0?\d+)?d")
+
+
+def default_manifest_path(pattern: str) -> str:
+    """Return the manifest path of a shard pattern (or of one shard): beside the shards,
+    named after the pattern's prefix, with a leading ``_`` so that tools reading the
+    directory as shards (Ray Data, Spark, Arrow) pass it over.
+
+    >>> default_manifest_path("d/train-%06d.tar"), default_manifest_path("d/val-000003.tar")
+    ('d/_train.manifest.json', 'd/_val.manifest.json')
+    """
+    directory, base = os.path.split(pattern)
+    stem = _PLACEHOLDER.split(base, maxsplit=1)[0]
+    stem = re.sub(r"(\.(tar|tgz|tar\.gz))$", "", stem)
+    stem = stem.rstrip("0123456789").rstrip("-_.") or "dataset"
+    return os.path.join(directory, "_" + stem.lstrip("_") + MANIFEST_SUFFIX)
+
+
+def manifest_of(
+    indexes: list[tuple[str, ShardIndex]], manifest_path: str, limits: dict[str, Any]
+) -> Manifest:
+    """The manifest at ``manifest_path`` of shards ``(path, sidecar)``, in order."""
+    base = os.path.dirname(manifest_path)
+    return Manifest(
+        shards=[os.path.relpath(p, base or ".").replace(os.sep, "/") for p, _ in indexes],
+        samples=[index.count for _, index in indexes],
+        sizes=[index.size for _, index in indexes],
+        fields=sorted({f for _, index in indexes for f in index.sample_fields}),
+        sidecar_suffix=SIDECAR_SUFFIX,
+        sidecar_dir=SIDECAR_DIR,
+        writer={"tool": "tarstream.ShardWriter", **limits},
+    )
 
 
 def part_manifest_path(manifest_path: str, part: int, parts: int) -> str:

@@ -26,9 +26,9 @@ from ..format.sidecar import ShardIndex
 from ..storage.files import atomic_write
 from .durable import complete_shard, remove_temporaries
 from .index_file import Fetch
-from .merge import part_manifest_path
+from .merge import default_manifest_path, manifest_of, part_manifest_path
 from .sources import samples_from
-from .writer import ShardWriter, default_manifest_path, manifest_of
+from .writer import ShardWriter
 
 __all__ = ["Part", "write_parallel", "write_part"]
 

@@ -1,11 +1,28 @@
-"""Progress of a long run (a write, an index, a verify) on a terminal; silent when piped."""
+"""Progress of a long run (a write, an index, a verify): what a writer reports, and a bar
+on a terminal, silent when piped."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any, TextIO
 
-__all__ = ["Progress"]
+__all__ = ["Progress", "WriteProgress"]
+
+
+@dataclass(frozen=True)
+class WriteProgress:
+    """How far a write is: samples and bytes written, shards complete, seconds since the
+    writer was made (``samples_per_s`` follows)."""
+
+    samples: int
+    shards: int
+    bytes: int
+    seconds: float
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.samples / self.seconds if self.seconds > 0 else 0.0
 
 
 class Progress:

@@ -14,9 +14,8 @@ from typing import Any
 from ..errors import WriteError
 from ..format.manifest import Manifest
 from .index_file import Fetch
-from .merge import merge_manifests
+from .merge import default_manifest_path, merge_manifests
 from .parallel import write_part
-from .writer import default_manifest_path
 
 __all__ = ["write_with_ray"]
 

@@ -11,63 +11,35 @@ import re
 import time
 import zlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, BinaryIO, cast
 
-from ..codecs.encode import field_encoder
 from ..errors import DuplicateKeyError, InvalidKeyError, WriteError
-from ..format.header import BLOCK, RECORD, archive_end, member_header, round_up
+from ..format.header import BLOCK, RECORD, archive_end, round_up
 from ..format.keys import validate_field, validate_key
-from ..format.manifest import MANIFEST_SUFFIX, Manifest
-from ..format.sidecar import SIDECAR_DIR, SIDECAR_SUFFIX, ShardIndex, sidecar_url
+from ..format.manifest import Manifest
+from ..format.sidecar import ShardIndex, sidecar_url
 from ..storage.compressed import is_gzip_name
 from ..storage.files import atomic_write, temp_name
 from .durable import OneBehind, Sink, complete_shard, put_in_place, remove_temporaries
+from .merge import default_manifest_path, manifest_of
+from .packing import (
+    BLOCK_TARGET,
+    DEFAULT_PACK_LIMIT,
+    Block,
+    Pack,
+    PackMode,
+    member_blob,
+    pack_bytes,
+)
+from .progress import WriteProgress
 
-__all__ = [
-    "ShardWriter",
-    "WriteProgress",
-    "default_manifest_path",
-    "manifest_of",
-]
+__all__ = ["ShardWriter", "WriteProgress"]
 
 _PLACEHOLDER = re.compile(r"%(?:0?\d+)?d")
 #: The key and the metadata that readers add to samples (ignored, so that read samples can
 #: be written back).
 _IGNORED_META = frozenset({"__key__", "__url__", "__local_path__"})
-_ZEROS = bytes(BLOCK)
-_Encoder = Callable[[str, Any], bytes]
-
-
-def default_manifest_path(pattern: str) -> str:
-    """Return the manifest path of a shard pattern (or of one shard): beside the shards,
-    named after the pattern's prefix, with a leading ``_`` so that tools reading the
-    directory as shards (Ray Data, Spark, Arrow) pass it over.
-
-    >>> default_manifest_path("d/train-%06d.tar"), default_manifest_path("d/val-000003.tar")
-    ('d/_train.manifest.json', 'd/_val.manifest.json')
-    """
-    directory, base = os.path.split(pattern)
-    stem = _PLACEHOLDER.split(base, maxsplit=1)[0]
-    stem = re.sub(r"(\.(tar|tgz|tar\.gz))$", "", stem)
-    stem = stem.rstrip("0123456789").rstrip("-_.") or "dataset"
-    return os.path.join(directory, "_" + stem.lstrip("_") + MANIFEST_SUFFIX)
-
-
-@dataclass(frozen=True)
-class WriteProgress:
-    """How far a write is: samples and bytes written, shards complete, seconds since the
-    writer was made (``samples_per_s`` follows)."""
-
-    samples: int
-    shards: int
-    bytes: int
-    seconds: float
-
-    @property
-    def samples_per_s(self) -> float:
-        return self.samples / self.seconds if self.seconds > 0 else 0.0
 
 
 class ShardWriter:
@@ -108,6 +80,13 @@ class ShardWriter:
             source's sample after it), the first incomplete shard
             and temporary files are removed, and writing goes on from there. The same
             source then gives the same bytes as a write that never stopped.
+        pack: "none" writes each field as a member (the WebDataset layout); "small" packs
+            samples whose fields are all small into blocks, one member for many samples;
+            "all" also packs the small fields of a sample with large ones into one member
+            (``tarstream.write.packing``; FORMAT.md, "Packed fields"). Read the same either
+            way; smaller on disk and faster to read and write for small samples.
+        pack_limit: bytes values up to this size are small (typed text, class and JSON
+            values always are).
     """
 
     def __init__(
@@ -121,8 +100,12 @@ class ShardWriter:
         progress: Callable[[WriteProgress], None] | None = None,
         fsync: bool = True,
         resume: bool = False,
+        pack: PackMode = "none",
+        pack_limit: int = DEFAULT_PACK_LIMIT,
     ) -> None:
         pattern = os.fspath(pattern)
+        if pack not in ("none", "small", "all"):
+            raise ValueError(f'pack must be "none", "small" or "all", got {pack!r}')
         if "://" in pattern:
             raise ValueError(f"ShardWriter writes local paths only, got URL {pattern!r}")
         if len(_PLACEHOLDER.findall(pattern)) != 1 or pattern.count("%") != 1:
@@ -146,7 +129,10 @@ class ShardWriter:
             self.manifest_path = os.fspath(manifest)
         self._next_index = start_index
         self._keys: set[str] = set()
-        self._plans: dict[tuple[str, ...], list[tuple[str, _Encoder]]] = {}
+        self.pack, self.pack_limit = pack, pack_limit
+        self._plans: dict[tuple[str, ...], Pack] = {}
+        self._block = Block()
+        self._packed: set[str] = set()  # fields packed in the current shard
         self._file: BinaryIO | None = None
         self._path = ""
         self._temp = ""
@@ -192,7 +178,7 @@ class ShardWriter:
         still being put in place counts as complete)."""
         samples, size = self._in_flight
         return WriteProgress(
-            samples=self._written + samples + len(self._samples),
+            samples=self._written + samples + len(self._samples) + len(self._block),
             shards=len(self._indexes) + (samples > 0),
             bytes=self._written_bytes + size + self._size,
             seconds=time.monotonic() - self._started,
@@ -219,40 +205,67 @@ class ShardWriter:
         if key in self._keys:
             raise DuplicateKeyError(f"sample key {key!r} was already written")
         plan = self._plans.get(tuple(sample)) or self._plan(key, sample)
-        members: list[tuple[str, int, int]] = []  # (field, data offset in blob, size)
-        parts: list[bytes] = []
-        offset = 0
-        for field, encode in plan:
-            data = encode(key, sample[field])
-            header = member_header(f"{key}.{field}", len(data))
-            offset += len(header)
-            members.append((field, offset, len(data)))
-            pad = -len(data) % BLOCK
-            parts += (header, data, _ZEROS[:pad]) if pad else (header, data)
-            offset += len(data) + pad
-        if not members:
+        if self.pack == "none":
+            items = [(name, encode(key, sample[name])) for name, encode, _ in plan.fields]
+        else:
+            small, items = plan.split(key, sample)
+            if not items:
+                return self._write_element(key, small)
+            if self.pack == "all":
+                self._packed.update(small)
+            items = plan.members(key, sample, small, items)
+        if not items:
             raise WriteError(f"sample {key!r} has no fields to write")
-        if self._file is not None and self._full(offset):
+        blob, members = member_blob(key, items)
+        if self._block:
+            self._flush_block()
+        if self._file is not None and self._full(len(blob)):
             self._finish_shard()
         if self._file is None:
             self._open_shard()
         self._keys.add(key)
-        self._append(key, b"".join(parts), members)
+        self._append(key, blob, members)
 
-    def _plan(self, key: str, sample: Mapping[str, Any]) -> list[tuple[str, _Encoder]]:
+    def _write_element(self, key: str, small: dict[str, Any]) -> None:
+        """Add a sample of small fields only (``small``, led by ``__key__``) to the block."""
+        if len(small) == 1:
+            raise WriteError(f"sample {key!r} has no fields to write")
+        element = pack_bytes(key, small)
+        grows = len(element) + (0 if self._block else 4 * BLOCK + 5)
+        if self._file is not None and self._full(grows):
+            self._finish_shard()
+        if self._file is None:
+            self._open_shard()
+        elif self._block.size + len(element) > BLOCK_TARGET:
+            self._flush_block()
+        if not self._packed.issuperset(small):
+            self._packed.update(small)
+        self._keys.add(key)
+        self._block.add(key, element)
+
+    def _flush_block(self) -> None:
+        """Write the block being filled as one member."""
+        blob, layout, crcs = self._block.take(self._size)
+        self._samples += layout
+        self._checksums += crcs
+        self._sink.write(blob)
+        self._size += len(blob)
+
+    def _plan(self, key: str, sample: Mapping[str, Any]) -> Pack:
         """The fields of samples with the keys of ``sample`` (in this order), sorted, each
-        checked once and with its encoder."""
+        checked once and with its encoders."""
         if len(self._plans) > 1000:  # samples of ever new field sets: keep a few
             self._plans.clear()
         names = sorted(k for k in sample if k not in _IGNORED_META)
-        plan = [(validate_field(key, name), field_encoder(name)) for name in names]
+        plan = Pack(self.pack, self.pack_limit, [validate_field(key, name) for name in names])
         self._plans[tuple(sample)] = plan
         return plan
 
     def _full(self, sample_size: int) -> bool:
-        if self.max_samples is not None and len(self._samples) >= self.max_samples:
+        held = len(self._samples) + len(self._block)
+        if self.max_samples is not None and held >= self.max_samples:
             return True
-        ends = self._size + sample_size + 2 * BLOCK
+        ends = self._size + self._block.bound() + sample_size + 2 * BLOCK
         return self.max_bytes is not None and round_up(ends, RECORD) > self.max_bytes
 
     def _open_shard(self) -> None:
@@ -273,6 +286,7 @@ class ShardWriter:
         self._size = 0
         self._samples = []
         self._checksums = []
+        self._packed = set()
 
     def _append(self, key: str, blob: bytes, members: list[tuple[str, int, int]]) -> None:
         """Write a sample's members, ``blob``, whose data lie at ``members``' offsets in it."""
@@ -288,6 +302,8 @@ class ShardWriter:
 
     def _finish_shard(self) -> None:
         assert self._file is not None
+        if self._block:
+            self._flush_block()
         self._in_place.wait()  # the shard before in place (or its error) while this one is open
         end = self._size
         self._emit(archive_end(end))
@@ -303,6 +319,7 @@ class ShardWriter:
             self._samples,
             end,
             self._checksums,
+            self._packed.difference(["__key__"]),
         )
         self._samples, self._size = [], 0
         job = functools.partial(
@@ -375,19 +392,3 @@ class ShardWriter:
             self.close()
         else:
             self.abort()
-
-
-def manifest_of(
-    indexes: list[tuple[str, ShardIndex]], manifest_path: str, limits: dict[str, Any]
-) -> Manifest:
-    """The manifest at ``manifest_path`` of shards ``(path, sidecar)``, in order."""
-    base = os.path.dirname(manifest_path)
-    return Manifest(
-        shards=[os.path.relpath(p, base or ".").replace(os.sep, "/") for p, _ in indexes],
-        samples=[index.count for _, index in indexes],
-        sizes=[index.size for _, index in indexes],
-        fields=sorted({f for _, index in indexes for f in index.fields}),
-        sidecar_suffix=SIDECAR_SUFFIX,
-        sidecar_dir=SIDECAR_DIR,
-        writer={"tool": "tarstream.ShardWriter", **limits},
-    )

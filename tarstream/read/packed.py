@@ -1,0 +1,54 @@
+"""Packed fields as a reader hands them on: typed where the stage after it asks, else the
+bytes a plain member holds (``tarstream.format.packed``).
+
+A packed member holds text, class and JSON values as they are. Read without ``decode()``
+a packed dataset gives the same bytes as its plain twin: those values are encoded back
+(``tarstream.codecs.encode.stored_bytes``). A ``Decode`` whose built-in decoder would make
+the same value from those bytes asks for it as it is (``typed``), and is spared both the
+encoding and the decoding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from ..codecs.encode import stored_bytes
+from ..codecs.extensions import CLASS, JSON, TEXT, kind_of
+from ..errors import EncodeError, ShardFormatError
+from ..format.samples import Sample
+
+__all__ = ["TypedFields", "packed_values"]
+
+#: Which fields are handed on typed (a predicate of the field name), or None: none.
+TypedFields = Callable[[str], bool] | None
+_TYPES: dict[str | None, tuple[type, ...]] = {TEXT: (str,), CLASS: (int,), JSON: (dict, list)}
+
+
+def packed_values(samples: Iterator[Sample], url: str, typed: TypedFields) -> Iterator[Sample]:
+    """``samples`` of a packed shard with each value held as it is kept (of its field's
+    kind) where ``typed`` says, else turned into the bytes a plain member holds."""
+    plans: dict[tuple[str, ...], list[tuple[str, tuple[type, ...] | None]]] = {}
+    for sample in samples:
+        names = tuple(sample)
+        plan = plans.get(names)
+        if plan is None:
+            if len(plans) > 1000:  # samples of ever new field sets: keep a few
+                plans.clear()
+            plan = plans[names] = [
+                (name, _TYPES.get(kind_of(name)) if typed and typed(name) else None)
+                for name in names
+                if not name.startswith("__")
+            ]
+        for name, kinds in plan:
+            value = sample[name]
+            if type(value) is bytes or (kinds is not None and type(value) in kinds):
+                continue
+            try:
+                sample[name] = stored_bytes(name, value)
+            except EncodeError as e:
+                raise ShardFormatError(
+                    f"packed field {name!r} of sample {sample['__key__']!r}: {e}",
+                    shard=url,
+                    member=f"{sample['__key__']}.{name}",
+                ) from None
+        yield sample
