@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from itertools import islice
-from typing import BinaryIO, NamedTuple, cast
+from typing import Any, BinaryIO, NamedTuple, cast
 
 from ..errors import ShardFormatError, SidecarError, redact_url
 from ..format.members import read_members
@@ -106,32 +106,16 @@ def read_shard(
             assert index is not None
             yield from read_fields(f, label, index, fields, first, stop, size, lowercase, stats)
             return
+        common: dict[str, Any] = {"read_size": read_size, "stats": stats, "lowercase": lowercase}
         if index is not None:
             samples = read_sliced(
-                f,
-                label,
-                index,
-                first=first,
-                stop=stop,
-                file_size=size,
-                read_size=read_size,
-                stats=stats,
-                verify=verify,
-                lowercase=lowercase,
+                f, label, index, first=first, stop=stop, file_size=size, verify=verify, **common
             )
         else:
-            samples = read_samples(
-                f,
-                label,
-                max_member_size=max_member_size,
-                read_size=read_size,
-                stats=stats,
-                lenient=lenient,
-                lowercase=lowercase,
+            scan = read_samples(
+                f, label, max_member_size=max_member_size, lenient=lenient, **common
             )
-            samples = unpack_samples(samples, label, lowercase, stats)
-            if first or stop is not None:
-                samples = islice(samples, first, stop)
+            samples = islice(unpack_samples(scan, label, lowercase, stats), first, stop)
         samples = pick_fields(samples, fields)
         yield from (
             samples

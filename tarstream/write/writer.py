@@ -104,8 +104,6 @@ class ShardWriter:
         pack_limit: int = DEFAULT_PACK_LIMIT,
     ) -> None:
         pattern = os.fspath(pattern)
-        if pack not in ("none", "small", "all"):
-            raise ValueError(f'pack must be "none", "small" or "all", got {pack!r}')
         if "://" in pattern:
             raise ValueError(f"ShardWriter writes local paths only, got URL {pattern!r}")
         if len(_PLACEHOLDER.findall(pattern)) != 1 or pattern.count("%") != 1:
@@ -118,15 +116,12 @@ class ShardWriter:
             raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
         if start_index < 0:
             raise ValueError(f"start_index must be >= 0, got {start_index}")
+        if pack not in ("none", "small", "all"):
+            raise ValueError(f'pack must be "none", "small" or "all", got {pack!r}')
         self.pattern = pattern
         self.max_samples = max_samples
         self.max_bytes = max_bytes
-        if manifest is True:
-            self.manifest_path: str | None = default_manifest_path(pattern)
-        elif manifest is False or manifest is None:
-            self.manifest_path = None
-        else:
-            self.manifest_path = os.fspath(manifest)
+        self.manifest_path = _manifest_path(manifest, pattern)
         self._next_index = start_index
         self._keys: set[str] = set()
         self.pack, self.pack_limit = pack, pack_limit
@@ -136,16 +131,14 @@ class ShardWriter:
         self._file: BinaryIO | None = None
         self._path = ""
         self._temp = ""
-        self._hash = hashlib.sha256()
-        self._size = 0
+        self._hash, self._size = hashlib.sha256(), 0
         self._samples: list[tuple[str, int, list[tuple[str, int, int]]]] = []
         self._checksums: list[int] = []
         self._indexes: list[tuple[str, ShardIndex]] = []
         self._closed = False
         self._on_progress = progress
         self._started = time.monotonic()
-        self._written = 0  # samples and bytes of the completed shards
-        self._written_bytes = 0
+        self._written, self._written_bytes = 0, 0  # samples and bytes of complete shards
         self._in_flight = (0, 0)  # samples and bytes of the shard being put in place
         self.fsync = fsync
         self._in_place = OneBehind()
@@ -392,3 +385,10 @@ class ShardWriter:
             self.close()
         else:
             self.abort()
+
+
+def _manifest_path(manifest: str | os.PathLike[str] | bool | None, pattern: str) -> str | None:
+    """Where a writer of ``pattern`` told ``manifest`` writes its manifest (None: nowhere)."""
+    if manifest is True:
+        return default_manifest_path(pattern)
+    return None if manifest is False or manifest is None else os.fspath(manifest)
