@@ -32,6 +32,11 @@ def write_dataset(
     return writer
 
 
+#: Both layouts of a dataset (``ShardWriter(pack=...)``), for fixtures that run the same
+#: tests over each: plain members, and blocks of packed small samples.
+PACKS = {"params": ["none", "small"], "ids": ["plain", "packed"]}
+
+
 @pytest.fixture
 def dataset(tmp_path: Path) -> tuple[Path, list[dict[str, Any]]]:
     """A 3-shard dataset of 25 samples (max_samples=10), with sidecars and manifest."""
@@ -54,3 +59,19 @@ def files_under(directory: Path) -> dict[str, bytes]:
         for p in sorted(directory.rglob("*"))
         if p.is_file()
     }
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run tests over the packed layout (``PACKS``) under fork, not again under spawn: the
+    layouts differ in the reader alone, which both start methods run alike, and a spawn
+    case of the loader tests takes a minute."""
+    dropped = [
+        item
+        for item in items
+        if (spec := getattr(item, "callspec", None)) is not None
+        and "packed" in spec.id
+        and "spawn" in spec.id
+    ]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if item not in dropped]

@@ -12,24 +12,24 @@ import pytest
 import tarstream
 from tarstream.read import access
 
-from .conftest import files_under, make_samples, sidecar_of, write_dataset
+from .conftest import PACKS, files_under, make_samples, sidecar_of, write_dataset
 from .remote_helpers import moto_server, ranged_http_server, s3_credentials, upload
 
 torch = pytest.importorskip("torch")
 
 
-def _uneven(directory: Path) -> str:
+def _uneven(directory: Path, pack: str = "none") -> str:
     """5 shards of 9, 9, 9, 9 and 4 samples, with keys in several scripts and a long one."""
     samples = make_samples(40)
     samples[3]["__key__"] = "s/ключ-κλειδί-鍵"
     samples[17]["__key__"] = "s/" + "long-" * 25  # over the 100-byte ustar name field
-    write_dataset(directory, samples, max_samples=9)
+    write_dataset(directory, samples, max_samples=9, pack=pack)
     return str(directory / "_train.manifest.json")
 
 
-@pytest.fixture(scope="module")
-def manifest(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return _uneven(tmp_path_factory.mktemp("access"))
+@pytest.fixture(scope="module", **PACKS)
+def manifest(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> str:
+    return _uneven(tmp_path_factory.mktemp("access"), request.param)
 
 
 def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+import tarfile
 from pathlib import Path
 from typing import Any
 
 import msgpack
 
-from .conftest import sidecar_of
+from tarstream.format.packed import BLOCK_FIELD, PACKED_FIELD
+
+from .conftest import sidecar_of, write_dataset
 
 FORMAT_MD = Path(__file__).resolve().parent.parent / "FORMAT.md"
 
@@ -23,10 +26,35 @@ def _table_keys(section: str) -> set[str]:
 def test_the_sidecar_table_lists_exactly_the_keys_the_writer_writes(
     dataset: tuple[Path, list[dict[str, Any]]],
 ) -> None:
-    directory, _ = dataset
+    directory, samples = dataset
     doc = msgpack.unpackb(sidecar_of(directory / "train-000000.tar").read_bytes())
-    assert set(doc) == _table_keys("Sidecar index")
+    version_2 = {"packed_fields", "width"}
+    assert set(doc) == _table_keys("Sidecar index") - version_2
     assert doc["format"] == "tarstream.shard-index" and doc["version"] == 1
+    write_dataset(directory / "packed", samples, pack="small")
+    doc = msgpack.unpackb(sidecar_of(directory / "packed" / "train-000000.tar").read_bytes())
+    assert set(doc) == _table_keys("Sidecar index") and doc["version"] == 2
+    assert doc["packed_fields"] == ["cls", "json", "txt"] and doc["width"] == 4
+
+
+def test_the_packed_members_are_as_documented(tmp_path: Path) -> None:
+    text = FORMAT_MD.read_text()
+    assert f"`KEY.{BLOCK_FIELD}`" in text and f"`KEY.{PACKED_FIELD}`" in text
+    sample = {"__key__": "a", "txt": "t", "cls": 3, "json": {"k": [1]}, "ids.json": {1: 2}}
+    write_dataset(tmp_path, [sample, {**sample, "__key__": "b"}], pack="small")
+    with tarfile.open(tmp_path / "train-000000.tar") as tar:
+        (member,) = tar.getmembers()
+        data = tar.extractfile(member).read()  # type: ignore[union-attr]
+    assert member.name == f"a.{BLOCK_FIELD}"
+    block = msgpack.unpackb(data, strict_map_key=False)
+    assert block[0] == {
+        "__key__": "a",
+        "cls": 3,
+        "ids.json": b'{"1":2}',
+        "json": {"k": [1]},
+        "txt": "t",
+    }
+    assert list(block[1]) == ["__key__", "cls", "ids.json", "json", "txt"]
 
 
 def test_the_manifest_table_lists_exactly_the_keys_the_writer_writes(

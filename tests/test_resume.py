@@ -24,21 +24,23 @@ from tarstream import ResumeError, ResumeWarning, Shuffle, World
 from tarstream.stage import Stage, State
 from tarstream.testing import assert_resumable
 
-from .conftest import write_dataset
+from .conftest import PACKS, write_dataset
 
 SIZES = [20, 7, 25, 11, 24]  # 87 samples, uneven shards
 
 
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[str]]:
-    """5 shards with sidecars, 87 samples of uneven shard sizes."""
+@pytest.fixture(scope="module", **PACKS)
+def shards(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> tuple[str, list[str]]:
+    """5 shards with sidecars, 87 samples of uneven shard sizes; plain or packed."""
     directory = tmp_path_factory.mktemp("resume")
     keys = []
     start = 0
     for shard, size in enumerate(SIZES):
         samples = [{"__key__": f"k{start + i:04d}", "cls": start + i} for i in range(size)]
         keys += [str(s["__key__"]) for s in samples]
-        write_dataset(directory, samples, start_index=shard, manifest=None)
+        write_dataset(directory, samples, start_index=shard, manifest=None, pack=request.param)
         start += size
     return str(directory / "train-{000000..000004}.tar"), keys
 

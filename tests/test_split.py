@@ -12,15 +12,15 @@ import pytest
 import tarstream
 from tarstream.testing import assert_resumable
 
-from .conftest import make_samples, write_dataset
+from .conftest import PACKS, make_samples, write_dataset
 
 N = 97  # uneven shards of 13 (the last of 6)
 
 
-@pytest.fixture(scope="module")
-def manifest(tmp_path_factory: pytest.TempPathFactory) -> str:
+@pytest.fixture(scope="module", **PACKS)
+def manifest(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> str:
     directory = tmp_path_factory.mktemp("split")
-    write_dataset(directory, make_samples(N), max_samples=13)
+    write_dataset(directory, make_samples(N), max_samples=13, pack=request.param)
     return str(directory / "_train.manifest.json")
 
 

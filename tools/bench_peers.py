@@ -45,8 +45,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peer_runs as runs
 import workloads
 
-READERS = ["tarstream", "litdata", "mosaicml", "webdataset"]
+READERS = ["tarstream_packed", "tarstream", "litdata", "mosaicml", "webdataset"]
 WRITERS = [
+    "tarstream_packed",
     "tarstream",
     "tarstream_no_fsync",
     "tarstream_workers_1",
@@ -55,15 +56,17 @@ WRITERS = [
     "mosaicml",
     "litdata",
 ]
+#: Images are not packed (a JPEG is a large field): their packed write is the plain one.
+_PLAIN_ONLY = [s for s in READERS if s != "tarstream_packed"]
 CASES = {
     "small_raw": READERS,
     "small_shuffle_batch": READERS,
-    "images_raw": READERS,
-    "images_2_workers": READERS,
+    "images_raw": _PLAIN_ONLY,
+    "images_2_workers": _PLAIN_ONLY,
     "write_small": WRITERS,
-    "write_images": WRITERS,
+    "write_images": [s for s in WRITERS if s != "tarstream_packed"],
 }
-STAMP = "peers 1\n"
+STAMP = "peers 2\n"
 
 
 def _sizes(n_small: int, n_images: int) -> dict[str, int]:
@@ -84,6 +87,7 @@ def prepare(root: Path, sizes: dict[str, int]) -> dict[str, Any]:
         expected[workload] = {"n": len(rows), "checksum": sum(runs.sample_sum(s) for s in rows)}
         _write_source(workload, rows, root / workload / "source")
         writers = {
+            "tarstream_packed": runs.write_tarstream_packed,
             "tarstream": runs.write_tarstream,
             "litdata": runs.write_litdata,
             "mosaicml": runs.write_mds,
@@ -142,6 +146,8 @@ def _write(system: str, workload: str, rows: list[Any], root: Path, out: Path) -
     if system.startswith("tarstream_workers_"):
         workers = int(system.rsplit("_", 1)[1])
         runs.write_tarstream_parallel(workload, _source(root, workload), out, workers)
+    elif system == "tarstream_packed":
+        runs.write_tarstream_packed(workload, rows, out)
     elif system.startswith("tarstream"):
         runs.write_tarstream(workload, rows, out, fsync=system == "tarstream")
     else:
@@ -244,10 +250,11 @@ def _summarize(
                     statistics.median(r.get("first_seconds", 0.0) for r in results), 3
                 ),
             }
-        for peer in ("webdataset", "litdata", "mosaicml"):
-            if peer in rows and "tarstream" in rows:
-                ratio = rows["tarstream"]["median"] / rows[peer]["median"]
-                rows["tarstream"][f"vs_{peer}"] = round(ratio, 2)
+        for ours in ("tarstream", "tarstream_packed"):
+            for peer in ("webdataset", "litdata", "mosaicml"):
+                if peer in rows and ours in rows:
+                    ratio = rows[ours]["median"] / rows[peer]["median"]
+                    rows[ours][f"vs_{peer}"] = round(ratio, 2)
         cases[case] = rows
     return {
         "unit": "samples/s and CPU ms per 1,000 samples (workers included), medians; "
@@ -255,7 +262,11 @@ def _summarize(
         "reps": args.reps,
         "samples": _sizes(args.small, args.images),
         "bytes_per_sample": {
-            w: {k.rsplit("_", 1)[1]: v for k, v in expected[w].items() if k.startswith("bytes")}
+            w: {
+                k.removeprefix("bytes_per_sample_"): v
+                for k, v in expected[w].items()
+                if k.startswith("bytes")
+            }
             for w in ("small", "images")
         },
         "cases": cases,
@@ -289,7 +300,7 @@ def chart(result: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    peers = ["tarstream", "litdata", "mosaicml", "webdataset"]
+    peers = ["tarstream_packed", "tarstream", "litdata", "mosaicml", "webdataset"]
     cases = list(result["cases"])
     fig, ax = plt.subplots(figsize=(10, 4.5))
     width = 0.8 / len(peers)

@@ -96,6 +96,11 @@ def write_tarstream(workload: str, rows: list[dict[str, Any]], out: Path, **kw: 
             w.write(s)
 
 
+def write_tarstream_packed(workload: str, rows: list[dict[str, Any]], out: Path) -> None:
+    """``ShardWriter(pack="small")``, as ``tarstream-write`` writes by default."""
+    write_tarstream(workload, rows, out, pack="small")
+
+
 def write_tarstream_parallel(workload: str, source: Path, out: Path, workers: int) -> None:
     """``tarstream-write SOURCE --workers N``: the source is a JSON-lines index (small) or
     a directory of files (images), as a user's would be."""
@@ -244,6 +249,7 @@ def _columns(samples: list[dict[str, Any]]) -> dict[str, list[Any]]:
 
 READERS: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
     "tarstream": (tarstream_raw, tarstream_batches),
+    "tarstream_packed": (tarstream_raw, tarstream_batches),
     "litdata": (litdata_raw, litdata_batches),
     "mosaicml": (mds_raw, mds_batches),
     "webdataset": (webdataset_raw, webdataset_batches),

@@ -141,6 +141,14 @@ def add_write_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="COLUMN",
         help="index column holding sample keys (default: __key__ if present, else the row number)",
     )
+    parser.add_argument(
+        "--pack",
+        choices=["none", "small", "all"],
+        default="small",
+        help="small fields in packed members (FORMAT.md, Packed fields): 'small' (default) "
+        "packs samples whose fields are all small into blocks; 'all' also the small fields "
+        "of samples with images; 'none': a member per field, as webdataset writes",
+    )
     _add_fetch_and_resume_arguments(parser)
 
 
@@ -158,6 +166,7 @@ def run_write(args: argparse.Namespace) -> int:
         max_bytes=args.max_bytes,
         fsync=not args.no_fsync,
         resume=not args.overwrite,
+        pack=args.pack,
     )
     if writer.resumed:
         print(f"resuming after {writer.resumed:,} samples already written", file=sys.stderr)
@@ -206,6 +215,7 @@ def _run_parallel_write(args: argparse.Namespace, fetch: Fetch) -> int:
     options: dict[str, Any] = dict(
         max_samples=args.max_samples,
         fsync=not args.no_fsync,
+        pack=args.pack,
         fetch=fetch,
         files=_file_columns(args),
         fields=_pairs(args.field, "--field", False),

@@ -51,9 +51,10 @@ from .extensions import (
 
 __all__ = ["TYPED_KINDS", "encode_field", "field_encoder", "packed_encoder", "stored_bytes"]
 
-#: The kinds whose values a packed member holds as they are (``packed_encoder``); their
-#: built-in decoders give the same value back from the bytes a plain member holds.
-TYPED_KINDS = frozenset({TEXT, CLASS, JSON})
+#: The kinds whose values a packed member holds as they are (``packed_encoder``), and the
+#: types it holds them as; their built-in decoders make the same values from the bytes a
+#: plain member holds.
+TYPED_KINDS: dict[str | None, tuple[type, ...]] = {TEXT: (str,), CLASS: (int,), JSON: (dict, list)}
 
 
 #: Compact JSON; one encoder for all calls (``json.dumps`` with options makes one per call).

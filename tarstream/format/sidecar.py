@@ -144,7 +144,9 @@ class ShardIndex:
         )
 
     def to_bytes(self) -> bytes:
-        """Serialize to the sidecar's msgpack bytes."""
+        """Serialize to the sidecar's msgpack bytes: positions as 8-byte integers, or in a
+        version 2 sidecar of a shard under 4 GiB as 4-byte ones (``width``)."""
+        wide = _U64 if not self.packed or self.size >= 1 << 32 else _U32
         doc = {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION if self.packed else PLAIN_VERSION,
@@ -154,18 +156,20 @@ class ShardIndex:
             "count": self.count,
             "fields": self.fields,
             "keys": self.keys,
-            "offsets": self.offsets.astype(_U64).tobytes(),
-            "member_start": self.member_start.astype(_U64).tobytes(),
+            "offsets": self.offsets.astype(wide).tobytes(),
+            "member_start": self.member_start.astype(wide).tobytes(),
             "member_field": self.member_field.astype(_U16).tobytes(),
-            "member_offset": self.member_offset.astype(_U64).tobytes(),
-            "member_size": self.member_size.astype(_U64).tobytes(),
+            "member_offset": self.member_offset.astype(wide).tobytes(),
+            "member_size": self.member_size.astype(wide).tobytes(),
             **({"extra": self.extra} if self.extra else {}),
             **(
                 {"sample_crc32": self.checksums.astype(_U32).tobytes()}
                 if self.checksums is not None
                 else {}
             ),
-            **({"packed_fields": self.packed_fields} if self.packed else {}),
+            **(
+                {"packed_fields": self.packed_fields, "width": wide.itemsize} if self.packed else {}
+            ),
         }
         return bytes(msgpack.packb(doc, use_bin_type=True))
 
@@ -190,6 +194,11 @@ class ShardIndex:
                 f"(this tarstream reads versions {PLAIN_VERSION} and {FORMAT_VERSION})",
                 shard=url,
             )
+        width = doc.get("width", 8)
+        widths: dict[object, np.dtype[Any]] = {4: _U32, 8: _U64}
+        wide = widths.get(width) if type(width) is int else None
+        if wide is None:
+            raise SidecarError(f"sidecar has integers of width {width!r}", shard=url)
         try:
             index = cls(
                 shard=str(doc["shard"]),
@@ -197,11 +206,11 @@ class ShardIndex:
                 sha256=str(doc["sha256"]),
                 keys=list(doc["keys"]),
                 fields=list(doc["fields"]),
-                offsets=np.frombuffer(doc["offsets"], dtype=_U64),
-                member_start=np.frombuffer(doc["member_start"], dtype=_U64),
+                offsets=np.frombuffer(doc["offsets"], dtype=wide),
+                member_start=np.frombuffer(doc["member_start"], dtype=wide),
                 member_field=np.frombuffer(doc["member_field"], dtype=_U16),
-                member_offset=np.frombuffer(doc["member_offset"], dtype=_U64),
-                member_size=np.frombuffer(doc["member_size"], dtype=_U64),
+                member_offset=np.frombuffer(doc["member_offset"], dtype=wide),
+                member_size=np.frombuffer(doc["member_size"], dtype=wide),
                 extra=dict(doc.get("extra", {})),
                 checksums=(
                     np.frombuffer(doc["sample_crc32"], dtype=_U32)

@@ -43,6 +43,8 @@ class SliceTable:
     #: The field number of block elements (-1: none), and the name of a packed member.
     block: int = -1
     packed: str = PACKED_FIELD
+    #: Whether every sample is an element of a block (``_elements`` reads them).
+    elements_only: bool = False
 
     @classmethod
     def of(cls, index: ShardIndex, *, verify: bool, lowercase: bool = False) -> SliceTable:
@@ -58,6 +60,7 @@ class SliceTable:
             len(set(names)) < len(names),
             lowercase,
             index.fields.index(BLOCK_FIELD) if BLOCK_FIELD in index.fields else -1,
+            elements_only=index.fields == [BLOCK_FIELD],
         )
 
 
@@ -145,8 +148,9 @@ def _counted(
     stats: ReadStats,
 ) -> Iterator[Sample]:
     """``_slice``, with the samples it yields counted in ``stats`` (also when one fails)."""
+    slicer = _elements if table.elements_only else _slice
     try:
-        yield from _slice(url, index, table, chunk, base, chosen)
+        yield from slicer(url, index, table, chunk, base, chosen)
     except ShardError as e:  # the samples of this read before the bad one were yielded
         stats.samples += bisect_left(chosen, bisect_right(table.offsets, e.offset or 0) - 1)
         raise
@@ -174,14 +178,7 @@ def _slice(
             crcs is not None
             and zlib.crc32(view[offsets[s] - base : offsets[s + 1] - base]) != crcs[s]
         ):
-            raise ShardFormatError(
-                f"sample {key!r} (bytes {offsets[s]}..{offsets[s + 1]}) does not match the "
-                "checksum its sidecar records: the shard is corrupt, or was replaced and the "
-                "sidecar is stale",
-                shard=url,
-                member=f"{key}.{first}",
-                offset=offsets[s],
-            )
+            raise _crc_error(url, index, offsets, s, first)
         if mfield[m0] == block:
             o = moff[m0] - base
             sample = unpack_element(view[o : o + msize[m0]], key, url, moff[m0])
@@ -197,6 +194,46 @@ def _slice(
         if packed in sample:
             merge_packed(sample, url, table.lowercase)
         yield sample
+
+
+def _elements(
+    url: str, index: ShardIndex, table: SliceTable, chunk: bytes, base: int, chosen: Sequence[int]
+) -> Iterator[Sample]:
+    """``_slice`` for a shard of blocks only: sample *s* is member *s*, an element."""
+    moff, msize, keys, offsets, crcs = (
+        table.moff,
+        table.msize,
+        index.keys,
+        table.offsets,
+        table.crcs,
+    )
+    view = memoryview(chunk)
+    for s in chosen:
+        start = moff[s]
+        if offsets[s] + BLOCK <= start:  # the first of its block: the block's header
+            _check_name(url, chunk, offsets[s], base, f"{keys[s]}.{BLOCK_FIELD}")
+        if (
+            crcs is not None
+            and zlib.crc32(view[offsets[s] - base : offsets[s + 1] - base]) != crcs[s]
+        ):
+            raise _crc_error(url, index, offsets, s, BLOCK_FIELD)
+        sample = unpack_element(view[start - base : start - base + msize[s]], keys[s], url, start)
+        sample["__url__"] = url
+        yield lowered(sample, url) if table.lowercase else sample
+
+
+def _crc_error(
+    url: str, index: ShardIndex, offsets: list[int], s: int, field: str
+) -> ShardFormatError:
+    key = index.keys[s]
+    return ShardFormatError(
+        f"sample {key!r} (bytes {offsets[s]}..{offsets[s + 1]}) does not match the "
+        "checksum its sidecar records: the shard is corrupt, or was replaced and the "
+        "sidecar is stale",
+        shard=url,
+        member=f"{key}.{field}",
+        offset=offsets[s],
+    )
 
 
 def _check_name(url: str, chunk: bytes, header: int, base: int, name: str) -> None:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from ..codecs.encode import stored_bytes
-from ..codecs.extensions import CLASS, JSON, TEXT, kind_of
+from ..codecs.encode import TYPED_KINDS, stored_bytes
+from ..codecs.extensions import kind_of
 from ..errors import EncodeError, ShardFormatError
 from ..format.samples import Sample
 
@@ -21,13 +21,13 @@ __all__ = ["TypedFields", "packed_values"]
 
 #: Which fields are handed on typed (a predicate of the field name), or None: none.
 TypedFields = Callable[[str], bool] | None
-_TYPES: dict[str | None, tuple[type, ...]] = {TEXT: (str,), CLASS: (int,), JSON: (dict, list)}
 
 
 def packed_values(samples: Iterator[Sample], url: str, typed: TypedFields) -> Iterator[Sample]:
-    """``samples`` of a packed shard with each value held as it is kept (of its field's
-    kind) where ``typed`` says, else turned into the bytes a plain member holds."""
-    plans: dict[tuple[str, ...], list[tuple[str, tuple[type, ...] | None]]] = {}
+    """``samples`` of a packed shard with each value held as it is kept where ``typed``
+    says (the ``Decode`` that asks checks its kind), else turned into the bytes a plain
+    member holds."""
+    plans: dict[tuple[str, ...], list[str]] = {}
     for sample in samples:
         names = tuple(sample)
         plan = plans.get(names)
@@ -35,13 +35,14 @@ def packed_values(samples: Iterator[Sample], url: str, typed: TypedFields) -> It
             if len(plans) > 1000:  # samples of ever new field sets: keep a few
                 plans.clear()
             plan = plans[names] = [
-                (name, _TYPES.get(kind_of(name)) if typed and typed(name) else None)
+                name
                 for name in names
                 if not name.startswith("__")
+                and not (typed and kind_of(name) in TYPED_KINDS and typed(name))
             ]
-        for name, kinds in plan:
+        for name in plan:
             value = sample[name]
-            if type(value) is bytes or (kinds is not None and type(value) in kinds):
+            if type(value) is bytes:
                 continue
             try:
                 sample[name] = stored_bytes(name, value)

@@ -31,7 +31,7 @@ from ..codecs.decoders import (
     gunzip,
 )
 from ..codecs.encode import TYPED_KINDS
-from ..codecs.extensions import PICKLE_EXTENSIONS, extension
+from ..codecs.extensions import PICKLE_EXTENSIONS, extension, kind_of
 from ..codecs.images import DEFAULT_MAX_PIXELS, ImageForm, Size
 from ..codecs.media import AudioOptions, VideoOptions
 from ..errors import ArgumentError, DecodeError
@@ -45,7 +45,15 @@ __all__ = ["Decode", "DecodeStats"]
 
 _KEEP, _DROP, _DECODE, _IMAGE = 0, 1, 2, 3
 #: The built-in decoders that make from a plain member's bytes what a packed one holds.
-_TYPED_DECODERS = frozenset(RECORD_DECODERS[kind] for kind in TYPED_KINDS)
+_TYPED_DECODERS = frozenset(RECORD_DECODERS[kind] for kind in TYPED_KINDS if kind)
+#: A field to drop or decode: (name, what to do, decoder, the types it may arrive as).
+_Step = tuple[str, int, Decoder | None, tuple[type, ...] | None]
+
+
+def _wrong_kind(value: object, kinds: tuple[type, ...]) -> TypeError:
+    expected = " or ".join(k.__name__ for k in kinds)
+    return TypeError(f"a packed member holds a {type(value).__name__}, not a {expected}")
+
 
 #: A webdataset-style handler: (".field", bytes) -> the value, or None to pass it on.
 Handler = Callable[[str, bytes], Any]
@@ -171,7 +179,8 @@ class Decode(Transform[Sample]):
         self._defer = False
         self._plans: dict[str, tuple[int, Decoder | None]] = {}
         #: By a sample's field names (in order): the fields to drop or decode, with how.
-        self._steps: dict[tuple[str, ...], list[tuple[str, int, Decoder | None]]] = {}
+        self._steps: dict[tuple[str, ...], list[_Step]] = {}
+        self._typed = False  # typed values of packed members come (connect): check kinds
 
     @property
     def image(self) -> str:
@@ -240,8 +249,10 @@ class Decode(Transform[Sample]):
         reader = source
         while reader is not None and reader.forwards_items:
             reader = reader.source
+        clone._plans, clone._steps = {}, {}
         if isinstance(reader, ReadShards):  # packed values arrive as the decoders make them
             reader.typed = clone.takes_typed
+            clone._typed = True
         return clone
 
     def takes_typed(self, name: str) -> bool:
@@ -267,13 +278,17 @@ class Decode(Transform[Sample]):
         steps = self._steps.get(names)
         if steps is None:
             steps = self._steps_for(names)
-        out = dict(item)
-        for name, action, decoder in steps:
-            value = out[name]
+        out = item  # copied before the first change
+        for name, action, decoder, kinds in steps:
+            value = cast(bytes, item[name])
+            if not isinstance(value, bytes) and action != _DROP:
+                if kinds is not None and type(value) not in kinds:
+                    raise decode_error(item, name, _wrong_kind(value, kinds))
+                continue  # kept as it is (a value a packed member holds, say)
+            if out is item:
+                out = dict(item)
             if action == _DROP:
                 del out[name]
-            elif not isinstance(value, bytes):
-                continue  # kept as it is (a value a packed member holds, say)
             elif action == _IMAGE and self._defer:
                 out[name] = PendingImage(value, self.form, item, name)
             else:
@@ -284,13 +299,21 @@ class Decode(Transform[Sample]):
         self.stats.samples += 1
         return out
 
-    def _steps_for(self, names: tuple[str, ...]) -> list[tuple[str, int, Decoder | None]]:
-        """The fields of samples with ``names`` to drop or decode (the others are kept)."""
+    def _steps_for(self, names: tuple[str, ...]) -> list[_Step]:
+        """The fields of samples with ``names`` to drop or decode (the others are kept),
+        and for a field that may arrive typed from a packed member (``takes_typed``), the
+        types it may arrive as."""
         if len(self._steps) > 1000:  # samples of ever new field sets: keep a few
             self._steps.clear()
-        steps = [(name, *self._plan(name)) for name in names]
-        self._steps[names] = [step for step in steps if step[1] != _KEEP]
-        return self._steps[names]
+        steps = []
+        for name in names:
+            action, decoder = self._plan(name)
+            if action != _KEEP:
+                typed = self._typed and decoder in _TYPED_DECODERS
+                kinds = TYPED_KINDS[kind_of(name)] if typed else None
+                steps.append((name, action, decoder, kinds))
+        self._steps[names] = steps
+        return steps
 
     def reset(self, state: State | None = None) -> None:
         super().reset(state)

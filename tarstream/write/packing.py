@@ -17,9 +17,9 @@ from itertools import pairwise
 from typing import Any, Literal
 
 from ..codecs.encode import field_encoder, packed_encoder
-from ..errors import EncodeError
+from ..errors import EncodeError, InvalidKeyError
 from ..format.header import BLOCK, member_header
-from ..format.packed import BLOCK_FIELD, PACKED_FIELD, block_data, pack_fields
+from ..format.packed import BLOCK_FIELD, PACKED_FIELD, RESERVED_FIELDS, block_data, pack_fields
 
 __all__ = [
     "BLOCK_TARGET",
@@ -62,6 +62,8 @@ class Pack:
     """The packing of one field set: each field's encoder and packed encoder."""
 
     def __init__(self, mode: PackMode, limit: int, names: list[str]) -> None:
+        for name in RESERVED_FIELDS.intersection(names):
+            raise InvalidKeyError(f"field {name!r} is reserved for packed fields")
         self.mode, self.limit = mode, limit
         self.fields = [(name, field_encoder(name), packed_encoder(name)) for name in names]
         self.encoders = {name: encode for name, encode, _ in self.fields}

@@ -27,6 +27,7 @@ from ..storage.files import atomic_write
 from .durable import complete_shard, remove_temporaries
 from .index_file import Fetch
 from .merge import default_manifest_path, manifest_of, part_manifest_path
+from .packing import PackMode
 from .sources import samples_from
 from .writer import ShardWriter
 
@@ -45,6 +46,7 @@ class Part:
     options: dict[str, Any] = field(default_factory=dict)
     fsync: bool = True
     fetch: Fetch = field(default_factory=Fetch)
+    pack: PackMode = "none"
 
     def shards(self, keep: _Keep) -> Iterator[int]:
         """This part's shard numbers that are not complete yet, in order (``keep`` knows)."""
@@ -70,6 +72,7 @@ def _write_part(part: Part) -> list[dict[str, Any]]:
                     manifest=False,
                     start_index=start,
                     fsync=part.fsync,
+                    pack=part.pack,
                 )
             assert writer is not None
             writer.write(sample)
@@ -109,13 +112,14 @@ def write_parallel(
     max_samples: int,
     fsync: bool = True,
     fetch: Fetch | None = None,
+    pack: PackMode = "none",
     **options: Any,
 ) -> tuple[Manifest, str, list[dict[str, Any]]]:
     """Write ``source`` into shards of ``max_samples`` with ``workers`` processes; return
     the manifest, where it was written, and the rows skipped for failures.
 
     ``options`` are ``samples_from``'s (files, fields, key); ``fetch`` says how each
-    process reads the files an index names.
+    process reads the files an index names; ``pack`` is ``ShardWriter``'s.
 
     Raises:
         DuplicateKeyError: a key in two shards.
@@ -125,7 +129,7 @@ def write_parallel(
         raise ValueError("workers and max_samples must be >= 1")
     fetch = fetch or Fetch()
     parts = [
-        Part(source, pattern, p, workers, max_samples, options, fsync, fetch)
+        Part(source, pattern, p, workers, max_samples, options, fsync, fetch, pack)
         for p in range(workers)
     ]
     remove_temporaries(pattern)  # of a run that was stopped
@@ -154,6 +158,7 @@ def write_part(
     max_samples: int,
     fsync: bool = True,
     fetch: Fetch | None = None,
+    pack: PackMode = "none",
     **options: Any,
 ) -> tuple[Manifest, str, list[dict[str, Any]]]:
     """Write part ``part`` of ``parts`` of ``source`` in this process (the shards a process
@@ -164,7 +169,7 @@ def write_part(
     if not 0 <= part < parts or max_samples < 1:
         raise ValueError(f"part must be in 0..{parts - 1} and max_samples >= 1")
     remove_temporaries(pattern)
-    job = Part(source, pattern, part, parts, max_samples, options, fsync, fetch or Fetch())
+    job = Part(source, pattern, part, parts, max_samples, options, fsync, fetch or Fetch(), pack)
     failures = _write_part(job)
     indexes = _complete_shards(pattern, part, parts)
     path = part_manifest_path(default_manifest_path(pattern), part, parts)
