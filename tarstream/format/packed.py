@@ -81,9 +81,12 @@ def unpack_fields(data: Any, url: str, member: str, offset: int | None) -> dict[
     return values
 
 
-def unpack_element(data: Any, key: str, url: str, offset: int | None) -> dict[str, Any]:
+def unpack_element(
+    data: Any, key: str, url: str, offset: int | None, fields: frozenset[str] | None = None
+) -> dict[str, Any]:
     """Sample ``key`` from its element of a block (bytes ``data``): its fields, with
-    ``__key__`` first. The element must name the same key."""
+    ``__key__`` first. The element must name the same key, and hold only field names
+    (only ``fields`` where given: the sidecar's list)."""
     try:
         values = msgpack.unpackb(data, raw=False)
     except Exception as e:  # msgpack raises several unrelated types on bad input
@@ -94,9 +97,11 @@ def unpack_element(data: Any, key: str, url: str, offset: int | None) -> dict[st
             url, f"{key}.{BLOCK_FIELD}", offset, f"the sidecar's sample {key!r} holds {found!r}"
         )
     names = tuple(values)
-    if names not in _CHECKED:
-        if not all(_is_field(k) for k in names[1:]):
-            raise _bad(url, f"{key}.{BLOCK_FIELD}", offset, "not a map of field names")
+    if names not in _CHECKED or fields is not None:
+        if not all(_is_field(k) and (fields is None or k in fields) for k in names[1:]):
+            raise _bad(
+                url, f"{key}.{BLOCK_FIELD}", offset, f"not a map of the shard's fields: {names}"
+            )
         if len(_CHECKED) > 1000:  # ever new field sets: keep a few
             _CHECKED.clear()
         _CHECKED.add(names)
@@ -136,11 +141,16 @@ def _is_field(name: object) -> bool:
     return type(name) is str and bool(name) and not name.startswith("__") and "/" not in name
 
 
-def merge_packed(sample: dict[str, Any], url: str, lowercase: bool = False) -> None:
-    """Replace the ``tarstream.mp`` member of ``sample`` by the fields it holds."""
+def merge_packed(
+    sample: dict[str, Any], url: str, lowercase: bool = False, fields: frozenset[str] | None = None
+) -> None:
+    """Replace the ``tarstream.mp`` member of ``sample`` by the fields it holds (only
+    ``fields`` where given: the sidecar's list)."""
     key = sample["__key__"]
     member = f"{key}.{PACKED_FIELD}"
     values = unpack_fields(sample.pop(PACKED_FIELD), url, member, None)
+    if fields is not None and not fields.issuperset(values):
+        raise _bad(url, member, None, f"fields {sorted(values)} are not all in its sidecar")
     for name, value in values.items():
         name = name.lower() if lowercase else name
         if name in sample:

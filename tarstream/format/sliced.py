@@ -14,6 +14,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
+import msgpack
+
 from ..errors import ShardError, ShardFormatError, SidecarError, TruncatedShardError
 from .header import BLOCK, ZERO_BLOCK
 from .packed import BLOCK_FIELD, PACKED_FIELD, lowered, merge_packed, unpack_element
@@ -45,6 +47,8 @@ class SliceTable:
     packed: str = PACKED_FIELD
     #: Whether every sample is an element of a block (``_elements`` reads them).
     elements_only: bool = False
+    #: The fields packed members may hold (the sidecar's ``packed_fields``).
+    packed_fields: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, index: ShardIndex, *, verify: bool, lowercase: bool = False) -> SliceTable:
@@ -61,6 +65,7 @@ class SliceTable:
             lowercase,
             index.fields.index(BLOCK_FIELD) if BLOCK_FIELD in index.fields else -1,
             elements_only=index.fields == [BLOCK_FIELD],
+            packed_fields=frozenset(index.packed_fields),
         )
 
 
@@ -192,14 +197,15 @@ def _slice(
         if table.merged and len(sample) != 2 + mstart[s + 1] - m0:
             _raise_merged(url, key, [names[mfield[m]] for m in range(m0, mstart[s + 1])])
         if packed in sample:
-            merge_packed(sample, url, table.lowercase)
+            merge_packed(sample, url, table.lowercase, table.packed_fields)
         yield sample
 
 
 def _elements(
     url: str, index: ShardIndex, table: SliceTable, chunk: bytes, base: int, chosen: Sequence[int]
 ) -> Iterator[Sample]:
-    """``_slice`` for a shard of blocks only: sample *s* is member *s*, an element."""
+    """``_slice`` for a shard of blocks only: sample *s* is member *s*, an element, whose
+    fields must be among the sidecar's ``packed_fields`` (each field set checked once)."""
     moff, msize, keys, offsets, crcs = (
         table.moff,
         table.msize,
@@ -208,6 +214,8 @@ def _elements(
         table.crcs,
     )
     view = memoryview(chunk)
+    seen: set[tuple[str, ...]] = set()  # the field sets checked
+    unpack = msgpack.unpackb
     for s in chosen:
         start = moff[s]
         if offsets[s] + BLOCK <= start:  # the first of its block: the block's header
@@ -217,7 +225,18 @@ def _elements(
             and zlib.crc32(view[offsets[s] - base : offsets[s + 1] - base]) != crcs[s]
         ):
             raise _crc_error(url, index, offsets, s, BLOCK_FIELD)
-        sample = unpack_element(view[start - base : start - base + msize[s]], keys[s], url, start)
+        element = view[start - base : start - base + msize[s]]
+        try:
+            sample = unpack(element)
+        except Exception:  # unpack_element says what is wrong
+            sample = None
+        if (
+            type(sample) is not dict
+            or sample.get("__key__") != keys[s]
+            or tuple(sample) not in seen
+        ):
+            sample = unpack_element(element, keys[s], url, start, table.packed_fields)
+            seen.add(tuple(sample))
         sample["__url__"] = url
         yield lowered(sample, url) if table.lowercase else sample
 

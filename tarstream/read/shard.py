@@ -6,6 +6,8 @@ from collections.abc import Iterable, Iterator
 from itertools import islice
 from typing import Any, BinaryIO, NamedTuple, cast
 
+from ..codecs.encode import TYPED_KINDS
+from ..codecs.extensions import kind_of
 from ..errors import ShardFormatError, SidecarError, redact_url
 from ..format.members import read_members
 from ..format.packed import unpack_samples
@@ -122,6 +124,19 @@ def read_shard(
             if index is not None and not index.packed
             else packed_values(samples, label, typed)
         )
+
+
+def _all_typed(index: ShardIndex | None, typed: TypedFields, lowercase: bool) -> bool:
+    """Whether every field a shard's packed members hold (its sidecar says, and checks) is
+    handed on typed: its values then need no look (the ``Decode`` asking checks kinds)."""
+    return (
+        index is not None
+        and typed is not None
+        and all(
+            kind_of(f) in TYPED_KINDS and typed(f.lower() if lowercase else f)
+            for f in index.packed_fields
+        )
+    )
 
 
 def pick_fields(samples: Iterator[Sample], fields: frozenset[str] | None) -> Iterator[Sample]:

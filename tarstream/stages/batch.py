@@ -10,7 +10,7 @@ from ..stage import Stage, State
 from ..world import Context
 from .collate import builder, to_torch
 from .collate import collate as default_collate
-from .deferred import image_source
+from .deferred import PendingImage, image_source
 from .memory import BatchMemory
 
 __all__ = ["Batch", "Unbatch"]
@@ -89,7 +89,8 @@ class Batch(Stage[Any]):
         """The default collate, built as items arrive: each array or tensor is copied into
         the batch at once and let go, so a batch's decoded images are never all alive
         beside the batch (that doubled the memory in use and faulted in fresh pages)."""
-        column = builder(source.next(), self.size, self._memory, rows=not self._pending)
+        first = source.next()
+        column = builder(first, self.size, self._memory, rows=not self._pending or _plain(first))
         n = 1
         while n < self.size:
             try:
@@ -154,3 +155,12 @@ def _split(batch: Any) -> list[Any]:
     if isinstance(batch, tuple):
         return [tuple(row) for row in zip(*(_split(c) for c in batch), strict=True)]
     return list(batch)
+
+
+def _plain(item: Any) -> bool:
+    """Whether a batch led by ``item`` holds no images left to decode: ``item`` has none (a
+    field's values are decoded alike; the items of a batch have the same fields)."""
+    values = item.values() if isinstance(item, dict) else item if isinstance(item, tuple) else ()
+    return not any(isinstance(v, PendingImage) for v in values) and not isinstance(
+        item, PendingImage
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Sequence
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -43,10 +44,17 @@ def to_torch(batch: Any) -> Any:
         items = [to_torch(value) for value in batch]
         return type(batch)(*items) if hasattr(batch, "_fields") else tuple(items)
     if isinstance(batch, list):
+        if not any(isinstance(value, _CONVERTED) for value in batch):
+            return batch  # strings, bytes, numbers: nothing to convert
         return [to_torch(value) for value in batch]
     if isinstance(batch, dict):
         return {key: to_torch(value) for key, value in batch.items()}
     return batch
+
+
+_NUMBERS = (bool, int, float, np.number)
+#: What ``to_torch`` converts, or looks into.
+_CONVERTED = (np.ndarray, tuple, list, dict)
 
 
 def collate(items: Sequence[Any]) -> Any:
@@ -62,7 +70,7 @@ def collate(items: Sequence[Any]) -> Any:
     first = items[0]
     if isinstance(first, dict):
         _same_keys(items)
-        return {key: collate([item[key] for item in items]) for key in first}
+        return {key: collate(list(map(itemgetter(key), items))) for key in first}
     if isinstance(first, tuple):
         for item in items:
             if len(item) != len(first):
@@ -79,10 +87,10 @@ def collate(items: Sequence[Any]) -> Any:
             if all(isinstance(i, torch.Tensor) and i.shape == first.shape for i in items):
                 return _stack_tensors(list(items))
             return list(items)
-    if isinstance(first, (bool, int, float, np.number)) and all(
-        isinstance(i, (bool, int, float, np.number)) for i in items
-    ):
+    if isinstance(first, _NUMBERS) and all(issubclass(t, _NUMBERS) for t in set(map(type, items))):
         return np.asarray(items)
+    if PendingImage in set(map(type, items)):  # an image among other values: decode it
+        return collate([_settled(value) for value in items])
     return list(items)
 
 
@@ -123,6 +131,8 @@ class _Items:
         self.add = self.items.append  # one C call per value
 
     def finish(self, n: int) -> Any:
+        if PendingImage not in set(map(type, self.items)):
+            return collate(self.items)
         return collate([_settled(value) for value in self.items])
 
 
@@ -256,9 +266,17 @@ def builder(first: Any, size: int, memory: BatchMemory, *, rows: bool = False) -
     return _Items(first)
 
 
-def _flat(parts: Iterable[Any]) -> bool:
-    """Whether none of ``parts`` is stacked, or a dict or tuple."""
-    return not any(_stacks(part) or isinstance(part, (dict, tuple)) for part in parts)
+def _flat(parts: Iterable[Any], depth: int = 0) -> bool:
+    """Whether none of ``parts`` is stacked, nor holds (in dicts and tuples, a few levels
+    deep) what is: a JSON value is collated at the end like a string."""
+    for part in parts:
+        if _stacks(part):
+            return False
+        if isinstance(part, (dict, tuple)):
+            inner = part.values() if isinstance(part, dict) else part
+            if depth > 2 or not _flat(inner, depth + 1):
+                return False
+    return True
 
 
 def _stacks(value: Any) -> bool:
@@ -270,8 +288,11 @@ def _stacks(value: Any) -> bool:
 
 
 def _same_keys(items: Sequence[dict[Any, Any]]) -> None:
+    keys = items[0].keys()
     for item in items:
-        if not isinstance(item, dict) or item.keys() != items[0].keys():
+        if type(item) is not dict or item.keys() != keys:
+            if isinstance(item, dict) and item.keys() == keys:
+                continue  # a dict of another type
             raise ValueError(
                 f"items of one batch differ: {_described(items[0])} then {_described(item)}"
             )

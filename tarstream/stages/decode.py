@@ -17,6 +17,7 @@ value, or None to pass the field on (webdataset's ``decode(fn)`` and ``handle_ex
 from __future__ import annotations
 
 import fnmatch
+import operator
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -48,6 +49,15 @@ _KEEP, _DROP, _DECODE, _IMAGE = 0, 1, 2, 3
 _TYPED_DECODERS = frozenset(RECORD_DECODERS[kind] for kind in TYPED_KINDS if kind)
 #: A field to drop or decode: (name, what to do, decoder, the types it may arrive as).
 _Step = tuple[str, int, Decoder | None, tuple[type, ...] | None]
+_Plan = tuple[list[_Step], Callable[[Sample], tuple[type, ...]], set[tuple[type, ...]]]
+
+
+def _types_of(names: list[str]) -> Callable[[Sample], tuple[type, ...]]:
+    """A function giving the types of a sample's values of ``names``."""
+    if len(names) < 2:
+        return lambda item: tuple(type(item[name]) for name in names)
+    get = operator.itemgetter(*names)
+    return lambda item: tuple(map(type, get(item)))
 
 
 def _wrong_kind(value: object, kinds: tuple[type, ...]) -> TypeError:
@@ -179,7 +189,7 @@ class Decode(Transform[Sample]):
         self._defer = False
         self._plans: dict[str, tuple[int, Decoder | None]] = {}
         #: By a sample's field names (in order): the fields to drop or decode, with how.
-        self._steps: dict[tuple[str, ...], list[_Step]] = {}
+        self._steps: dict[tuple[str, ...], _Plan] = {}
         self._typed = False  # typed values of packed members come (connect): check kinds
 
     @property
@@ -275,9 +285,14 @@ class Decode(Transform[Sample]):
     # -- decoding ---------------------------------------------------------------------------
     def apply(self, item: Sample) -> Sample:
         names = tuple(item)
-        steps = self._steps.get(names)
-        if steps is None:
-            steps = self._steps_for(names)
+        plan = self._steps.get(names)
+        if plan is None:
+            plan = self._steps_for(names)
+        steps, types_of, unchanged = plan
+        types = types_of(item)
+        if types in unchanged:  # values of these types are all kept as they are
+            self.stats.samples += 1
+            return item
         out = item  # copied before the first change
         for name, action, decoder, kinds in steps:
             value = cast(bytes, item[name])
@@ -296,13 +311,16 @@ class Decode(Transform[Sample]):
                     out[name] = decoder(value)  # type: ignore[misc]
                 except Exception as e:
                     raise decode_error(item, name, e) from e
+        if out is item and len(unchanged) < 16:  # what this loop does depends on types only
+            unchanged.add(types)
         self.stats.samples += 1
         return out
 
-    def _steps_for(self, names: tuple[str, ...]) -> list[_Step]:
+    def _steps_for(self, names: tuple[str, ...]) -> _Plan:
         """The fields of samples with ``names`` to drop or decode (the others are kept),
         and for a field that may arrive typed from a packed member (``takes_typed``), the
-        types it may arrive as."""
+        types it may arrive as; a function of a sample giving the types of those fields'
+        values, and the type tuples seen to leave a sample unchanged (typed values only)."""
         if len(self._steps) > 1000:  # samples of ever new field sets: keep a few
             self._steps.clear()
         steps = []
@@ -312,8 +330,9 @@ class Decode(Transform[Sample]):
                 typed = self._typed and decoder in _TYPED_DECODERS
                 kinds = TYPED_KINDS[kind_of(name)] if typed else None
                 steps.append((name, action, decoder, kinds))
-        self._steps[names] = steps
-        return steps
+        plan: _Plan = (steps, _types_of([step[0] for step in steps]), set())
+        self._steps[names] = plan
+        return plan
 
     def reset(self, state: State | None = None) -> None:
         super().reset(state)
