@@ -328,3 +328,31 @@ def test_writing_shows_samples_of_the_total_shards_and_bytes_on_a_terminal(
     assert write_main([str(src), str(tmp_path / "o-%06d.tar"), "--max-samples", "2"]) == 0
     shown = terminal.getvalue()
     assert "6/6" in shown and "3 shards" in shown and "MB" in shown  # tqdm's bar, with a total
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".tsv"])
+def test_writing_an_index_file_shows_its_row_count_as_the_total(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str
+) -> None:
+    rows = [
+        {"__key__": f"{i:03d}", "txt": f"line {i}\nand more" if i == 2 else "x"} for i in range(5)
+    ]
+    index = tmp_path / f"index{suffix}"
+    if suffix == ".jsonl":
+        index.write_text(
+            "\n".join(json.dumps(r) for r in rows[:3])
+            + "\n\n"
+            + "\n".join(json.dumps(r) for r in rows[3:])
+        )
+    else:
+        with open(index, "w", newline="") as f:
+            out = csv.DictWriter(f, ["__key__", "txt"], delimiter="\t" if suffix == ".tsv" else ",")
+            out.writeheader()
+            out.writerows(rows)  # one text spans two lines, quoted
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    argv = [str(index), str(tmp_path / "o-%06d.tar"), "--no-files", "--max-samples", "2"]
+    assert write_main(argv) == 0
+    assert "5/5" in terminal.getvalue()  # the total counted before writing
+    got = [s["txt"] for s in tarstream.TarStream(str(tmp_path / "_o.manifest.json")).decode()]
+    assert got == [r["txt"] for r in rows]

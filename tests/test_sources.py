@@ -268,6 +268,20 @@ def test_a_parallel_write_of_an_index_and_its_resume(tmp_path: Path) -> None:
     assert files_under(tmp_path / "many") == files_under(tmp_path / "one")
 
 
+def test_a_part_removes_only_its_own_stale_temporaries(tmp_path: Path) -> None:
+    from tarstream.write.durable import remove_temporaries
+
+    names = [".i-000002.tar.999-0badf00d.partial", ".i-000003.tar.7-00c0ffee.partial"]
+    for name in [*names, ".i-x.tar.1-00.partial", "i-000001.tar"]:
+        (tmp_path / name).write_bytes(b"x")
+    remove_temporaries(str(tmp_path / "i-%06d.tar"), lambda shard: shard % 2 == 0)  # part 0 of 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [*names[1:], ".i-x.tar.1-00.partial", "i-000001.tar"]
+    )
+    remove_temporaries(str(tmp_path / "i-%06d.tar"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".i-x.tar.1-00.partial", "i-000001.tar"]
+
+
 def test_an_index_of_values_only_is_written_when_it_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -159,7 +159,8 @@ def run_write(args: argparse.Namespace) -> int:
     fetch = Fetch(workers=args.fetch_workers, errors=args.on_error)
     if args.workers != 1 or args.part is not None:
         return _run_parallel_write(args, fetch)
-    progress = Progress(sys.stderr, samples=source_size(args.source))
+    total = source_size(args.source) if sys.stderr.isatty() else None  # shown on a terminal
+    progress = Progress(sys.stderr, samples=total)
     writer = ShardWriter(
         args.output,
         max_samples=args.max_samples,

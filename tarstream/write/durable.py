@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -135,11 +136,17 @@ def complete_shard(path: str) -> ShardIndex | None:
     return index if size == index.size and index.shard == os.path.basename(path) else None
 
 
-def remove_temporaries(pattern: str) -> None:
-    """Remove the temporary files an earlier write to ``pattern`` left (it was stopped)."""
+def remove_temporaries(pattern: str, owns: Callable[[int], bool] | None = None) -> None:
+    """Remove the temporary files an earlier write to ``pattern`` left (it was stopped):
+    of every shard, or of the shard numbers ``owns`` (a part's: another part writing
+    beside it keeps its own)."""
     directory = os.path.dirname(pattern) or "."
-    prefix = "." + os.path.basename(pattern).split("%", 1)[0]
+    head, tail = re.split(r"%(?:0?\d+)?d", os.path.basename(pattern), maxsplit=1)
+    temporary = re.compile(
+        re.escape("." + head) + r"(\d+)" + re.escape(tail) + r"\.\d+-[0-9a-f]+\.partial"
+    )
     for name in os.listdir(directory) if os.path.isdir(directory) else []:
-        if name.startswith(prefix) and name.endswith(".partial"):
+        found = temporary.fullmatch(name)
+        if found and (owns is None or owns(int(found[1]))):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(directory, name))

@@ -112,14 +112,15 @@ def write_parallel(
     max_samples: int,
     fsync: bool = True,
     fetch: Fetch | None = None,
-    pack: PackMode = "none",
+    pack: PackMode = "small",
     **options: Any,
 ) -> tuple[Manifest, str, list[dict[str, Any]]]:
     """Write ``source`` into shards of ``max_samples`` with ``workers`` processes; return
     the manifest, where it was written, and the rows skipped for failures.
 
     ``options`` are ``samples_from``'s (files, fields, key); ``fetch`` says how each
-    process reads the files an index names; ``pack`` is ``ShardWriter``'s.
+    process reads the files an index names; ``pack`` is ``ShardWriter``'s (small samples
+    packed by default, as ``tarstream-write`` writes them).
 
     Raises:
         DuplicateKeyError: a key in two shards.
@@ -158,7 +159,7 @@ def write_part(
     max_samples: int,
     fsync: bool = True,
     fetch: Fetch | None = None,
-    pack: PackMode = "none",
+    pack: PackMode = "small",
     **options: Any,
 ) -> tuple[Manifest, str, list[dict[str, Any]]]:
     """Write part ``part`` of ``parts`` of ``source`` in this process (the shards a process
@@ -168,7 +169,7 @@ def write_part(
     the rows skipped for failures."""
     if not 0 <= part < parts or max_samples < 1:
         raise ValueError(f"part must be in 0..{parts - 1} and max_samples >= 1")
-    remove_temporaries(pattern)
+    remove_temporaries(pattern, lambda shard: shard % parts == part)  # not another part's
     job = Part(source, pattern, part, parts, max_samples, options, fsync, fetch or Fetch(), pack)
     failures = _write_part(job)
     indexes = _complete_shards(pattern, part, parts)

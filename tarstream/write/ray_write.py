@@ -39,7 +39,8 @@ def write_with_ray(
 ) -> Manifest:
     """Write ``source`` into shards of ``max_samples`` with ``parts`` Ray tasks (``ray.init``
     first, or it starts a local cluster); return the merged manifest, written beside the
-    shards. ``options`` are ``samples_from``'s (files, fields, key)."""
+    shards. ``options`` are ``write_part``'s: ``samples_from``'s (files, fields, key) and
+    ``pack``."""
     try:
         import ray
     except ImportError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import glob
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -75,23 +76,41 @@ def samples_from(
 
 
 def source_size(source: str) -> int | None:
-    """How many rows ``source`` holds, where that is cheap to know (Parquet metadata, a
-    list's lines, a directory's keys); None otherwise (CSV and JSON lines are not read
-    twice)."""
+    """How many rows ``source`` holds, where it can be known before writing: Parquet's
+    metadata, the non-blank lines of JSON lines and lists, the records of CSV and TSV (a
+    pass of the csv module: a quoted field may span lines), a directory's keys; None
+    otherwise (another kind of source, or a file that cannot be read)."""
     path = Path(source)
     try:
         if path.is_dir():
             return len(directory_groups(path, []))
         if source.endswith(".txt") and path.is_file():
-            return sum(1 for line in path.open(encoding="utf-8") if line.strip())
+            return _lines(path)
         parts = _index_parts(source)
-        if parts and all(p.suffix == ".parquet" for p in parts):
-            import pyarrow.parquet as pq  # type: ignore[import-untyped]
-
-            return int(sum(pq.ParquetFile(p).metadata.num_rows for p in parts))
-    except (ImportError, OSError, WriteError):
+        if not parts:
+            return None
+        return sum(_rows_in(part) for part in parts)
+    except (ImportError, OSError, UnicodeDecodeError, csv.Error, WriteError):
         return None
-    return None
+
+
+def _rows_in(part: Path) -> int:
+    """The rows of one index file (as ``index_rows`` reads them)."""
+    if part.suffix == ".parquet":
+        import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+        return int(pq.ParquetFile(part).metadata.num_rows)
+    if part.suffix in (".csv", ".tsv"):
+        with open(part, encoding="utf-8", newline="") as f:
+            records = csv.reader(f, delimiter="\t" if part.suffix == ".tsv" else ",")
+            return max(sum(1 for row in records if row) - 1, 0)  # the header apart
+    return _lines(part)
+
+
+def _lines(path: Path) -> int:
+    """The non-blank lines of a text file."""
+    with open(path, "rb") as f:
+        return sum(1 for line in f if line.strip())
 
 
 def _index_parts(source: str) -> list[Path]:
