@@ -47,13 +47,20 @@ def sample_sum(s: dict[str, Any]) -> int:
 def batch_sum(columns: dict[str, Any]) -> tuple[int, int]:
     """(samples, checksum) of a batch of columns, however the library collated them: a
     column is a list, an array or tensor, or (JSON collated by torch) a dict of columns."""
-    cls = [int(c) for c in columns["cls"]]
+    cls = _ints(columns["cls"])
     if "jpg" in columns:
         return len(cls), sum(cls) + sum(len(bytes(j)) for j in columns["jpg"])
     meta = columns["json"]
-    ids = meta["id"] if isinstance(meta, dict) else [m["id"] for m in meta]
+    ids = _ints(meta["id"] if isinstance(meta, dict) else [m["id"] for m in meta])
     assert all(isinstance(t, str) for t in columns["txt"])
-    return len(cls), sum(cls) + sum(len(t) for t in columns["txt"]) + sum(int(i) for i in ids)
+    return len(cls), sum(cls) + sum(len(t) for t in columns["txt"]) + sum(ids)
+
+
+def _ints(column: Any) -> list[int]:
+    """A column of integers (a list, array or tensor) as Python ints, in one call where it
+    is an array or tensor (an element at a time, a tensor costs a microsecond each)."""
+    values = column.tolist() if hasattr(column, "tolist") else column
+    return [int(v) for v in values]
 
 
 #: When the first sample (or batch) arrived: perf_counter, samples so far, CPU seconds.

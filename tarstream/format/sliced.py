@@ -214,7 +214,8 @@ def _elements(
         table.crcs,
     )
     view = memoryview(chunk)
-    seen: set[tuple[str, ...]] = set()  # the field sets checked
+    # The field sets checked, and whether their names are lower-cased to read them.
+    seen: dict[tuple[str, ...], bool] = {}
     unpack = msgpack.unpackb
     for s in chosen:
         start = moff[s]
@@ -230,15 +231,15 @@ def _elements(
             sample = unpack(element)
         except Exception:  # unpack_element says what is wrong
             sample = None
-        if (
-            type(sample) is not dict
-            or sample.get("__key__") != keys[s]
-            or tuple(sample) not in seen
-        ):
+        if type(sample) is not dict or sample.get("__key__") != keys[s]:
             sample = unpack_element(element, keys[s], url, start, table.packed_fields)
-            seen.add(tuple(sample))
+        names = tuple(sample)
+        lower = seen.get(names)
+        if lower is None:  # checked once per field set
+            unpack_element(element, keys[s], url, start, table.packed_fields)
+            lower = seen[names] = table.lowercase and any(n != n.lower() for n in names)
         sample["__url__"] = url
-        yield lowered(sample, url) if table.lowercase else sample
+        yield lowered(sample, url) if lower else sample
 
 
 def _crc_error(

@@ -119,11 +119,8 @@ def read_shard(
             )
             samples = islice(unpack_samples(scan, label, lowercase, stats), first, stop)
         samples = pick_fields(samples, fields)
-        yield from (
-            samples
-            if index is not None and not index.packed
-            else packed_values(samples, label, typed)
-        )
+        as_held = plain or _all_typed(index, typed, lowercase)
+        yield from samples if as_held else packed_values(samples, label, typed)
 
 
 def _all_typed(index: ShardIndex | None, typed: TypedFields, lowercase: bool) -> bool:
