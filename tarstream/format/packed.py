@@ -12,7 +12,7 @@ one of two members that are plain tar members to any other tool:
   sidecar records where each element starts.
 
 A value is bytes (the field's stored bytes, as a plain member would hold them) or, for the
-kinds the writer stores typed, the value itself (``tarstream.codecs.encode.packed_value``).
+kinds the writer stores typed, the value itself (``tarstream.codecs.encode.packed_encoder``).
 ``.mp`` is the msgpack extension webdataset decodes too.
 """
 
