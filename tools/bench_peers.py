@@ -23,6 +23,9 @@ shuffle, a shuffle buffer of 1,000, batches of 256), ``images_raw`` (JPEG bytes 
 in order), ``images_2_workers`` (batches of 64 from two DataLoader workers),
 ``write_small`` and ``write_images`` (each library's writer, samples in memory; tarstream
 also with ``--workers 1`` and ``2`` from an index file or folder, as ``tarstream-write``).
+``tarstream_packed`` is tarstream with ``pack="small"`` (``tarstream-write``'s default: small
+samples in packed blocks), ``tarstream`` the plain layout; images are not packed, so their
+cases have the plain row only.
 """
 
 from __future__ import annotations
