@@ -94,7 +94,10 @@ class Pack:
             return large
         if self.mode == "all":
             return sorted([*large, (PACKED_FIELD, pack_bytes(key, small))])
-        own = [(name, self.encoders[name](key, sample[name])) for name in small]
+        own = [  # values split() already encoded are the member's bytes
+            (name, value if type(value) is bytes else self.encoders[name](key, sample[name]))
+            for name, value in small.items()
+        ]
         return sorted(own + large)
 
 
