@@ -1,4 +1,4 @@
-"""The per-shard sidecar (format v1; see FORMAT.md): what a reader knows before opening a shard.
+"""The per-shard sidecar (see FORMAT.md): what a reader knows before opening a shard.
 
 A sidecar lives in a hidden folder beside its shard, ``DIR/.tarstream/NAME.idx`` for
 ``DIR/NAME`` (``sidecar_url``), where tools that read a directory of shards (Hugging Face
@@ -8,7 +8,9 @@ find it. It is a msgpack map holding
 the shard's byte size and SHA-256, its samples' keys and header offsets, and for every
 member its field, data offset and size, so a reader can know the epoch length without
 opening tars, seek to sample *i*, slice members without parsing headers, and detect a
-truncated or swapped shard.
+truncated or swapped shard. Version 1 describes plain shards; version 2 shards with packed
+members (``tarstream.format.packed``), where a sample in a block has its element as its one
+member and need not start on a 512-byte block.
 """
 
 from __future__ import annotations
