@@ -12,7 +12,7 @@ member. A field is small when the value a packed member holds for it
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from itertools import pairwise
 from typing import Any, Literal
 
@@ -39,7 +39,6 @@ DEFAULT_PACK_LIMIT = 4096
 _ZEROS = bytes(BLOCK)
 #: Where each member's data lies in a blob: (field, offset in the blob, size).
 Members = list[tuple[str, int, int]]
-_Encoder = Callable[[str, Any], Any]
 
 
 def member_blob(key: str, items: list[tuple[str, bytes]]) -> tuple[bytes, Members]:

@@ -231,8 +231,7 @@ class ShardWriter:
             self._open_shard()
         elif self._block.size + len(element) > BLOCK_TARGET:
             self._flush_block()
-        if not self._packed.issuperset(small):
-            self._packed.update(small)
+        self._packed.update(small)
         self._keys.add(key)
         self._block.add(key, element)
 
