@@ -188,13 +188,17 @@ class Addressable(Protocol):
     def fetch(self, state: State | None, offsets: list[int]) -> list[Any]:
         """The items ``offsets`` places after ``state`` (0: the next one), in that order."""
 
+    def positions(self, state: State | None, offsets: list[int]) -> Any:
+        """The reader's plan positions of those items (a numpy array)."""
+
 
 @runtime_checkable
 class Accounted(Protocol):
     """A stage that can say which items of the reader's plan were consumed at a state."""
 
     def delivered(self, state: State | None) -> Any:
-        """A numpy bool mask over the reader's plan: True for each item consumed."""
+        """The reader's plan positions consumed, as spans: an ``(n, 2)`` numpy array of
+        sorted, disjoint ``[first, end)`` rows (``tarstream.plan.segments``)."""
 
 
 def is_addressable(stage: Stage[Any] | None) -> bool:
@@ -203,7 +207,8 @@ def is_addressable(stage: Stage[Any] | None) -> bool:
 
 
 def delivered(stage: Stage[Any], state: State | None) -> Any:
-    """Which items of the reader's plan ``stage`` consumed at ``state`` (a numpy bool mask).
+    """Which items of the reader's plan ``stage`` consumed at ``state`` (spans of plan
+    positions, see ``Accounted``).
 
     A stage whose state is only its source's (map, filter, decode, batch) consumed what its
     source did; an ``Accounted`` stage says how.
@@ -287,6 +292,9 @@ class Transform(Stage[T]):
     def fetch(self, state: State | None, offsets: list[int]) -> list[Any]:
         items = self._addressed().fetch(state[self.SOURCE_KEY] if state else None, offsets)
         return [self.apply(item) for item in items]
+
+    def positions(self, state: State | None, offsets: list[int]) -> Any:
+        return self._addressed().positions(state[self.SOURCE_KEY] if state else None, offsets)
 
 
 class FunctionStage(Stage[Any]):

@@ -38,16 +38,16 @@ class World:
 class Context:
     """What an iteration depends on besides the data: seed, epoch and world.
 
-    ``rest`` replaces the epoch's plan after an elastic resume: the segments (shard, sample
-    range) of the epoch not yet delivered, to be split over the new layout (by source name
-    for a pipeline that mixes several). ``memory`` is
+    ``rest`` replaces the epoch's plan after an elastic resume: the plan (runs of a shard's
+    samples, ``tarstream.plan.segments.Plan``) of the epoch not yet delivered, to be split
+    over the new layout (plans by source name for a pipeline that mixes several). ``memory`` is
     the ``BatchMemory`` batches are stacked into (None: each Batch stage keeps its own).
     """
 
     seed: int
     epoch: int
     world: World
-    rest: tuple[Any, ...] | dict[str, tuple[Any, ...]] | None = None
+    rest: Any = None
     memory: Any = None
 
 

@@ -12,6 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -183,16 +184,39 @@ def test_resuming_a_shuffle_fetches_only_the_buffered_samples(
     assert sorted(head + tail) == sorted(s["__key__"] for s in make())
 
 
-@pytest.mark.parametrize(("size", "initial"), [(1, None), (5, 2), (16, None), (40, 1), (200, 30)])
+@pytest.mark.parametrize(
+    ("size", "initial", "interleave"),
+    [(1, None, 1), (5, 2, 1), (16, None, 1), (40, 1, 1), (200, 30, 1), (5, 2, 3), (16, None, 5)],
+)
 def test_a_shuffle_resumed_from_positions_continues_exactly_at_every_item(
-    shards: tuple[str, list[str]], size: int, initial: int | None
+    shards: tuple[str, list[str]], size: int, initial: int | None, interleave: int
 ) -> None:
     pattern, _ = shards
 
     def make() -> tarstream.Pipeline:
-        return tarstream.TarStream(pattern, seed=8).shuffle(size, initial=initial)
+        stream = tarstream.TarStream(pattern, seed=8, interleave=interleave)
+        return stream.shuffle(size, initial=initial)
 
     assert_resumable(make, at=range(88), epochs=2)
+
+
+@pytest.mark.parametrize("interleave", [2, 3, 5, 9])
+def test_an_interleaving_reader_mixes_shards_and_resumes_at_every_item(
+    shards: tuple[str, list[str]], interleave: int
+) -> None:
+    pattern, keys = shards
+
+    def make() -> tarstream.Pipeline:
+        return tarstream.TarStream(pattern, seed=8, interleave=interleave)
+
+    assert_resumable(make, at=range(88), epochs=2)
+    order = [s["__key__"] for s in make()]
+    assert sorted(order) == keys  # each sample once
+    first = {int(k[1:]) // 20 for k in order[:12]}  # shards of 20 or fewer samples
+    assert len(first) > 1  # several shards in the first dozen samples
+    for shard in range(5):  # each shard's own samples in their order
+        mine = [k for k in order if k in keys[sum(SIZES[:shard]) : sum(SIZES[: shard + 1])]]
+        assert mine == sorted(mine)
 
 
 class _Positions(Stage[int]):
@@ -236,6 +260,9 @@ class _Positions(Stage[int]):
     def fetch(self, state: State | None, offsets: list[int]) -> list[Any]:
         start = state["position"] if state else 0
         return [start + offset for offset in offsets]
+
+    def positions(self, state: State | None, offsets: list[int]) -> Any:
+        return np.asarray(self.fetch(state, offsets))
 
 
 def test_a_shuffle_over_a_stage_with_its_own_iterator_resumes_from_positions() -> None:
@@ -284,6 +311,7 @@ def _kept(keys: list[str]) -> list[str]:
     new=st.tuples(st.integers(1, 4), st.integers(1, 4)),
     steps=st.lists(st.integers(0, 30), min_size=16, max_size=16),
     twice=st.booleans(),
+    interleave=st.sampled_from([1, 2, None, 5]),
 )
 def test_elastic_resume_in_simulated_worlds_delivers_the_rest_once(
     shards: tuple[str, list[str]],
@@ -291,9 +319,14 @@ def test_elastic_resume_in_simulated_worlds_delivers_the_rest_once(
     new: tuple[int, int],
     steps: list[int],
     twice: bool,
+    interleave: int | None,
 ) -> None:
+    # interleave None: the default (4 segments at once, the shards being shuffled)
     pattern, keys = shards
-    make = _dropping
+
+    def make(pattern: str) -> tarstream.Pipeline:
+        return _dropping(pattern, interleave=interleave)
+
     delivered: list[str] = []
 
     def run_layout(
@@ -559,3 +592,16 @@ def _epoch(pattern: str, epoch: int) -> list[tuple[str, ...]]:
     pipeline = _batches(pattern)
     pipeline.set_epoch(epoch)
     return [_keys(b) for b in pipeline]
+
+
+@pytest.mark.parametrize(("size", "initial"), [(1000, None), (300, 7)])
+def test_a_shuffle_resumed_deep_in_a_long_epoch_continues_exactly(
+    size: int, initial: int | None
+) -> None:
+    # many steps with a full buffer: the resume reads the draws backwards, jumping the
+    # generator, and must land where the uninterrupted run is, its queued draws included
+    def make() -> tarstream.Pipeline:
+        return tarstream.Pipeline(_Positions(120_000), Shuffle(size, initial=initial), seed=5)
+
+    full = assert_resumable(make, at=[size + 3, 4_095, 4_096, 77_777, 119_800, 120_000])
+    assert sorted(full) == list(range(120_000))

@@ -76,7 +76,7 @@ def test_even_gives_every_rank_the_same_count(
 def test_without_counts_whole_shards_are_dealt_and_even_is_an_error() -> None:
     shards = [Segment(i) for i in range(5)]
     assert [s.shard for s in split_segments(shards, 1, 2)] == [1, 3]
-    assert split_segments(shards, 7, 8) == []
+    assert list(split_segments(shards, 7, 8)) == []
     with pytest.raises(ValueError, match="even='pad' needs sample counts"):
         split_segments(shards, 0, 2, "pad")
 

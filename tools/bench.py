@@ -8,6 +8,7 @@
     python3 tools/dev.py bench remote [--reps 3]
     python3 tools/dev.py bench decode [--reps 3] [--image-shards 4]
     python3 tools/dev.py bench access [--reps 3]
+    python3 tools/dev.py bench plan [--reps 3] [--shards 100000] [--ranks 1024] [--workers 8]
 
 ``read``: the small workload streamed raw in one process: tarstream with sidecars (each
 sample checked against its checksum, the default, and with ``verify=False``), tarstream
@@ -50,6 +51,10 @@ local disk: with and without read-ahead, and through a warm cache (see bench_rem
 ``access``: random access (``ShardDataset``, local and S3) beside sequential streaming, and
 bytes read per sample with field selection (see bench_access.py).
 
+``plan``: building the stream, planning every copy of a 1,024 x 8 world and an elastic
+resume over a synthetic manifest of 100,000 shards (100M and 10B samples), no data read
+(see bench_plan.py).
+
 Workloads are generated once (seeded) under .bench-cache/ or $TARSTREAM_BENCH_DIR.
 """
 
@@ -73,6 +78,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import workloads
 from bench_access import bench_access
 from bench_decode import bench_decode
+from bench_plan import bench_plan
 from bench_remote import bench_remote
 
 
@@ -444,12 +450,15 @@ def main() -> None:
     )
     parser.add_argument(
         "benchmark",
-        choices=["read", "write", "pipeline", "resume", "remote", "decode", "access"],
+        choices=["read", "write", "pipeline", "resume", "remote", "decode", "access", "plan"],
     )
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--wds-shards", type=int, default=2)
     parser.add_argument("--image-shards", type=int, default=4)
     parser.add_argument("--root", type=Path, default=workloads.default_root())
+    parser.add_argument("--shards", type=int, default=100_000)
+    parser.add_argument("--ranks", type=int, default=1024)
+    parser.add_argument("--workers", type=int, default=8)
     args = parser.parse_args()
     args.root.mkdir(parents=True, exist_ok=True)
     benchmarks = {
@@ -460,6 +469,7 @@ def main() -> None:
         "remote": bench_remote,
         "decode": bench_decode,
         "access": bench_access,
+        "plan": bench_plan,
     }
     result = benchmarks[args.benchmark](args)
     result["machine"] = {"python": platform.python_version(), "cpus": __import__("os").cpu_count()}

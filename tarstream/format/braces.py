@@ -18,6 +18,9 @@ __all__ = ["MAX_NAMES", "count_names", "expand"]
 MAX_NAMES = 10_000_000
 _NUMERIC = re.compile(r"^(-?\d+)\.\.(-?\d+)(?:\.\.(-?\d+))?$")
 _ALPHA = re.compile(r"^([A-Za-z])\.\.([A-Za-z])(?:\.\.(-?\d+))?$")
+#: One ascending range of equal-width numbers and nothing else to expand: the pattern a
+#: writer makes, expanded without braceexpand (the same names, without its per-name cost).
+_ONE_RANGE = re.compile(r"^([^{}\\,]*)\{(\d+)\.\.(\d+)\}([^{}\\,]*)$")
 
 
 def count_names(pattern: str) -> int:
@@ -88,4 +91,10 @@ def expand(pattern: str, *, limit: int = MAX_NAMES, what: str = "pattern") -> li
         raise ValueError(
             f"{what} {pattern[:200]!r} names {count:,} shards, more than the limit {limit:,}"
         )
+    simple = _ONE_RANGE.match(pattern)
+    if simple:
+        head, first, last, tail = simple.groups()
+        if len(first) == len(last) and int(first) <= int(last):
+            width = len(first)
+            return [f"{head}{n:0{width}d}{tail}" for n in range(int(first), int(last) + 1)]
     return list(braceexpand(pattern))

@@ -23,6 +23,9 @@ FORMAT_VERSION = 1
 MANIFEST_SUFFIX = ".manifest.json"
 
 _NUMBERED = re.compile(r"^(.*?)(\d+)(\D*)$")
+#: Names safe at a glance: components of letters, digits, "_", "-" and ".", none starting
+#: with "." (the rest are checked one rule at a time).
+_PLAIN_NAME = re.compile(r"[\w-][\w.-]*(?:/[\w-][\w.-]*)*\Z", re.ASCII)
 
 
 def compress_names(names: Sequence[str]) -> str | list[str]:
@@ -149,6 +152,8 @@ def is_safe_name(name: str) -> bool:
     >>> is_safe_name("train-000001.tar"), is_safe_name("../x.tar"), is_safe_name("a/%2e%2e/b")
     (True, False, False)
     """
+    if _PLAIN_NAME.match(name):
+        return True
     if not name or name.startswith(("/", "pipe:", "~")) or "://" in name or "\\" in name:
         return False
     if any(ord(c) < 32 or ord(c) == 127 for c in name):

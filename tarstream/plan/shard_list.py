@@ -1,14 +1,16 @@
 """The plan's source: the dataset's shards, with their sample counts where known.
 
-Planning stages compute an epoch's plan, a list of ``Segment`` values (a shard and a range
-of its samples), as a pure function of their context (seed, epoch, world), without reading
-data. ``ShardList`` starts every plan.
+Planning stages compute an epoch's plan, a ``Plan`` (runs of a shard's samples, held as
+arrays), as a pure function of their context (seed, epoch, world), without reading data.
+``ShardList`` starts every plan. Plans every copy shares (the dataset's, an epoch's shard
+order) are computed once per process and kept in the shard list's cache.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -16,9 +18,9 @@ import numpy as np
 from ..errors import ResumeError
 from ..stage import Stage, State
 from ..storage.config import Storage
-from .segments import Segment
+from .segments import Plan, Segment
 from .specs import (
-    ShardSpec,
+    ShardSpecs,
     SidecarMode,
     Source,
     check_sidecar_mode,
@@ -37,10 +39,10 @@ class PlanStage(Stage[Segment]):
 
     POSITION_KEY = "position"
 
-    def plan(self) -> list[Segment]:
+    def plan(self) -> Plan:
         raise NotImplementedError
 
-    def shard_specs(self) -> list[ShardSpec]:
+    def shard_specs(self) -> ShardSpecs:
         return self.shard_list().specs
 
     def shard_list(self) -> ShardList:
@@ -65,7 +67,7 @@ class PlanStage(Stage[Segment]):
     def get_state(self) -> State:
         return {self.POSITION_KEY: self._position}
 
-    def source_plan(self) -> list[Segment]:
+    def source_plan(self) -> Plan:
         source = self.require_source()
         if not isinstance(source, PlanStage):
             raise TypeError(f"{type(self).__name__} must follow a shard list stage")
@@ -97,24 +99,37 @@ class ShardList(PlanStage):
         self.specs = resolve_shards(source, allow_pipe=allow_pipe, storage=storage)
         self.sidecars = sidecars
         # shared by the copies each iteration connects, so sidecars are read once
-        self._cache: dict[str, list[int | None]] = {}
+        self._cache: dict[str, Any] = {}
 
     def counts(self) -> list[int | None]:
         """Sample count of each shard, None where unknown."""
         if "counts" not in self._cache:
-            counts: list[int | None] = [s.count for s in self.specs]
+            counts = self.specs.counts()
             if self.sidecars != "ignore":
-                for i, spec in enumerate(self.specs):
-                    if counts[i] is None:
-                        index = load_sidecar(spec)
-                        counts[i] = None if index is None else index.count
+                for i in [i for i, count in enumerate(counts) if count is None]:
+                    index = load_sidecar(self.specs[i])
+                    counts[i] = None if index is None else index.count
             self._cache["counts"] = counts
-        return self._cache["counts"]
+        counts_: list[int | None] = self._cache["counts"]
+        return counts_
 
-    def plan(self) -> list[Segment]:
+    def plan(self) -> Plan:
         if self.context is not None and self.context.rest is not None:
-            return list(self.context.rest)
-        return [Segment(i, 0, count) for i, count in enumerate(self.counts())]
+            return Plan.of(self.context.rest)
+        if "plan" not in self._cache:
+            self._cache["plan"] = Plan.of_counts(self.counts())
+        plan: Plan = self._cache["plan"]
+        return plan
+
+    def cached(self, key: tuple[object, ...], make: Callable[[], Plan]) -> Plan:
+        """The plan ``make`` returns, kept by ``key`` for every copy of this shard list in
+        this process (the last few keys: an epoch's shard order, say)."""
+        plans: dict[tuple[object, ...], Plan] = self._cache.setdefault("plans", {})
+        if key not in plans:
+            while len(plans) >= 4:
+                del plans[next(iter(plans))]
+            plans[key] = make()
+        return plans[key]
 
     def sample_starts(self) -> np.ndarray:
         """The dataset-wide number of each shard's first sample, and the total at the end.
@@ -132,8 +147,7 @@ class ShardList(PlanStage):
 
     def fingerprint(self) -> str:
         """A short hash of the shard names and counts, to tell datasets apart in a state."""
-        names = [spec.url.rstrip("/").rsplit("/", 1)[-1] for spec in self.specs]
-        text = json.dumps([names, self.counts()], separators=(",", ":"))
+        text = json.dumps([self.specs.names(), self.counts()], separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def __repr__(self) -> str:

@@ -3,10 +3,11 @@ each with where its sidecar is, and loading that sidecar."""
 
 from __future__ import annotations
 
+import bisect
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, overload
 
 from ..errors import ArgumentError, ManifestError, RedactedCause, SidecarError, redact_url
 from ..format.braces import expand
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = [
     "SIDECAR_MODES",
     "ShardSpec",
+    "ShardSpecs",
     "SidecarMode",
     "Source",
     "check_sidecar_mode",
@@ -59,9 +61,80 @@ def _is_manifest(name: str) -> bool:
     return name.endswith((MANIFEST_SUFFIX, ".json"))
 
 
+class ShardSpecs(Sequence[ShardSpec]):
+    """The shards a source names, in order. A manifest's shards are held as its names,
+    counts and sizes, and each ``ShardSpec`` is made when asked for, so a manifest of
+    100,000 shards costs lists, not 100,000 objects."""
+
+    def __init__(self) -> None:
+        self._parts: list[Sequence[ShardSpec]] = []
+        self._ends: list[int] = []
+
+    def add(self, part: Sequence[ShardSpec]) -> None:
+        if len(part):
+            self._parts.append(part)
+            self._ends.append(len(self) + len(part))
+
+    def __len__(self) -> int:
+        return self._ends[-1] if self._ends else 0
+
+    @overload
+    def __getitem__(self, index: int) -> ShardSpec: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[ShardSpec]: ...
+    def __getitem__(self, index: int | slice) -> ShardSpec | list[ShardSpec]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        part = bisect.bisect_right(self._ends, index)
+        if not 0 <= index < len(self):
+            raise IndexError("shard index out of range")
+        return self._parts[part][index - (self._ends[part - 1] if part else 0)]
+
+    def __iter__(self) -> Iterator[ShardSpec]:
+        for part in self._parts:
+            yield from part
+
+    def counts(self) -> list[int | None]:
+        """Each shard's sample count where a manifest gives it, else None."""
+        out: list[int | None] = []
+        for part in self._parts:
+            out += part.samples if isinstance(part, _ManifestSpecs) else [s.count for s in part]
+        return out
+
+    def names(self) -> list[str]:
+        """Each shard's file name (the last part of its URL)."""
+        out: list[str] = []
+        for part in self._parts:
+            if isinstance(part, _ManifestSpecs):
+                out += [name.rsplit("/", 1)[-1] for name in part.names]
+            else:
+                out += [spec.url.rstrip("/").rsplit("/", 1)[-1] for spec in part]
+        return out
+
+
+class _ManifestSpecs(Sequence[ShardSpec]):
+    """A manifest's shards, each ``ShardSpec`` made when asked for."""
+
+    def __init__(self, url: str, manifest: Manifest, storage: Storage | None) -> None:
+        self.head = join_url(url, "")  # the manifest's folder, with its separator
+        self.names, self.samples = manifest.shards, manifest.samples
+        self.sizes, self.storage = manifest.sizes, storage
+        self.folder, self.suffix = manifest.sidecar_dir, manifest.sidecar_suffix
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, index: int) -> ShardSpec:  # type: ignore[override]
+        shard = self.head + self.names[index]  # names are checked: relative, inside
+        sidecar = sidecar_url(shard, self.folder, self.suffix)
+        return ShardSpec(shard, sidecar, self.samples[index], self.sizes[index], self.storage)
+
+
 def resolve_shards(
     source: Source, *, allow_pipe: bool = False, storage: Storage | None = None
-) -> list[ShardSpec]:
+) -> ShardSpecs:
     """Return the shards named by ``source``, in order.
 
     ``source`` is a brace pattern (``d/train-{000000..000019}.tar``), a manifest path or
@@ -77,6 +150,7 @@ def resolve_shards(
         ManifestError: a manifest cannot be read or is invalid (a ``pipe:`` in it is).
     """
     items = [source] if isinstance(source, (str, os.PathLike)) else list(source)
+    out = ShardSpecs()
     specs: list[ShardSpec] = []
     for item in items:
         text = os.fspath(item)
@@ -92,7 +166,9 @@ def resolve_shards(
                     )
                 specs.append(ShardSpec(url=name, sidecar=""))
             elif _is_manifest(name):
-                specs.extend(_manifest_shards(name, storage))
+                out.add(specs)
+                out.add(_manifest_shards(name, storage))
+                specs = []
             else:
                 specs.append(
                     ShardSpec(
@@ -102,12 +178,13 @@ def resolve_shards(
                         legacy_sidecar=legacy_sidecar_url(name),
                     )
                 )
-    if not specs:
+    out.add(specs)
+    if not len(out):
         raise ValueError(f"source {source!r} names no shard")
-    return specs
+    return out
 
 
-def _manifest_shards(url: str, storage: Storage | None) -> list[ShardSpec]:
+def _manifest_shards(url: str, storage: Storage | None) -> _ManifestSpecs:
     text: bytes | None = None
     try:
         text = read_bytes(url, storage)
@@ -115,13 +192,7 @@ def _manifest_shards(url: str, storage: Storage | None) -> list[ShardSpec]:
         failure = RedactedCause.of(e)
     if text is None:  # raised here, outside the handler: the redacted cause only
         raise ManifestError(f"{redact_url(url)}: cannot read manifest ({failure})") from failure
-    manifest = Manifest.from_json(text, url=redact_url(url))
-    out = []
-    for name, count, size in zip(manifest.shards, manifest.samples, manifest.sizes, strict=True):
-        shard = join_url(url, name)
-        sidecar = sidecar_url(shard, manifest.sidecar_dir, manifest.sidecar_suffix)
-        out.append(ShardSpec(shard, sidecar, count, size, storage))
-    return out
+    return _ManifestSpecs(url, Manifest.from_json(text, url=redact_url(url)), storage)
 
 
 def load_sidecar(spec: ShardSpec) -> ShardIndex | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..world import derive_seed
-from .segments import Even, Segment, known_size, split_segments, take_range
+from .segments import Even, Plan
 from .shard_list import PlanStage
 
 __all__ = ["ShuffleShards", "SliceEpoch", "SplitByRank", "SplitByWorker"]
@@ -26,14 +26,19 @@ class ShuffleShards(PlanStage):
         super().__init__()
         self.seed = seed
 
-    def plan(self) -> list[Segment]:
+    def plan(self) -> Plan:
         context = self.require_context()
         segments = self.source_plan()
         if context.rest is not None:
             return segments  # the rest of a resumed epoch keeps its order
         seed = context.seed if self.seed is None else self.seed
-        rng = np.random.default_rng(derive_seed(seed, context.epoch, _SALT_SHARD_SHUFFLE))
-        return [segments[i] for i in rng.permutation(len(segments))]
+        key = ("ShuffleShards", seed, context.epoch)
+        return self.shard_list().cached(key, lambda: self._shuffled(segments, seed, context.epoch))
+
+    @staticmethod
+    def _shuffled(segments: Plan, seed: int, epoch: int) -> Plan:
+        rng = np.random.default_rng(derive_seed(seed, epoch, _SALT_SHARD_SHUFFLE))
+        return segments.permuted(rng.permutation(len(segments)))
 
 
 class SplitByRank(PlanStage):
@@ -50,21 +55,21 @@ class SplitByRank(PlanStage):
             raise ValueError(f"even must be None, 'drop' or 'pad', got {even!r}")
         self.even = even
 
-    def plan(self) -> list[Segment]:
+    def plan(self) -> Plan:
         context = self.require_context()
         world = context.world
         part = (world.rank + context.epoch) % world.world_size
-        return split_segments(self.source_plan(), part, world.world_size, self.even)
+        return self.source_plan().split(part, world.world_size, self.even)
 
 
 class SplitByWorker(PlanStage):
     """Keep this DataLoader worker's share of the plan; assignment rotates with the epoch."""
 
-    def plan(self) -> list[Segment]:
+    def plan(self) -> Plan:
         context = self.require_context()
         world = context.world
         part = (world.worker + context.epoch) % world.num_workers
-        return split_segments(self.source_plan(), part, world.num_workers)
+        return self.source_plan().split(part, world.num_workers)
 
 
 class SliceEpoch(PlanStage):
@@ -79,19 +84,19 @@ class SliceEpoch(PlanStage):
             raise ValueError(f"skip and take must be >= 0, got {skip} and {take}")
         self.skip, self.take = skip, take
 
-    def plan(self) -> list[Segment]:
+    def plan(self) -> Plan:
         segments = self.source_plan()
         if self.require_context().rest is not None:
             return segments  # the rest of a resumed epoch was planned through this slice
-        if any(s.stop is None for s in segments):
+        total = segments.total
+        if total is None:
             raise ValueError(
                 "a global skip or take needs sample counts: give a manifest, or build "
                 "sidecars with `tarstream index`"
             )
-        total = sum(known_size(s) for s in segments)
         first = min(self.skip, total)
         last = total if self.take is None else min(total, first + self.take)
-        return take_range(segments, total, first, last) if first < last else []
+        return segments.take(first, last)
 
     def __repr__(self) -> str:
         return f"SliceEpoch(skip={self.skip}, take={self.take})"

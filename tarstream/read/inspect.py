@@ -9,7 +9,7 @@ manifest, a pattern, a URL): from sidecars where they exist (nothing else is rea
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from ..errors import ShardError, redact_url
@@ -69,7 +69,7 @@ def _count(summary: ShardSummary, samples: Iterator[Sample]) -> None:
         summary.fields.update(k for k in sample if not k.startswith("__"))
 
 
-def find_sample(specs: list[ShardSpec], key: str) -> Iterator[Sample]:
+def find_sample(specs: Iterable[ShardSpec], key: str) -> Iterator[Sample]:
     """The samples with ``key``, shard by shard (through sidecars' key lists where they
     exist, without reading the other samples)."""
     for spec in specs:

@@ -8,22 +8,28 @@ its plan were consumed), which fast and elastic resume build on.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal
 
 import numpy as np
 
-from ..errors import ResumeError, ShardError, ShardFormatError
+from ..errors import ArgumentError, ResumeError, ShardError, ShardFormatError
 from ..format.samples import Sample
 from ..format.scan import DEFAULT_MAX_MEMBER_SIZE, DEFAULT_READ_SIZE, ReadStats
-from ..plan.segments import Segment, known_size
+from ..plan.segments import Plan, complement_spans
 from ..plan.shard_list import PlanStage, ShardList
 from ..plan.specs import SidecarMode, check_sidecar_mode
 from ..stage import Stage, State, check_errors
+from ..plan.interleave import Interleaved
+from ..world import derive_seed
+from .interleaved import interleaved
 from .packed import TypedFields
 from .shard import OpenShard, is_remote, open_shard, read_shard, read_shard_at
 
-__all__ = ["ReadShards"]
+__all__ = ["DEFAULT_INTERLEAVE", "ReadShards"]
+
+#: Segments an interleaving reader reads at once when not told (``interleave=None``).
+DEFAULT_INTERLEAVE = 4
 
 
 class ReadShards(Stage[Sample]):
@@ -54,6 +60,12 @@ class ReadShards(Stage[Sample]):
     A remote shard is read in blocks fetched ahead in the background, and the next remote
     shard of the plan is opened (its first block fetched, or its cache entry filled) while
     the current one is read; see ``tarstream.Storage`` for the memory this holds.
+
+    ``interleave=k`` reads ``k`` segments of the plan at once, each front to back, taking
+    the next sample from one of them in a seeded order (``tarstream.plan.interleave``): the
+    shuffle buffer after it then mixes samples of ``k`` shards where it mixed one. It holds
+    ``k`` open shards and their read buffers, never samples, and needs sample counts.
+    ``None``: ``DEFAULT_INTERLEAVE`` where every count is known, else 1.
     """
 
     SEGMENT_KEY = "segment"
@@ -70,9 +82,13 @@ class ReadShards(Stage[Sample]):
         max_errors: int | None = None,
         lowercase_fields: bool = True,
         fields: Iterable[str] | None = None,
+        interleave: int | None = 1,
     ) -> None:
         super().__init__()
         check_errors(errors, max_errors)
+        if interleave is not None and (not isinstance(interleave, int) or interleave < 1):
+            raise ArgumentError(f"interleave must be an int >= 1 or None, got {interleave!r}")
+        self.interleave = interleave
         if isinstance(fields, str):
             fields = fields.split()
         self.fields = None if fields is None else frozenset(fields)
@@ -95,7 +111,7 @@ class ReadShards(Stage[Sample]):
         self._samples: Iterator[Sample] | None = None
         self._ahead: tuple[int, OpenShard] | None = None
         # the plan of the context it was made in, and where its segments start
-        self._plan_for: tuple[Any, list[Segment], np.ndarray | None] | None = None
+        self._plan_for: tuple[Any, Plan] | None = None
 
     def shard_list(self) -> ShardList:
         """The ShardList this reader's plan starts from."""
@@ -115,7 +131,8 @@ class ReadShards(Stage[Sample]):
         self._segment = state[self.SEGMENT_KEY] if state else 0
         self._offset = state[self.OFFSET_KEY] if state else 0
         self._failed = 0
-        self._generator = self._generate()
+        order = self._order()
+        self._generator = self._generate() if order is None else interleaved(self, order)
 
     def next(self) -> Sample:
         return next(self._generator)
@@ -131,18 +148,42 @@ class ReadShards(Stage[Sample]):
             except ShardError as e:
                 if self.errors == "strict":
                     raise
-                self._count_failure(e)
+                self.count_failure(e, self._segment, self._offset)
             self._close_samples()
             self._segment += 1
             self._offset = 0
 
-    def _count_failure(self, e: ShardError) -> None:
-        """Count a shard that failed; raise once more than ``max_errors`` did this epoch."""
-        segment = self._plan[self._segment]
+    def _order(self) -> Interleaved | None:
+        """The interleaved order of the plan in the current context (None: one segment
+        at a time)."""
+        k = self._interleave()
+        if k == 1:
+            return None
+        plan, context = self._current_plan(), self.require_context()
+        if plan.bounds is None:
+            raise ArgumentError(
+                f"interleave={self.interleave} needs sample counts: give a manifest, or "
+                "build sidecars with `tarstream index`"
+            )
+        world = context.world
+        seed = derive_seed(context.seed, context.epoch, world.rank, world.worker)
+        return Interleaved(plan, k, seed)
+
+    def _interleave(self) -> int:
+        """Segments read at once: as given, or (None) ``DEFAULT_INTERLEAVE`` where every
+        sample count is known and 1 where not."""
+        if self.interleave is not None:
+            return self.interleave
+        return DEFAULT_INTERLEAVE if self._current_plan().bounds is not None else 1
+
+    def count_failure(self, e: ShardError, segment_number: int, taken: int) -> None:
+        """Count a shard that failed after ``taken`` samples of segment ``segment_number``;
+        raise once more than ``max_errors`` did this epoch."""
+        segment = self._plan[segment_number]
         stats = self.stats
         stats.shards_failed += 1
         if segment.stop is not None:
-            stats.samples_lost += segment.stop - segment.start - self._offset
+            stats.samples_lost += segment.stop - segment.start - taken
         stats.errors[type(e).__name__] += 1
         if len(stats.failures) < 100:
             stats.failures.append(str(e))
@@ -159,34 +200,47 @@ class ReadShards(Stage[Sample]):
     def _segment_samples(self) -> Iterator[Sample]:
         """The samples of the current segment from the current offset."""
         segment = self._plan[self._segment]
-        spec = self._specs[segment.shard]
         if segment.stop is not None and segment.start + self._offset >= segment.stop:
             return
-        # The reader stops at ``stop`` itself: a segment that ends the shard is then read
-        # to its end-of-archive marker, which checks what no size told us.
-        self._samples = read_shard(
+        self._samples = self.segment_samples(self._segment, self._offset, self._open)
+        for sample in self._samples:
+            self._offset += 1
+            yield sample
+        self.check_count(self._segment, self._offset)
+
+    def segment_samples(
+        self, number: int, offset: int, opener: Callable[[int], OpenShard] | None = None
+    ) -> Iterator[Sample]:
+        """The samples of segment ``number`` from its sample ``offset`` on (its shard opened
+        by ``opener``, else here). The reader stops at the segment's ``stop`` itself: a
+        segment that ends the shard is then read to its end-of-archive marker, which checks
+        what no size told us."""
+        segment = self._plan[number]
+        spec = self._specs[segment.shard]
+        return read_shard(
             spec,
             sidecars=self.sidecars,
-            first=segment.start + self._offset,
+            first=segment.start + offset,
             stop=segment.stop,
             max_member_size=self.max_member_size,
             read_size=self.read_size,
             stats=self.stats,
-            opened=self._open(self._segment),
+            opened=opener(number) if opener else open_shard(spec, sidecars=self.sidecars),
             verify=self.verify,
             lenient=self.errors == "skip",
             lowercase=self.lowercase_fields,
             fields=self.fields,
             typed=self.typed,
         )
-        for sample in self._samples:
-            self._offset += 1
-            yield sample
-        if segment.stop is not None and segment.start + self._offset < segment.stop:
+
+    def check_count(self, number: int, taken: int) -> None:
+        """Raise unless segment ``number``'s shard gave all its samples (``taken``)."""
+        segment = self._plan[number]
+        if segment.stop is not None and segment.start + taken < segment.stop:
             raise ShardFormatError(
-                f"shard has {segment.start + self._offset} samples, its count says "
+                f"shard has {segment.start + taken} samples, its count says "
                 f"at least {segment.stop}",
-                shard=spec.url,
+                shard=self._specs[segment.shard].url,
             )
 
     def _open(self, number: int) -> OpenShard:
@@ -212,21 +266,17 @@ class ReadShards(Stage[Sample]):
         return {self.SEGMENT_KEY: self._segment, self.OFFSET_KEY: self._offset}
 
     # -- positions -------------------------------------------------------------------------
-    def _planned(self) -> tuple[list[Segment], np.ndarray | None]:
+    def _planned(self) -> tuple[Plan, np.ndarray | None]:
         """The plan in the current context and, when every size is known, the plan position
         where each segment starts plus the plan's size at the end (once per context)."""
         cached = self._plan_for
         if cached is None or cached[0] is not self.context:
-            plan = self._planner().plan()
-            bounds = None
-            if all(s.stop is not None for s in plan):
-                sizes = [known_size(s) for s in plan]
-                bounds = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
-            cached = (self.context, plan, bounds)
+            cached = (self.context, self._planner().plan())
             self._plan_for = cached
-        return cached[1], cached[2]
+        return cached[1], cached[1].bounds
 
-    def _current_plan(self) -> list[Segment]:
+    def _current_plan(self) -> Plan:
+        """The plan in the current context."""
         return self._planned()[0]
 
     def _bounds(self) -> np.ndarray:
@@ -260,13 +310,21 @@ class ReadShards(Stage[Sample]):
         if not 0 <= target <= bounds[-1]:
             raise ValueError(f"position {target} is outside the plan (0..{bounds[-1]})")
         segment = int(np.searchsorted(bounds, target, "right")) - 1
+        k = self._interleave()
+        segment -= segment % k  # an interleaved reader's state names its group's first
         return {self.SEGMENT_KEY: segment, self.OFFSET_KEY: target - int(bounds[segment])}
+
+    def positions(self, state: State | None, offsets: list[int]) -> np.ndarray:
+        """The plan positions of the items ``offsets`` places after ``state``."""
+        items = self.position(state) + np.asarray(offsets, dtype=np.int64)
+        order = self._order()
+        return items if order is None else order.positions(items)
 
     def fetch(self, state: State | None, offsets: list[int]) -> list[Any]:
         bounds = self._bounds()
         plan = self._current_plan()
         specs = self._planner().shard_specs()
-        positions = self.position(state) + np.asarray(offsets, dtype=np.int64)
+        positions = self.positions(state, offsets)
         segments = np.searchsorted(bounds, positions, "right") - 1
         wanted: dict[int, list[int]] = {}
         refs = []
@@ -291,18 +349,17 @@ class ReadShards(Stage[Sample]):
         return [found[shard][sample] for shard, sample in refs]
 
     def delivered(self, state: State | None) -> np.ndarray:
-        mask = np.zeros(int(self._bounds()[-1]), dtype=bool)
-        mask[: self.position(state)] = True
-        return mask
+        self._bounds()
+        order = self._order()
+        if order is None or not state:
+            return np.array([[0, self.position(state)]], dtype=np.int64)
+        return order.delivered(state[self.SEGMENT_KEY], state[self.OFFSET_KEY])
 
-    def plan_refs(self) -> np.ndarray:
-        """The dataset-wide number (shards' samples end to end) of each item of the plan."""
-        first = self.shard_list().sample_starts()
-        parts = [
-            first[s.shard] + np.arange(s.start, s.start + known_size(s))
-            for s in self._current_plan()
-        ]
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    def owed(self, spans: np.ndarray) -> Plan:
+        """The runs of the plan outside ``spans`` (plan positions consumed)."""
+        self._bounds()
+        plan = self._current_plan()
+        return plan.spans(complement_spans(spans, int(plan.total or 0)))
 
     def _close_samples(self) -> None:
         if self._samples is not None:
@@ -310,6 +367,9 @@ class ReadShards(Stage[Sample]):
             self._samples = None
 
     def close(self) -> None:
+        generator = getattr(self, "_generator", None)
+        if generator is not None:
+            generator.close()  # an interleaved group closes its shards
         self._close_samples()
         if self._ahead is not None:
             self._ahead[1].file.close()

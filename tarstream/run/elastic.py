@@ -1,9 +1,11 @@
 """Elastic resume: the rest of an epoch saved in one layout, to be split over another.
 
 Each old copy's chain is connected in its own world (through a ``connect`` callable, so
-this module knows pipelines only as chains of stages); its reader's plan, less what the
-copy delivered (``tarstream.stage.delivered``: shuffles replayed on numbers), is what it
-still owed. The union, in dataset order, becomes the segments of the new epoch's plan.
+this module knows pipelines only as chains of stages); its reader's plan, less the spans of
+plan positions the copy delivered (``tarstream.stage.delivered``: shuffles replayed on
+positions), is what it still owed: runs of samples. The union, in dataset order, becomes
+the new epoch's plan. Everything is arithmetic on runs and spans, so the cost grows with
+the shards and the shuffle buffers, not with the samples of the epoch.
 
 A chain that starts with a ``Mix`` has a reader per source: the rest is computed per
 source (each copy's part of the mix state holds each source's state) and is a dict of
@@ -22,7 +24,7 @@ import numpy as np
 
 from ..errors import ResumeError
 from ..plan.mix import Mix
-from ..plan.segments import Segment, segments_of
+from ..plan.segments import Plan, concat, merge_runs
 from ..read.read_shards import ReadShards
 from ..stage import Stage, State, delivered, upstream
 from ..world import Context, World
@@ -32,13 +34,13 @@ __all__ = ["Connect", "rest_of_epoch"]
 
 #: Connects a fresh chain of a pipeline's stages in a context; returns its last stage.
 Connect = Callable[[Context], Stage[Any]]
-#: The rest of an epoch: segments, or segments by source name (a mix).
-Rest = tuple[Segment, ...] | dict[str, tuple[Segment, ...]]
+#: The rest of an epoch: a plan, or plans by source name (a mix).
+Rest = Plan | dict[str, Plan]
 
 
 def rest_of_epoch(connect: Connect, seed: int, epoch: int, base: State | None) -> Rest | None:
-    """The segments of the epoch not delivered in layout ``base`` (None: no resume, the
-    whole epoch).
+    """The plan of what the epoch has not delivered in layout ``base`` (None: no resume,
+    the whole epoch).
 
     Raises:
         ResumeError: the pipeline has no reader with sample counts, or a stage on the way
@@ -47,7 +49,7 @@ def rest_of_epoch(connect: Connect, seed: int, epoch: int, base: State | None) -
     if base is None:
         return None
     inner = rest_of_epoch(connect, seed, epoch, base["base"])
-    owed: dict[str | None, list[np.ndarray]] = {}
+    owed: dict[str | None, list[Plan]] = {}
     firsts: dict[str | None, np.ndarray] = {}
     parts = parts_of(base)
     for rank in range(base["world_size"]):
@@ -55,23 +57,18 @@ def rest_of_epoch(connect: Connect, seed: int, epoch: int, base: State | None) -
             world = World(rank, base["world_size"], worker, base["num_workers"])
             chain = connect(Context(seed, epoch, world, inner))
             stages = parts.get((rank, worker))
-            for name, (refs, first) in _owed(chain, stages).items():
-                owed.setdefault(name, []).append(refs)
+            for name, (runs, first) in _owed(chain, stages).items():
+                owed.setdefault(name, []).append(runs)
                 firsts[name] = first
     if not owed:
         raise ResumeError("the saved layout has no copies")
-    rest = {
-        name: segments_of(np.sort(np.concatenate(refs), kind="stable"), firsts[name])
-        for name, refs in owed.items()
-    }
+    rest = {name: merge_runs(concat(runs), firsts[name]) for name, runs in owed.items()}
     return rest[None] if None in rest else {str(name): r for name, r in rest.items()}
 
 
-def _owed(
-    chain: Stage[Any], state: State | None
-) -> dict[str | None, tuple[np.ndarray, np.ndarray]]:
-    """What one old copy still owed: (sample numbers, each shard's first) by source name
-    (None: the pipeline's one reader)."""
+def _owed(chain: Stage[Any], state: State | None) -> dict[str | None, tuple[Plan, np.ndarray]]:
+    """What one old copy still owed: (runs, each shard's first sample number) by source
+    name (None: the pipeline's one reader)."""
     mix = upstream(chain, Mix)
     if mix is None:
         return {None: _reader_owed(chain, state)}
@@ -88,14 +85,13 @@ def _owed(
     }
 
 
-def _reader_owed(chain: Stage[Any], state: State | None) -> tuple[np.ndarray, np.ndarray]:
+def _reader_owed(chain: Stage[Any], state: State | None) -> tuple[Plan, np.ndarray]:
     reader = upstream(chain, ReadShards)
     if reader is None:
         raise ResumeError("elastic resume needs a ReadShards stage in the pipeline")
-    refs = reader.plan_refs()
-    if state is not None:
-        refs = refs[~delivered(chain, state)]
-    return refs, reader.shard_list().sample_starts()
+    starts = reader.shard_list().sample_starts()  # first: says when counts are missing
+    spans = delivered(chain, state) if state is not None else np.zeros((0, 2), np.int64)
+    return reader.owed(spans), starts
 
 
 def _part_of(chain: Stage[Any], target: Stage[Any], state: State | None) -> State | None:

@@ -57,6 +57,10 @@ class TarStream(Pipeline):
         lowercase_fields: lower-case field names as webdataset does (``0001.JPG`` gives
             field ``jpg``, matched by ``"jpg"``); False keeps them as stored.
         fields: read only these fields (see ``select_columns``).
+        interleave: read this many shards at once, drawing each next sample from one of
+            them in a seeded order, so a shuffle buffer after the reader mixes samples of
+            several shards (see ``ReadShards``). Default: 4 with ``shuffle_shards`` (where
+            sample counts are known), else 1: shards read one after another, in order.
     """
 
     def __init__(
@@ -78,6 +82,7 @@ class TarStream(Pipeline):
         max_errors: int | None = None,
         lowercase_fields: bool = True,
         fields: Iterable[str] | None = None,
+        interleave: int | None = None,
     ) -> None:
         self.shard_list = ShardList(
             source, sidecars=sidecars, allow_pipe=allow_pipe, storage=storage
@@ -91,6 +96,7 @@ class TarStream(Pipeline):
             max_errors=max_errors,
             lowercase_fields=lowercase_fields,
             fields=fields,
+            interleave=interleave if interleave is not None or shuffle_shards else 1,
         )
         stages: list[Stage[Any]] = [self.shard_list]
         stages += [ShuffleShards()] if shuffle_shards else []

@@ -8,6 +8,7 @@ from typing import Any, cast
 import numpy as np
 
 from ..errors import ResumeError, ResumeWarning
+from ..plan.segments import spans_of_positions, subtract_spans
 from ..stage import Addressable, Stage, State, delivered, is_addressable
 from ..world import derive_seed
 
@@ -50,13 +51,30 @@ class Shuffle(Stage[Any]):
         self.initial = buffer_size if initial is None else initial
         self.seed = seed
 
-    def _new_rng(self) -> np.random.Generator:
+    def _seed(self) -> int:
         context = self.require_context()
         seed = context.seed if self.seed is None else self.seed
         world = context.world
-        return np.random.default_rng(
-            derive_seed(seed, context.epoch, world.rank, world.worker, _SALT)
-        )
+        return derive_seed(seed, context.epoch, world.rank, world.worker, _SALT)
+
+    def _new_rng(self) -> np.random.Generator:
+        return np.random.Generator(np.random.PCG64(self._seed()))
+
+    def _draws_at(self, first: int, n: int) -> np.ndarray:
+        """Draws ``first..first + n`` of the epoch's generator, jumped to directly (PCG64
+        advances by whole 64-bit outputs, one per float64 draw)."""
+        bits = np.random.PCG64(self._seed())
+        bits.advance(first)
+        return np.random.Generator(bits).random(n)
+
+    def _jump(self, used: int) -> None:
+        """Leave ``_rng`` and ``_draws`` as ``next`` has them after ``used`` draws: blocks of
+        ``_DRAWS`` drawn, what is left of the last one queued."""
+        drawn = -(-used // _DRAWS) * _DRAWS
+        bits = np.random.PCG64(self._seed())
+        bits.advance(drawn)
+        self._rng = np.random.Generator(bits)
+        self._draws: list[float] = self._draws_at(used, drawn - used).tolist()[::-1]
 
     def reset(self, state: State | None = None) -> None:
         source = self.require_source()
@@ -65,7 +83,7 @@ class Shuffle(Stage[Any]):
         self._start = source.get_state()
         self._follow(source)
         self._rng = self._new_rng()
-        self._draws: list[float] = []
+        self._draws = []
         self._buffer: list[Any] = []
         self._exhausted = False
         self._returned = 0
@@ -109,7 +127,8 @@ class Shuffle(Stage[Any]):
         number of items pulled from the source; leaves ``_rng`` and ``_draws`` where the
         real run would have them. Mirrors ``next`` step for step (the resume tests compare
         the two). The steady part, where each step pulls one item into a full buffer,
-        runs vectorized, so a resume late in a long epoch costs little more than early.
+        costs what the buffer's size does, not what the steps do (``_steady``), so a
+        resume late in a long epoch costs what one early does.
         """
         size = self.buffer_size
         buffer: list[int] = list(range(min(self.initial, available)))
@@ -118,7 +137,7 @@ class Shuffle(Stage[Any]):
         while step < returned:
             if step and len(buffer) == size - 1 and pulled < available:
                 steady = min(returned - step, available - pulled)
-                buffer = self._steady(buffer, pulled, steady)
+                buffer = self._steady(buffer, pulled, step, steady)
                 pulled += steady
                 step += steady
                 continue
@@ -138,25 +157,33 @@ class Shuffle(Stage[Any]):
             step += 1
         return buffer, pulled
 
-    def _steady(self, buffer: list[int], pulled: int, steps: int) -> list[int]:
-        """``steps`` steps that each add item ``pulled + t`` to a full buffer and draw one.
+    def _steady(self, buffer: list[int], pulled: int, used: int, steps: int) -> list[int]:
+        """``steps`` steps (draws ``used`` on) that each add item ``pulled + t`` to a full
+        buffer and draw one.
 
         Step t draws slot j: the new item goes to slot j (the item there is returned), or
         is returned at once when j is the last slot. So each slot ends up holding the
-        item of the last step that drew it, or what it held before.
+        item of the last step that drew it, or what it held before. The draws are read
+        backwards from the last step, in chunks jumped to directly, until every slot has
+        been drawn: about ``size * ln(size)`` draws, however many steps there were.
         """
         size = self.buffer_size
-        queued = self._draws[::-1]  # drawn earlier, in the order next() uses them
-        fresh = -(-(steps - len(queued)) // _DRAWS) * _DRAWS if steps > len(queued) else 0
-        draws = np.concatenate([np.asarray(queued, dtype=np.float64), self._rng.random(fresh)])
-        slots = (draws[:steps] * size).astype(np.int64)  # = int(u * size), as next() does
-        self._draws = draws[steps:][::-1].tolist()
-        t = np.flatnonzero(slots < size - 1)
-        last = np.full(size - 1, -1, dtype=np.int64)
-        np.maximum.at(last, slots[t], t)
         out = np.asarray(buffer, dtype=np.int64)
-        hit = last >= 0
-        out[hit] = pulled + last[hit]
+        unseen = np.ones(size - 1, dtype=bool)
+        chunk = max(4 * size, _DRAWS)
+        end = steps
+        while end > 0 and unseen.any():
+            begin = max(0, end - chunk)
+            # = int(u * size), as next() does; latest step first
+            slots = (self._draws_at(used + begin, end - begin) * size).astype(np.int64)[::-1]
+            steps_back = np.arange(end - 1, begin - 1, -1)
+            kept = slots < size - 1
+            slot, where = np.unique(slots[kept], return_index=True)  # each slot's latest
+            new = unseen[slot]
+            out[slot[new]] = pulled + steps_back[kept][where[new]]
+            unseen[slot[new]] = False
+            end = begin
+        self._jump(used + steps)
         result: list[int] = out.tolist()
         return result
 
@@ -168,17 +195,18 @@ class Shuffle(Stage[Any]):
                 "reader (with sidecars), or 1:1 stages over it such as map or decode, before it"
             )
         start = state[self.START_KEY] if state else None
-        mask: np.ndarray = delivered(source, start)
         returned = state[self.RETURNED_KEY] if state else 0
-        if returned:
-            available = cast(Addressable, source).remaining(start)
-            self._rng, self._draws = self._new_rng(), []
-            buffer, pulled = self._simulate(returned, available)
-            out = np.ones(pulled, dtype=bool)
-            out[buffer] = False
-            first = len(mask) - available
-            mask[first : first + pulled] |= out
-        return mask
+        if not returned:
+            spans: np.ndarray = delivered(source, start)
+            return spans
+        addressable = cast(Addressable, source)
+        available = addressable.remaining(start)
+        self._rng, self._draws = self._new_rng(), []
+        buffer, pulled = self._simulate(returned, available)
+        # what the source gave, less what is still in the buffer
+        pulled_spans = delivered(source, addressable.advance(start, pulled))
+        held = np.sort(addressable.positions(start, buffer))
+        return subtract_spans(pulled_spans, spans_of_positions(held))
 
     def _pull(self) -> bool:
         try:

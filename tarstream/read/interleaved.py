@@ -1,0 +1,79 @@
+"""The reader's samples in interleaved order: a group of segments open at once, the next
+sample taken from the one the order (``tarstream.plan.interleave``) names.
+
+Each segment of a group is read front to back by its own shard reader, so interleaving
+``k`` holds ``k`` open shards and their read buffers (``k * read_size`` bytes, plus each
+remote shard's read-ahead blocks), never samples. The reader's state stays (segment,
+offset): the group's first segment and the items taken from the group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from ..errors import ShardError
+from ..format.samples import Sample
+from ..plan.interleave import Interleaved
+
+if TYPE_CHECKING:
+    from .read_shards import ReadShards
+
+__all__ = ["interleaved"]
+
+
+def interleaved(reader: ReadShards, order: Interleaved) -> Iterator[Sample]:
+    """Every sample of ``reader``'s plan from its (segment, offset) on, in ``order``."""
+    plan = reader._plan
+    while reader._segment < len(plan):
+        first = reader._segment
+        yield from _group(reader, order, first)
+        reader._segment = order.group_end(first)
+        reader._offset = 0
+
+
+def _group(reader: ReadShards, order: Interleaved, first: int) -> Iterator[Sample]:
+    labels = order.labels(first)
+    taken = order.offsets(first, reader._offset).tolist()
+    sources = [
+        reader.segment_samples(first + i, offset) if offset < _size(order, first + i) else None
+        for i, offset in enumerate(taken)
+    ]
+    try:
+        for label in labels[reader._offset :].tolist():
+            source = sources[label]
+            if source is not None:
+                try:
+                    sample = next(source)
+                except (ShardError, StopIteration) as e:
+                    _failed(reader, first + label, taken[label], e)
+                    sources[label] = None
+                else:
+                    taken[label] += 1
+                    reader._offset += 1
+                    yield sample
+                    continue
+            reader._offset += 1  # a failed segment's place in the order: nothing to give
+        for i, source in enumerate(sources):
+            if source is not None:
+                for _ in source:  # its end: the end-of-archive marker where it ends the shard
+                    taken[i] += 1
+                reader.check_count(first + i, taken[i])
+    finally:
+        for source in sources:
+            if source is not None:
+                source.close()  # type: ignore[attr-defined]
+
+
+def _size(order: Interleaved, segment: int) -> int:
+    return int(order.bounds[segment + 1] - order.bounds[segment])
+
+
+def _failed(reader: ReadShards, segment: int, taken: int, error: Exception) -> None:
+    """A segment's shard ended early or failed: raise, or (lenient) count it and go on."""
+    if isinstance(error, StopIteration):
+        reader.check_count(segment, taken)  # raises: fewer samples than counted
+        return
+    if reader.errors == "strict" or not isinstance(error, ShardError):
+        raise error
+    reader.count_failure(error, segment, taken)
