@@ -51,6 +51,7 @@ if TYPE_CHECKING:  # what the lazy names below are, for type checkers
     from .run.loader import Loader
     from .run.mapped import ShardDataset
     from .run.mixed import mix
+    from .run.order import planned_order, rank_order
     from .run.pipeline import Pipeline
     from .run.quality import measure_order
     from .run.resume import merge_states
@@ -102,6 +103,8 @@ _LAZY = {
     "VideoOptions": "codecs.media",
     "World": "world",
     "measure_order": "run.quality",
+    "planned_order": "run.order",
+    "rank_order": "run.order",
     "merge_states": "run.resume",
     "mix": "run.mixed",
     "merge_manifests": "write.merge",
@@ -183,6 +186,8 @@ __all__ = [
     "merge_manifests",
     "merge_states",
     "mix",
+    "planned_order",
+    "rank_order",
     "write_parallel",
     "write_part",
     "write_samples",

@@ -53,7 +53,7 @@ def _plan(stream: Any, world: World) -> Any:
     chain = stream.connect(Context(stream.seed, 0, world))
     reader = upstream(chain, ReadShards)
     assert reader is not None
-    return reader, reader._current_plan()
+    return reader, reader.current_plan()
 
 
 def _planning(manifest: str, ranks: int, workers: int) -> dict[str, float]:
@@ -99,7 +99,7 @@ def _elastic(manifest: str, buffer: int, seed: int) -> dict[str, float]:
     rest = rest_of_epoch(stream.connect, stream.seed, 0, base)
     ranks, workers = _NEW
     chain = stream.connect(Context(stream.seed, 0, World(0, ranks, 0, workers), rest))
-    upstream(chain, ReadShards)._current_plan()
+    upstream(chain, ReadShards).current_plan()
     seconds = time.perf_counter() - t0
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()

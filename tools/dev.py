@@ -5,6 +5,7 @@
     python3 tools/dev.py test         # ruff, mypy and the whole test suite
     python3 tools/dev.py bench ARGS   # a benchmark from tools/ (see tools/bench.py)
     python3 tools/dev.py bench peers  # beside litdata, MosaicML, webdataset (.venv-peers)
+    python3 tools/dev.py bench quality  # shuffle quality beside MosaicML's py1e (.venv-peers)
 
 Each command creates ``.venv`` in the repository on first use (Python >= 3.10 and pip are
 all it needs) and reuses it while ``pyproject.toml`` and ``constraints.txt`` are unchanged.
@@ -121,9 +122,9 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 2
     command, rest = argv[0], argv[1:]
-    if command == "bench" and rest[:1] == ["peers"]:
+    if command == "bench" and rest[:1] in (["peers"], ["quality"]):
         peers = ensure_peers_venv()
-        script = str(ROOT / "tools" / "bench_peers.py")
+        script = str(ROOT / "tools" / f"bench_{rest[0]}.py")
         return subprocess.run([str(peers), script, *rest[1:]], cwd=ROOT).returncode
     ensure_venv()
     if command == "setup":

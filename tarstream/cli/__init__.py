@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ from ..read.inspect import ShardSummary, find_sample, summarize, verify
 from ..write.indexer import index_shards
 from ..write.merge import merge_manifests
 from ..write.progress import Progress
+from .order import add_order_commands
 from .write import add_write_arguments, parse_size, run_write
 
 __all__ = ["main", "parse_size", "write_main"]
@@ -165,18 +165,6 @@ def _run_keys(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_quality(args: argparse.Namespace) -> int:
-    from ..run.quality import measure_order
-    from ..run.stream import TarStream
-
-    stream = TarStream(args.source, seed=args.seed, shuffle_shards=args.shuffle_shards)
-    stream.set_epoch(args.epoch)
-    light = stream.select_columns()  # the plan and the sidecars only
-    pipeline = light.shuffle(args.shuffle) if args.shuffle else light
-    print(json.dumps(measure_order(stream, pipeline).to_dict(), indent=1))
-    return 0
-
-
 def write_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``tarstream-write``."""
     parser = argparse.ArgumentParser(
@@ -214,12 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cat.add_argument("source", help=source)
     cat.add_argument("key", help="the sample's key")
     cat.add_argument("field", nargs="?", default=None, help="the field to write to stdout")
-    quality = commands.add_parser("quality", help="how well a stream's order is shuffled")
-    quality.add_argument("source", help="a manifest or a pattern of shards with sidecars")
-    quality.add_argument("--shuffle-shards", action="store_true", help="shuffle the shards")
-    quality.add_argument("--shuffle", type=int, default=0, help="shuffle buffer size")
-    quality.add_argument("--seed", type=int, default=0)
-    quality.add_argument("--epoch", type=int, default=0)
+    order_commands = add_order_commands(commands)
     merge = commands.add_parser(
         "merge", help="one manifest from the manifests of a write's parts (no shard read)"
     )
@@ -241,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cat": _run_cat,
         "keys": _run_keys,
         "merge": _run_merge,
-        "quality": _run_quality,
+        **order_commands,
     }
     return _guard(runs[args.command], args)
 

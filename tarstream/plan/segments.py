@@ -316,6 +316,7 @@ def complement_spans(spans: np.ndarray, total: int) -> np.ndarray:
 def merge_runs(plan: Plan, shard_starts: np.ndarray) -> Plan:
     """``plan``'s samples in dataset order (shard by shard), neighbouring runs joined: the
     plans of several copies, concatenated, become one plan of what they hold together."""
+    plan = plan.permuted(np.flatnonzero(plan.stop > plan.start))  # no empty runs
     if not len(plan):
         return plan
     lo = shard_starts[plan.shard] + plan.start

@@ -103,6 +103,13 @@ class ShardSpecs(Sequence[ShardSpec]):
             out += part.samples if isinstance(part, _ManifestSpecs) else [s.count for s in part]
         return out
 
+    def sizes(self) -> list[int | None]:
+        """Each shard's size in bytes where a manifest gives it, else None."""
+        out: list[int | None] = []
+        for part in self._parts:
+            out += part.sizes if isinstance(part, _ManifestSpecs) else [s.size for s in part]
+        return out
+
     def names(self) -> list[str]:
         """Each shard's file name (the last part of its URL)."""
         out: list[str] = []

@@ -16,11 +16,11 @@ import numpy as np
 from ..errors import ArgumentError, ResumeError, ShardError, ShardFormatError
 from ..format.samples import Sample
 from ..format.scan import DEFAULT_MAX_MEMBER_SIZE, DEFAULT_READ_SIZE, ReadStats
+from ..plan.interleave import Interleaved
 from ..plan.segments import Plan, complement_spans
 from ..plan.shard_list import PlanStage, ShardList
 from ..plan.specs import SidecarMode, check_sidecar_mode
 from ..stage import Stage, State, check_errors
-from ..plan.interleave import Interleaved
 from ..world import derive_seed
 from .interleaved import interleaved
 from .packed import TypedFields
@@ -127,7 +127,7 @@ class ReadShards(Stage[Sample]):
         self.close()
         planner = self._planner()
         self._specs = planner.shard_specs()
-        self._plan = self._current_plan()
+        self._plan = self.current_plan()
         self._segment = state[self.SEGMENT_KEY] if state else 0
         self._offset = state[self.OFFSET_KEY] if state else 0
         self._failed = 0
@@ -159,7 +159,7 @@ class ReadShards(Stage[Sample]):
         k = self._interleave()
         if k == 1:
             return None
-        plan, context = self._current_plan(), self.require_context()
+        plan, context = self.current_plan(), self.require_context()
         if plan.bounds is None:
             raise ArgumentError(
                 f"interleave={self.interleave} needs sample counts: give a manifest, or "
@@ -174,7 +174,7 @@ class ReadShards(Stage[Sample]):
         sample count is known and 1 where not."""
         if self.interleave is not None:
             return self.interleave
-        return DEFAULT_INTERLEAVE if self._current_plan().bounds is not None else 1
+        return DEFAULT_INTERLEAVE if self.current_plan().bounds is not None else 1
 
     def count_failure(self, e: ShardError, segment_number: int, taken: int) -> None:
         """Count a shard that failed after ``taken`` samples of segment ``segment_number``;
@@ -275,7 +275,7 @@ class ReadShards(Stage[Sample]):
             self._plan_for = cached
         return cached[1], cached[1].bounds
 
-    def _current_plan(self) -> Plan:
+    def current_plan(self) -> Plan:
         """The plan in the current context."""
         return self._planned()[0]
 
@@ -322,7 +322,7 @@ class ReadShards(Stage[Sample]):
 
     def fetch(self, state: State | None, offsets: list[int]) -> list[Any]:
         bounds = self._bounds()
-        plan = self._current_plan()
+        plan = self.current_plan()
         specs = self._planner().shard_specs()
         positions = self.positions(state, offsets)
         segments = np.searchsorted(bounds, positions, "right") - 1
@@ -358,7 +358,7 @@ class ReadShards(Stage[Sample]):
     def owed(self, spans: np.ndarray) -> Plan:
         """The runs of the plan outside ``spans`` (plan positions consumed)."""
         self._bounds()
-        plan = self._current_plan()
+        plan = self.current_plan()
         return plan.spans(complement_spans(spans, int(plan.total or 0)))
 
     def _close_samples(self) -> None:

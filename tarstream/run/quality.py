@@ -11,6 +11,7 @@ import numpy as np
 from ..errors import ArgumentError
 from ..plan.quality import OrderQuality, order_quality
 from ..plan.specs import load_sidecar
+from .order import planned_order
 from .stream import TarStream
 
 __all__ = ["measure_order"]
@@ -19,12 +20,12 @@ __all__ = ["measure_order"]
 def measure_order(stream: TarStream, samples: Iterable[Any] | None = None) -> OrderQuality:
     """The order figures of ``samples`` (dicts with ``__url__`` and ``__key__``, as a
     loader delivered them, batches of them included) from ``stream``'s shards; by default,
-    of one epoch of ``stream`` itself in this process, read with no fields (with sidecars
-    only the plan and the sidecars are read, no sample's bytes)."""
+    of one epoch of ``stream`` itself in this process, planned on references
+    (``planned_order``: nothing is read)."""
     shard_list = stream.shard_list
     starts = shard_list.sample_starts()
     if samples is None:
-        samples = stream.select_columns()
+        return order_quality(planned_order(stream), starts[:-1])
     shard_of = {spec.url: n for n, spec in enumerate(shard_list.specs)}
     local: dict[int, dict[str, int]] = {}
     numbers = []
