@@ -37,9 +37,7 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.mark.parametrize("interleave", [1, None])
-def test_a_bigger_shuffle_buffer_mixes_shards_better(
-    manifest: str, interleave: int | None
-) -> None:
+def test_a_bigger_shuffle_buffer_mixes_shards_better(manifest: str, interleave: int | None) -> None:
     stream = tarstream.TarStream(manifest, seed=1, shuffle_shards=True, interleave=interleave)
     rates = [
         tarstream.measure_order(stream, stream.select_columns().shuffle(n)).same_shard_successor

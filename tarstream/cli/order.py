@@ -1,9 +1,11 @@
-"""``tarstream quality`` and ``tarstream plan``: an epoch's order and costs, no data read."""
+"""``tarstream quality``, ``plan`` and ``audit``: an epoch's order and costs worked out
+without data, and the check of what a training run's loaders delivered."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -35,7 +37,30 @@ def add_order_commands(commands: Any) -> dict[str, Any]:
     plan.add_argument("--even", choices=["drop", "pad"], default=None)
     plan.add_argument("--cache-shards", type=int, default=0, help="LRU shard cache per rank")
     plan.add_argument("--epochs", type=int, default=1)
-    return {"quality": _run_quality, "plan": _run_plan}
+    audit = commands.add_parser(
+        "audit", help="check Loader(audit=...) logs: every sample once per epoch; exit 1 if not"
+    )
+    audit.add_argument("logs", nargs="+", help="audit folders or rank-*.jsonl files")
+    return {"quality": _run_quality, "plan": _run_plan, "audit": _run_audit}
+
+
+def _run_audit(args: argparse.Namespace) -> int:
+    from ..run.audit import check_logs, read_logs
+
+    records = read_logs(args.logs)
+    if not records:
+        raise ValueError(f"no audit records in {' '.join(args.logs)}")
+    result = check_logs(records)
+    print(json.dumps(result, indent=1))
+    for epoch, figures in result["epochs"].items():
+        verdict = "ok" if figures["ok"] else "FAILED"
+        print(
+            f"epoch {epoch}: {verdict}: {figures['delivered']:,} of {figures['planned']:,} "
+            f"samples delivered, {len(figures['missed'])} runs missed, "
+            f"{len(figures['repeated'])} repeated",
+            file=sys.stderr,
+        )
+    return 0 if result["ok"] else 1
 
 
 def _order_options(parser: argparse.ArgumentParser) -> None:

@@ -10,16 +10,27 @@ offset): the group's first segment and the items taken from the group.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Literal, Protocol
 
 from ..errors import ShardError
 from ..format.samples import Sample
 from ..plan.interleave import Interleaved
-
-if TYPE_CHECKING:
-    from .read_shards import ReadShards
+from ..plan.segments import Plan
 
 __all__ = ["interleaved"]
+
+
+class ReadShards(Protocol):
+    """What this module uses of ``tarstream.read.read_shards.ReadShards``."""
+
+    errors: Literal["strict", "skip"]
+    _plan: Plan
+    _segment: int
+    _offset: int
+
+    def segment_samples(self, number: int, offset: int) -> Iterator[Sample]: ...
+    def check_count(self, number: int, taken: int) -> None: ...
+    def count_failure(self, e: ShardError, segment_number: int, taken: int) -> None: ...
 
 
 def interleaved(reader: ReadShards, order: Interleaved) -> Iterator[Sample]:

@@ -30,7 +30,7 @@ from ..stage import Stage, State, delivered, upstream
 from ..world import Context, World
 from .resume import parts_of
 
-__all__ = ["Connect", "rest_of_epoch"]
+__all__ = ["Connect", "delivered_runs", "rest_of_epoch"]
 
 #: Connects a fresh chain of a pipeline's stages in a context; returns its last stage.
 Connect = Callable[[Context], Stage[Any]]
@@ -92,6 +92,24 @@ def _reader_owed(chain: Stage[Any], state: State | None) -> tuple[Plan, np.ndarr
     starts = reader.shard_list().sample_starts()  # first: says when counts are missing
     spans = delivered(chain, state) if state is not None else np.zeros((0, 2), np.int64)
     return reader.owed(spans), starts
+
+
+def delivered_runs(chain: Stage[Any], state: State | None) -> Plan:
+    """The runs of samples a copy (``chain``, connected in its context) delivered at
+    ``state``, in plan order.
+
+    Raises:
+        ResumeError: as ``rest_of_epoch`` (no reader with counts, a stage that cannot
+            account for its items, or a mix).
+    """
+    if upstream(chain, Mix) is not None:
+        raise ResumeError("what a mix of datasets delivered is not worked out by position")
+    reader = upstream(chain, ReadShards)
+    if reader is None:
+        raise ResumeError("working out what was delivered needs a ReadShards stage")
+    reader.shard_list().sample_starts()  # says when counts are missing
+    spans = delivered(chain, state) if state is not None else np.zeros((0, 2), np.int64)
+    return reader.current_plan().spans(spans)
 
 
 def _part_of(chain: Stage[Any], target: Stage[Any], state: State | None) -> State | None:

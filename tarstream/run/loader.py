@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from typing import Any, cast
 from ..errors import ArgumentError, TarstreamError
 from ..stage import State
 from ..world import World
+from .audit import AuditLog
 from .pipeline import DatasetBase, Pipeline, drop_if_other_epoch
 from .resume import (
     base_of,
@@ -167,6 +169,12 @@ class Loader:
         multiprocessing_context: "fork", "spawn" or "forkserver" (default: the platform's).
         persistent_workers, prefetch_factor, pin_memory, timeout: as for DataLoader.
         stats_every: seconds between a worker's reports to ``stats`` (0: with every item).
+        audit: a folder to log what this rank delivers to (``FOLDER/rank-RANK.jsonl``):
+            runs of sample numbers every ``audit_every`` items, at each ``state_dict()``
+            and at the end of an epoch, through resumes in any layout; ``tarstream audit
+            FOLDER`` checks that every sample of each epoch was delivered exactly once
+            (see ``tarstream.run.audit``). Needs sample counts and a pipeline whose order
+            stages account for their items (as elastic resume does).
     """
 
     def __init__(
@@ -180,6 +188,8 @@ class Loader:
         pin_memory: bool = False,
         timeout: float = 0.0,
         stats_every: float = 1.0,
+        audit: str | os.PathLike[str] | None = None,
+        audit_every: int = 1000,
     ) -> None:
         from torch.utils.data import DataLoader
 
@@ -215,6 +225,7 @@ class Loader:
         self._epoch_given = False
         self._pending: State | None = None
         self._progress: _Progress | None = None
+        self._audit = AuditLog(audit, dataset, audit_every) if audit is not None else None
 
     @property
     def epoch(self) -> int:
@@ -264,12 +275,16 @@ class Loader:
         ):
             self._loader = DataLoader(cast(Any, stream), **self._options)
             self._loader_world = world
+        if self._audit is not None:
+            self._audit.start(progress.epoch, world, progress.base, resume)
         iterator = iter(self._loader)
         self._progress = progress
-        return self._deliver(iterator, progress)
+        return self._deliver(iterator, progress, self._audit)
 
     @staticmethod
-    def _deliver(iterator: Iterator[Any], progress: _Progress) -> Iterator[Any]:
+    def _deliver(
+        iterator: Iterator[Any], progress: _Progress, audit: AuditLog | None
+    ) -> Iterator[Any]:
         n = progress.world.num_workers
         for worker, state, item, report in iterator:
             if report is not None:
@@ -279,7 +294,11 @@ class Loader:
                 continue
             progress.parts[worker] = state
             progress.next_worker = (worker + 1) % n
+            if audit is not None:
+                audit.delivered(progress.parts)
             yield item
+        if audit is not None:
+            audit.flush(progress.parts)
 
     @property
     def stats(self) -> dict[str, Any]:
@@ -315,7 +334,7 @@ class Loader:
         if progress is None:
             progress = _Progress(self.dataset.epoch, self._world(), None)
         world = progress.world
-        return new_state(
+        state = new_state(
             self.dataset.identity(),
             epoch=progress.epoch,
             world_size=world.world_size,
@@ -324,6 +343,9 @@ class Loader:
             next_worker={world.rank: progress.next_worker},
             base=progress.base,
         )
+        if self._audit is not None and self._progress is not None:
+            self._audit.checkpoint(progress.parts, state)
+        return state
 
     def load_state_dict(self, state: State) -> None:
         """Continue from ``state`` at the next ``iter(loader)`` (its epoch).
