@@ -139,3 +139,24 @@ def test_records_hold_scattered_samples_as_bitmaps() -> None:
         assert np.array_equal(decode_runs(rows), union_spans(spans))  # touching ones join
         pairs = len(json.dumps(spans.tolist()))
         assert len(json.dumps(rows)) < pairs / (20 if spread == 40_000 else 3)
+
+
+def test_the_audit_lists_what_a_lenient_reader_lost(tmp_path: Path) -> None:
+    directory = tmp_path / "data"
+    write_dataset(directory, make_samples(120), max_samples=30)
+    shard = sorted(directory.glob("*.tar"))[1]
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])  # cut in the middle
+    logs = tmp_path / "logs"
+    stream = tarstream.TarStream(
+        str(directory / "_train.manifest.json"), seed=1, shuffle_shards=True, errors="skip"
+    )
+    loader = tarstream.Loader(stream.batch(5), audit=logs, audit_every=3)
+    got = _keys(list(loader))
+    lost = loader.stats["read"].samples_lost
+    assert lost > 0 and len(got) == 120 - lost
+    result = check_logs(read_logs([logs]))
+    epoch = result["epochs"]["0"]
+    assert not result["ok"] and not epoch["missed"] and not epoch["repeated"]
+    dropped = {x for lo, hi in epoch["lost"] for x in range(lo, hi)}
+    assert dropped == set(range(120)) - {int(k.rsplit("/", 1)[1]) for k in got}
+    assert epoch["delivered"] == len(got)

@@ -97,13 +97,21 @@ LAYOUTS = [(1, 1), (1, 3), (2, 2), (3, 4), (8, 8), (5, 1)]
 
 
 @pytest.mark.parametrize(("world_size", "workers"), LAYOUTS)
-@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize(("shuffle", "interleave"), [(False, 1), (True, None), (True, 3)])
 def test_reading_in_simulated_worlds_gives_each_sample_once(
-    uneven: tuple[Path, list[str]], world_size: int, workers: int, shuffle: bool
+    uneven: tuple[Path, list[str]],
+    world_size: int,
+    workers: int,
+    shuffle: bool,
+    interleave: int | None,
 ) -> None:
+    # interleave None: shuffled shards are read 4 at a time, the default
     directory, keys = uneven
     stream = tarstream.TarStream(
-        str(directory / "train-{000000..000006}.tar"), seed=5, shuffle_shards=shuffle
+        str(directory / "train-{000000..000006}.tar"),
+        seed=5,
+        shuffle_shards=shuffle,
+        interleave=interleave,
     )
     seen = []
     for rank in range(world_size):

@@ -56,8 +56,9 @@ def _run_audit(args: argparse.Namespace) -> int:
         verdict = "ok" if figures["ok"] else "FAILED"
         print(
             f"epoch {epoch}: {verdict}: {figures['delivered']:,} of {figures['planned']:,} "
-            f"samples delivered, {len(figures['missed'])} runs missed, "
-            f"{len(figures['repeated'])} repeated",
+            f"samples delivered; missed {figures['missed_samples']:,}, repeated "
+            f"{figures['repeated_samples']:,}, lost by a lenient reader "
+            f"{figures['lost_samples']:,}",
             file=sys.stderr,
         )
     return 0 if result["ok"] else 1

@@ -62,7 +62,9 @@ class ReadStats:
 
     With a lenient reader (``errors="skip"``): ``shards_failed`` shards ended early by an
     error, ``samples_lost`` samples of theirs not read (where counts are known), ``errors``
-    the failures by type, ``failures`` the first messages (shard, member, offset, why).
+    the failures by type, ``failures`` the first messages (shard, member, offset, why),
+    ``lost`` the first 10,000 runs of samples lost, as ``[first, end]`` dataset-wide
+    sample numbers (the shards' samples end to end; where counts are known).
     """
 
     shards: int = 0
@@ -74,6 +76,7 @@ class ReadStats:
     samples_lost: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
+    lost: list[list[int]] = field(default_factory=list)
 
     def add(self, other: ReadStats) -> None:
         """Add ``other``'s counts to these (the stats of several workers, say)."""
@@ -84,6 +87,7 @@ class ReadStats:
         self.skipped.update(other.skipped)
         self.errors.update(other.errors)
         self.failures.extend(other.failures[: max(0, 100 - len(self.failures))])
+        self.lost.extend(other.lost[: max(0, 10_000 - len(self.lost))])
 
     def since(self, earlier: ReadStats) -> ReadStats:
         """What was counted after ``earlier``, a copy of these stats taken before."""
@@ -97,6 +101,7 @@ class ReadStats:
             self.samples_lost - earlier.samples_lost,
             self.errors - earlier.errors,
             self.failures[len(earlier.failures) :],
+            self.lost[len(earlier.lost) :],
         )
         return out
 

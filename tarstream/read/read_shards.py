@@ -184,6 +184,9 @@ class ReadShards(Stage[Sample]):
         stats.shards_failed += 1
         if segment.stop is not None:
             stats.samples_lost += segment.stop - segment.start - taken
+            if self.current_plan().bounds is not None and len(stats.lost) < 10_000:
+                first = int(self.shard_list().sample_starts()[segment.shard])
+                stats.lost.append([first + segment.start + taken, first + segment.stop])
         stats.errors[type(e).__name__] += 1
         if len(stats.failures) < 100:
             stats.failures.append(str(e))

@@ -10,13 +10,15 @@ sample numbers, and a check over the logs of a whole training run.
   ``steps[0]..steps[1]`` of the rank's epoch; written every ``audit_every`` items, at each
   ``state_dict()`` and at the end of the epoch. Worked out from the workers' positions
   (``tarstream.run.elastic.delivered_runs``), never from keys: a record is a few runs.
+- ``lost``: runs a lenient reader (``errors="skip"``) lost to a failed shard, as the
+  loader's stats report them: positions count them as taken, the check does not.
 - ``checkpoint``: ``state_dict()`` was called after ``step`` items; its ``id`` (epoch and
   step, the same on every rank of a run that saves at one step) travels in the state.
 
 ``check_logs`` reads every rank's log: records a rank wrote after a checkpoint that a later
 run resumed from (work lost when the run stopped) are dropped, then each epoch's delivered
 runs are counted against its planned ones. ``tarstream audit FOLDER`` prints the result and
-exits 1 when a sample was missed, repeated or delivered without being planned.
+exits 1 when a sample was missed, repeated, delivered without being planned, or lost.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ class AuditLog:
         self.folder.mkdir(parents=True, exist_ok=True)
         self._context: tuple[int, World, Any] | None = None
         self._written: dict[int, np.ndarray] = {}  # worker: spans already logged
-        self._step = self._logged_step = 0
+        self._step = self._logged_step = self._lost = 0
 
     # -- the loader's calls ------------------------------------------------------------
     def start(self, epoch: int, world: World, base: State | None, resumed: State | None) -> None:
@@ -66,6 +68,7 @@ class AuditLog:
         mark = resumed.get(self.STATE_KEY) if resumed is not None else None
         self._step = self._logged_step = int(mark["step"]) if mark else 0
         self._written = {}
+        self._lost = 0
         parts = _own_parts(resumed, world) if resumed and _exact(resumed, world) else {}
         for worker, state in parts.items():  # an exact resume: what each had delivered
             self._written[worker] = self._numbers(worker, state)
@@ -75,15 +78,24 @@ class AuditLog:
             record["planned"] = _runs(np.concatenate(copies))
         self._write(record)
 
-    def delivered(self, parts: dict[int, State | None]) -> None:
-        """The trainer took one more item (``parts``: each worker's state now)."""
+    def delivered(self, parts: dict[int, State | None], stats: dict[str, Any]) -> None:
+        """The trainer took one more item (``parts``: each worker's state now; ``stats``:
+        the loader's)."""
         self._step += 1
         if self._step - self._logged_step >= self.every:
-            self.flush(parts)
+            self.flush(parts, stats)
 
-    def flush(self, parts: dict[int, State | None]) -> None:
-        """Log what was delivered since the last record."""
-        if self._context is None or self._step == self._logged_step:
+    def flush(self, parts: dict[int, State | None], stats: dict[str, Any]) -> None:
+        """Log what was delivered since the last record (and what a lenient reader lost:
+        its positions count those samples as taken)."""
+        if self._context is None:
+            return
+        read = stats.get("read")
+        lost = getattr(read, "lost", [])[self._lost :]
+        if lost:
+            self._write({"kind": "lost", "runs": union_spans(np.asarray(lost)).tolist()})
+            self._lost += len(lost)
+        if self._step == self._logged_step:
             return
         new = []
         for worker, state in parts.items():
@@ -95,11 +107,13 @@ class AuditLog:
         self._write({"kind": "delivered", "steps": [self._logged_step, self._step], "runs": runs})
         self._logged_step = self._step
 
-    def checkpoint(self, parts: dict[int, State | None], state: State) -> None:
+    def checkpoint(
+        self, parts: dict[int, State | None], stats: dict[str, Any], state: State
+    ) -> None:
         """``state_dict()``: log up to here and mark ``state`` with the checkpoint."""
         if self._context is None:
             return
-        self.flush(parts)
+        self.flush(parts, stats)
         mark = {"id": f"{self._context[0]}:{self._step}", "step": self._step}
         self._write({"kind": "checkpoint", "id": mark["id"], "step": self._step})
         state[self.STATE_KEY] = mark
@@ -205,10 +219,11 @@ def read_logs(paths: Iterable[str | os.PathLike[str]]) -> list[dict[str, Any]]:
 
 def check_logs(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Per epoch: samples planned, delivered, and the runs missed, repeated or delivered
-    without being planned (``ok`` when there are none)."""
+    without being planned, and lost by a lenient reader (``ok`` when there are none)."""
     kept = _drop_lost_work(records)
     planned: dict[int, dict[str, np.ndarray]] = {}  # epoch: rank's file: its last plan
     delivered: dict[int, list[np.ndarray]] = {}
+    lost: dict[int, list[np.ndarray]] = {}
     for r in kept:
         epoch = int(r["epoch"])
         if r["kind"] == "start" and r.get("planned") is not None:
@@ -217,10 +232,22 @@ def check_logs(records: list[dict[str, Any]]) -> dict[str, Any]:
             planned.setdefault(epoch, {})[r["file"]] = runs
         elif r["kind"] == "delivered":
             delivered.setdefault(epoch, []).append(decode_runs(r["runs"]))
-    out = {
-        str(e): _compare(list(planned.get(e, {}).values()), delivered.get(e, []))
-        for e in sorted(set(planned) | set(delivered))
-    }
+        elif r["kind"] == "lost":
+            lost.setdefault(epoch, []).append(np.asarray(r["runs"], np.int64).reshape(-1, 2))
+    out = {}
+    for e in sorted(set(planned) | set(delivered)):
+        # positions count what a lenient reader lost as taken: it never reached the trainer
+        dropped = union_spans(np.zeros((0, 2), np.int64), *lost.get(e, []))
+        given = [subtract_spans(runs, dropped) for runs in delivered.get(e, [])]
+        figures = _compare(list(planned.get(e, {}).values()), given)
+        missed = np.asarray(figures["missed"], np.int64).reshape(-1, 2)
+        missed = subtract_spans(missed, dropped)
+        figures["missed_samples"] = int((missed[:, 1] - missed[:, 0]).sum())
+        figures["lost_samples"] = int((dropped[:, 1] - dropped[:, 0]).sum())
+        figures["missed"] = missed.tolist()[:1000]  # the first runs of each
+        figures["lost"] = dropped.tolist()[:1000]
+        figures["ok"] = figures["ok"] and not len(dropped)
+        out[str(e)] = figures
     return {"ok": all(e["ok"] for e in out.values()), "epochs": out}
 
 
@@ -257,7 +284,14 @@ def _compare(planned: list[np.ndarray], delivered: list[np.ndarray]) -> dict[str
             if len(block):
                 events.append((block[:, 0], block[:, 1], weight))
     if not events:
-        return {"ok": True, "planned": 0, "delivered": 0, "missed": [], "repeated": []}
+        return {
+            "ok": True,
+            "planned": 0,
+            "delivered": 0,
+            "missed": [],
+            "repeated_samples": 0,
+            "repeated": [],
+        }
     points = np.unique(np.concatenate([np.concatenate([lo, hi]) for lo, hi, _ in events]))
     balance = np.zeros(len(points), np.int64)  # planned - delivered, from each point on
     given = np.zeros(len(points), np.int64)  # delivered, from each point on
@@ -275,6 +309,7 @@ def _compare(planned: list[np.ndarray], delivered: list[np.ndarray]) -> dict[str
         "ok": not len(missed) and not len(repeated),
         "planned": int((lengths * (balance + given)).sum()),
         "delivered": int((lengths * given).sum()),
-        "missed": missed.tolist()[:100],
-        "repeated": repeated.tolist()[:100],
+        "missed": missed.tolist(),
+        "repeated_samples": int((repeated[:, 1] - repeated[:, 0]).sum()),
+        "repeated": repeated.tolist()[:1000],
     }

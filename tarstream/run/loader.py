@@ -295,10 +295,10 @@ class Loader:
             progress.parts[worker] = state
             progress.next_worker = (worker + 1) % n
             if audit is not None:
-                audit.delivered(progress.parts)
+                audit.delivered(progress.parts, progress.stats)
             yield item
         if audit is not None:
-            audit.flush(progress.parts)
+            audit.flush(progress.parts, progress.stats)
 
     @property
     def stats(self) -> dict[str, Any]:
@@ -344,7 +344,7 @@ class Loader:
             base=progress.base,
         )
         if self._audit is not None and self._progress is not None:
-            self._audit.checkpoint(progress.parts, state)
+            self._audit.checkpoint(progress.parts, progress.stats, state)
         return state
 
     def load_state_dict(self, state: State) -> None:
