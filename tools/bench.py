@@ -9,6 +9,7 @@
     python3 tools/dev.py bench decode [--reps 3] [--image-shards 4]
     python3 tools/dev.py bench access [--reps 3]
     python3 tools/dev.py bench plan [--reps 3] [--shards 100000] [--ranks 1024] [--workers 8]
+    python3 tools/dev.py bench interleave [--reps 5] [--image-shards 4]
 
 ``read``: the small workload streamed raw in one process: tarstream with sidecars (each
 sample checked against its checksum, the default, and with ``verify=False``), tarstream
@@ -55,6 +56,9 @@ bytes read per sample with field selection (see bench_access.py).
 resume over a synthetic manifest of 100,000 shards (100M and 10B samples), no data read
 (see bench_plan.py).
 
+``interleave``: the small and images workloads read 4 shards at once (the default with
+shuffled shards) and one at a time, in fresh processes, alternating (see bench_plan.py).
+
 Workloads are generated once (seeded) under .bench-cache/ or $TARSTREAM_BENCH_DIR.
 """
 
@@ -78,7 +82,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import workloads
 from bench_access import bench_access
 from bench_decode import bench_decode
-from bench_plan import bench_plan
+from bench_plan import bench_interleave, bench_plan
 from bench_remote import bench_remote
 
 
@@ -450,7 +454,17 @@ def main() -> None:
     )
     parser.add_argument(
         "benchmark",
-        choices=["read", "write", "pipeline", "resume", "remote", "decode", "access", "plan"],
+        choices=[
+            "read",
+            "write",
+            "pipeline",
+            "resume",
+            "remote",
+            "decode",
+            "access",
+            "plan",
+            "interleave",
+        ],
     )
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--wds-shards", type=int, default=2)
@@ -470,6 +484,7 @@ def main() -> None:
         "decode": bench_decode,
         "access": bench_access,
         "plan": bench_plan,
+        "interleave": bench_interleave,
     }
     result = benchmarks[args.benchmark](args)
     result["machine"] = {"python": platform.python_version(), "cpus": __import__("os").cpu_count()}

@@ -9,7 +9,8 @@ copies share), and all of those plans in one process. Then an elastic resume: ev
 plan, through a ``shuffle(10_000)`` buffer or without one), resumed as 3 ranks x 8 workers
 (24 copies): the time and peak traced memory (``tracemalloc``) of working out the rest of
 the epoch and planning the first new copy, with the rest's size checked against what the
-old copies delivered. Medians of ``--reps`` runs, each on a new stream.
+old copies delivered (timed untraced, then traced again for the memory). Medians of
+``--reps`` runs, each on a new stream. Shuffled shards are read 4 at a time (the default).
 """
 
 from __future__ import annotations
@@ -94,13 +95,19 @@ def _elastic(manifest: str, buffer: int, seed: int) -> dict[str, float]:
     stream = _stream(manifest, buffer)
     base, delivered = _saved_state(stream, buffer, np.random.default_rng(seed))
     total = int(stream.shard_list.sample_starts()[-1])
-    tracemalloc.start()
+
+    def resume() -> Any:
+        rest = rest_of_epoch(stream.connect, stream.seed, 0, base)
+        ranks, workers = _NEW
+        chain = stream.connect(Context(stream.seed, 0, World(0, ranks, 0, workers), rest))
+        upstream(chain, ReadShards).current_plan()
+        return rest
+
     t0 = time.perf_counter()
-    rest = rest_of_epoch(stream.connect, stream.seed, 0, base)
-    ranks, workers = _NEW
-    chain = stream.connect(Context(stream.seed, 0, World(0, ranks, 0, workers), rest))
-    upstream(chain, ReadShards).current_plan()
+    rest = resume()
     seconds = time.perf_counter() - t0
+    tracemalloc.start()  # a second time, traced: tracing slows it down
+    resume()
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert rest.total == total - delivered, (rest.total, total, delivered)
@@ -122,4 +129,70 @@ def bench_plan(args: argparse.Namespace) -> dict[str, Any]:
             for buffer in (0, _BUFFER):
                 name = f"elastic_{label}_16_to_24" + (f"_shuffle{buffer}" if buffer else "")
                 result[name] = _median([_elastic(manifest, buffer, r) for r in range(args.reps)])
+    return result
+
+
+# -- interleaving on and off: throughput on local disk ------------------------------------------
+
+
+def _child_run(make: Any, conn: Any) -> None:
+    wall, cpu = time.perf_counter(), time.process_time()
+    n = sum(len(batch["__key__"]) for batch in make())
+    conn.send((n, time.perf_counter() - wall, time.process_time() - cpu))
+
+
+def _fresh(make: Any) -> tuple[int, float, float]:
+    """(samples, seconds, CPU seconds) of draining ``make()`` in a new forked process."""
+    import multiprocessing
+
+    fork = multiprocessing.get_context("fork")
+    parent, child = fork.Pipe()
+    process = fork.Process(target=_child_run, args=(make, child))
+    process.start()
+    result: tuple[int, float, float] = parent.recv()
+    process.join()
+    return result
+
+
+def bench_interleave(args: argparse.Namespace) -> dict[str, Any]:
+    """The small workload (shard shuffle + shuffle(10,000) + decode + batch(256)) and the
+    images workload (``--image-shards`` shards, shuffle(1,000) + decode to uint8 tensors +
+    batch(64)) with ``interleave=1`` and the default (4), one process each, every run a new
+    forked process, the two alternating; medians of ``--reps``, CPU ms per 1,000 samples."""
+    import functools
+
+    import workloads
+
+    small = workloads.shard_pattern(workloads.ensure(args.root, "small"), "tarstream")
+    images = workloads.ensure(args.root, "images")
+    image_pattern = workloads.shard_pattern(images, "tarstream", args.image_shards)
+
+    def small_run(interleave: int | None) -> Any:
+        stream = TarStream(small, seed=1, shuffle_shards=True, interleave=interleave)
+        return stream.shuffle(10_000).decode().batch(256)
+
+    def image_run(interleave: int | None) -> Any:
+        stream = TarStream(image_pattern, seed=1, shuffle_shards=True, interleave=interleave)
+        return stream.shuffle(1_000).decode("torchrgb8").batch(64)
+
+    runs = {
+        f"{name}_interleave_{k or 'default'}": functools.partial(make, k)
+        for name, make in (("small", small_run), ("images", image_run))
+        for k in (1, None)
+    }
+    got: dict[str, list[tuple[int, float, float]]] = {name: [] for name in runs}
+    for rep in range(args.reps):
+        for name in list(runs) if rep % 2 == 0 else list(runs)[::-1]:
+            got[name].append(_fresh(runs[name]))
+    result: dict[str, Any] = {}
+    for name, measured in got.items():
+        result[name] = {
+            "samples": measured[0][0],
+            "samples_per_s": round(statistics.median(n / s for n, s, _ in measured)),
+            "cpu_ms_per_1k": round(statistics.median(1e6 * c / n for n, _, c in measured), 2),
+        }
+    for workload in ("small", "images"):
+        on = result[f"{workload}_interleave_default"]["samples_per_s"]
+        off = result[f"{workload}_interleave_1"]["samples_per_s"]
+        result[f"{workload}_ratio_on_to_off"] = round(on / off, 3)
     return result

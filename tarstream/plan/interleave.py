@@ -33,6 +33,7 @@ class Interleaved:
         self.plan, self.k, self.seed = plan, k, seed
         self.bounds = bounds
         self._cached: tuple[int, np.ndarray] = (-1, np.zeros(0, np.int64))
+        self._places: tuple[int, np.ndarray] = (-1, np.zeros(0, np.int64))
 
     def group_of(self, segment: int) -> int:
         """The first segment of the group ``segment`` is in."""
@@ -79,11 +80,17 @@ class Interleaved:
         groups = segments - segments % self.k
         for first in np.unique(groups).tolist():
             where = np.flatnonzero(groups == first)
-            labels = self.labels(first)
-            # stable sort by segment: items of segment 0 in order, then 1, ...: that is
-            # plan order, so an item's place in it is its position in the group
-            place = np.empty(len(labels), np.int64)
-            place[np.argsort(labels, kind="stable")] = np.arange(len(labels))
+            place = self._place(first)
             start = int(self.bounds[first])
             out[where] = start + place[items[where] - start]
         return out
+
+    def _place(self, first: int) -> np.ndarray:
+        """Each item's place in plan order within the group at ``first``: a stable sort by
+        segment (items of segment 0 in order, then 1, ...) is plan order."""
+        if self._places[0] != first:
+            labels = self.labels(first)
+            place = np.empty(len(labels), np.int64)
+            place[np.argsort(labels, kind="stable")] = np.arange(len(labels))
+            self._places = (first, place)
+        return self._places[1]

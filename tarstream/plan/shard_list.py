@@ -137,13 +137,18 @@ class ShardList(PlanStage):
         Raises:
             ResumeError: a shard's count is unknown.
         """
-        counts = self.counts()
-        if any(c is None for c in counts):
-            raise ResumeError(
-                "elastic resume needs every shard's sample count: give a manifest, or build "
-                "sidecars with `tarstream index PATTERN`"
-            )
-        return np.concatenate([[0], np.cumsum(np.asarray(counts, dtype=np.int64))])
+        if "starts" not in self._cache:
+            counts = self.counts()
+            if any(c is None for c in counts):
+                raise ResumeError(
+                    "elastic resume needs every shard's sample count: give a manifest, or "
+                    "build sidecars with `tarstream index PATTERN`"
+                )
+            starts = np.concatenate([[0], np.cumsum(np.asarray(counts, dtype=np.int64))])
+            starts.flags.writeable = False
+            self._cache["starts"] = starts
+        starts_: np.ndarray = self._cache["starts"]
+        return starts_
 
     def fingerprint(self) -> str:
         """A short hash of the shard names and counts, to tell datasets apart in a state."""

@@ -112,6 +112,7 @@ class ReadShards(Stage[Sample]):
         self._ahead: tuple[int, OpenShard] | None = None
         # the plan of the context it was made in, and where its segments start
         self._plan_for: tuple[Any, Plan] | None = None
+        self._order_for: tuple[Any, Interleaved | None] | None = None
 
     def shard_list(self) -> ShardList:
         """The ShardList this reader's plan starts from."""
@@ -156,6 +157,14 @@ class ReadShards(Stage[Sample]):
     def _order(self) -> Interleaved | None:
         """The interleaved order of the plan in the current context (None: one segment
         at a time)."""
+        cached = self._order_for
+        if cached is not None and cached[0] is self.context:
+            return cached[1]
+        order = self._new_order()
+        self._order_for = (self.context, order)
+        return order
+
+    def _new_order(self) -> Interleaved | None:
         k = self._interleave()
         if k == 1:
             return None
