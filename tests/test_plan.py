@@ -23,6 +23,7 @@ from tarstream.plan.segments import (
     Plan,
     Segment,
     complement_spans,
+    concat,
     merge_runs,
     subtract_spans,
     union_spans,
@@ -101,8 +102,6 @@ def test_the_runs_of_several_copies_merge_into_dataset_order(
 ) -> None:
     plan = _shuffled_plan(sizes, seed)
     pieces = [plan.split(p, parts) for p in range(parts)]
-    from tarstream.plan.segments import concat
-
     first = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     merged = merge_runs(concat(pieces), first)
     assert _numbers(merged, sizes) == list(range(sum(sizes)))

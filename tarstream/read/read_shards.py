@@ -338,13 +338,12 @@ class ReadShards(Stage[Sample]):
         specs = self._planner().shard_specs()
         positions = self.positions(state, offsets)
         segments = np.searchsorted(bounds, positions, "right") - 1
+        shards = plan.shard[segments].tolist()
+        samples_ = (plan.start[segments] + positions - bounds[segments]).tolist()
         wanted: dict[int, list[int]] = {}
-        refs = []
-        for segment, position in zip(segments.tolist(), positions.tolist(), strict=True):
-            shard = plan[segment].shard
-            sample = plan[segment].start + position - int(bounds[segment])
+        for shard, sample in zip(shards, samples_, strict=True):
             wanted.setdefault(shard, []).append(sample)
-            refs.append((shard, sample))
+        refs = zip(shards, samples_, strict=True)
         found = {
             shard: read_shard_at(
                 specs[shard],
