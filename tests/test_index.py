@@ -274,3 +274,20 @@ def test_a_lenient_reader_resumes_exactly_past_a_bad_shard(tmp_path: Path) -> No
     with pytest.warns(tarstream.ResumeWarning, match="lenient reader"):
         keys = assert_resumable(make, at=range(19), epochs=2)
     assert len(keys) == 18 and len(set(keys)) == 18
+
+
+def test_an_interleaving_lenient_reader_ends_bad_and_empty_shards_and_goes_on(
+    tmp_path: Path,
+) -> None:
+    write_dataset(tmp_path, make_samples(40), max_samples=10)
+    _flip_sample(tmp_path / "train-000001.tar", 3)  # s/00013: 13..19 lost
+    (tmp_path / "train-000002.tar").write_bytes(b"")  # 20..29: its shard is empty
+    stream = tarstream.TarStream(
+        str(tmp_path / "_train.manifest.json"), errors="skip", interleave=4
+    )
+    keys = [s["__key__"] for s in stream]
+    assert sorted(keys) == [f"s/{i:05d}" for i in [*range(13), *range(30, 40)]]
+    assert keys != sorted(keys)  # interleaved
+    stats = stream.stats
+    assert (stats.shards_failed, stats.samples_lost) == (2, 17)
+    assert sorted(stats.lost) == [[13, 20], [20, 30]]

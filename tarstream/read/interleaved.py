@@ -46,10 +46,7 @@ def interleaved(reader: ReadShards, order: Interleaved) -> Iterator[Sample]:
 def _group(reader: ReadShards, order: Interleaved, first: int) -> Iterator[Sample]:
     labels = order.labels(first)
     taken = order.offsets(first, reader._offset).tolist()
-    sources = [
-        reader.segment_samples(first + i, offset) if offset < _size(order, first + i) else None
-        for i, offset in enumerate(taken)
-    ]
+    sources = _open(reader, order, first, taken)
     try:
         for label in labels[reader._offset :].tolist():
             source = sources[label]
@@ -74,6 +71,23 @@ def _group(reader: ReadShards, order: Interleaved, first: int) -> Iterator[Sampl
         for source in sources:
             if source is not None:
                 source.close()  # type: ignore[attr-defined]
+
+
+def _open(
+    reader: ReadShards, order: Interleaved, first: int, taken: list[int]
+) -> list[Iterator[Sample] | None]:
+    """A reader of each segment of the group from where it was (None: nothing left, or
+    its shard would not open in a lenient reader)."""
+    sources: list[Iterator[Sample] | None] = []
+    for i, offset in enumerate(taken):
+        source = None
+        if offset < _size(order, first + i):
+            try:
+                source = reader.segment_samples(first + i, offset)
+            except ShardError as e:
+                _failed(reader, first + i, offset, e)
+        sources.append(source)
+    return sources
 
 
 def _size(order: Interleaved, segment: int) -> int:
