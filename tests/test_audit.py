@@ -109,7 +109,9 @@ def test_the_audit_fails_an_epoch_started_again_without_its_state(
     again = _loader(manifest, logs, 0, "fork")  # a restart that forgot load_state_dict
     list(again)
     assert main(["audit", str(logs)]) == 1
-    out = json.loads(capsys.readouterr().out.split("\n}\n")[0] + "\n}")
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert "epoch 0: FAILED" in captured.err and "repeated 30" in captured.err
     runs = out["epochs"]["0"]["repeated"]
     numbers = [x for lo, hi in runs for x in range(lo, hi)]
     # the repeated samples are exactly those of the first five batches
