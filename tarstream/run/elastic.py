@@ -86,12 +86,8 @@ def _owed(chain: Stage[Any], state: State | None) -> dict[str | None, tuple[Plan
 
 
 def _reader_owed(chain: Stage[Any], state: State | None) -> tuple[Plan, np.ndarray]:
-    reader = upstream(chain, ReadShards)
-    if reader is None:
-        raise ResumeError("elastic resume needs a ReadShards stage in the pipeline")
-    starts = reader.shard_list().sample_starts()  # first: says when counts are missing
-    spans = delivered(chain, state) if state is not None else np.zeros((0, 2), np.int64)
-    return reader.owed(spans), starts
+    reader, spans = _accounted(chain, state)
+    return reader.owed(spans), reader.shard_list().sample_starts()
 
 
 def delivered_runs(chain: Stage[Any], state: State | None) -> Plan:
@@ -104,12 +100,18 @@ def delivered_runs(chain: Stage[Any], state: State | None) -> Plan:
     """
     if upstream(chain, Mix) is not None:
         raise ResumeError("what a mix of datasets delivered is not worked out by position")
+    reader, spans = _accounted(chain, state)
+    return reader.current_plan().spans(spans)
+
+
+def _accounted(chain: Stage[Any], state: State | None) -> tuple[ReadShards, np.ndarray]:
+    """The chain's reader and the spans of its plan the chain consumed at ``state``."""
     reader = upstream(chain, ReadShards)
     if reader is None:
-        raise ResumeError("working out what was delivered needs a ReadShards stage")
-    reader.shard_list().sample_starts()  # says when counts are missing
+        raise ResumeError("elastic resume needs a ReadShards stage in the pipeline")
+    reader.shard_list().sample_starts()  # first: says when counts are missing
     spans = delivered(chain, state) if state is not None else np.zeros((0, 2), np.int64)
-    return reader.current_plan().spans(spans)
+    return reader, spans
 
 
 def _part_of(chain: Stage[Any], target: Stage[Any], state: State | None) -> State | None:
