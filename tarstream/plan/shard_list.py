@@ -121,15 +121,17 @@ class ShardList(PlanStage):
         plan: Plan = self._cache["plan"]
         return plan
 
-    def cached(self, key: tuple[object, ...], make: Callable[[], Plan]) -> Plan:
-        """The plan ``make`` returns, kept by ``key`` for every copy of this shard list in
-        this process (the last few keys: an epoch's shard order, say)."""
-        plans: dict[tuple[object, ...], Plan] = self._cache.setdefault("plans", {})
+    def cached(self, key: tuple[object, ...], source: Plan, make: Callable[[], Plan]) -> Plan:
+        """The plan ``make`` makes of ``source``, kept by ``key`` and ``source`` (the same
+        object) for every copy of this shard list in this process (the last few: an
+        epoch's shard order, say)."""
+        plans: dict[tuple[object, ...], tuple[Plan, Plan]] = self._cache.setdefault("plans", {})
+        key = (*key, id(source))  # the source is held with the result: its id stays its own
         if key not in plans:
             while len(plans) >= 4:
                 del plans[next(iter(plans))]
-            plans[key] = make()
-        return plans[key]
+            plans[key] = (source, make())
+        return plans[key][1]
 
     def sample_starts(self) -> np.ndarray:
         """The dataset-wide number of each shard's first sample, and the total at the end.

@@ -33,7 +33,9 @@ class ShuffleShards(PlanStage):
             return segments  # the rest of a resumed epoch keeps its order
         seed = context.seed if self.seed is None else self.seed
         key = ("ShuffleShards", seed, context.epoch)
-        return self.shard_list().cached(key, lambda: self._shuffled(segments, seed, context.epoch))
+        return self.shard_list().cached(
+            key, segments, lambda: self._shuffled(segments, seed, context.epoch)
+        )
 
     @staticmethod
     def _shuffled(segments: Plan, seed: int, epoch: int) -> Plan:
