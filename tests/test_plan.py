@@ -223,3 +223,25 @@ def test_the_quality_command_measures_the_default_against_the_buffer_alone(
         assert main([*args, "--interleave", interleave]) == 0
         rates.append(json.loads(capsys.readouterr().out)["same_shard_successor"])
     assert rates[1] < rates[0]
+
+
+def test_a_shard_shuffle_after_the_rank_split_shuffles_each_ranks_own_share(
+    manifest: str,
+) -> None:
+    def pipeline() -> tarstream.Pipeline:
+        return tarstream.Pipeline(
+            tarstream.ShardList(manifest),
+            tarstream.SplitByRank(),
+            tarstream.ShuffleShards(),  # a share of its own per rank: never another's order
+            tarstream.SplitByWorker(),
+            tarstream.ReadShards(),
+            seed=3,
+        )
+
+    shared = pipeline()  # its copies share one shard list, and its cache
+    seen = []
+    for rank in range(3):
+        for worker in range(2):
+            part = shared.in_world(tarstream.World(rank, 3, worker, 2))
+            seen += [s["__key__"] for s in part]
+    assert sorted(seen) == sorted(s["__key__"] for s in make_samples(300))
