@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import re
 import tarfile
+import zlib
 from pathlib import Path
 from typing import Any
 
 import msgpack
+import numpy as np
 
 from tarstream.format.packed import BLOCK_FIELD, PACKED_FIELD
 
@@ -71,3 +73,14 @@ def test_the_documented_limits_are_the_implemented_ones() -> None:
     text = FORMAT_MD.read_text()
     assert f"at most {MAX_KEY_BYTES} bytes of UTF-8" in text
     assert f"are at most {MAX_FIELD_BYTES} bytes" in text
+
+
+def test_the_checksum_is_zlibs_crc32_whichever_library_computes_it() -> None:
+    from tarstream.format.checksum import ACCELERATED, crc32
+
+    rng = np.random.default_rng(3)
+    for size in (0, 1, 511, 512, 16_000, 1 << 20):
+        data = rng.bytes(size)
+        assert crc32(data) == zlib.crc32(data)
+        assert crc32(memoryview(data)[size // 3 :], 12345) == zlib.crc32(data[size // 3 :], 12345)
+    assert ACCELERATED  # the dev environment has the fast extra: the test runs ISA-L's

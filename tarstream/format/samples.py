@@ -9,13 +9,13 @@ buffer.
 from __future__ import annotations
 
 import hashlib
-import zlib
 from collections.abc import Generator, Iterator
 from itertools import pairwise
 from typing import Any, BinaryIO
 
 from ..errors import ShardFormatError
 from .bulk import Member, Run
+from .checksum import crc32
 from .keys import split_member_name, unsafe_key
 from .packed import BLOCK_FIELD, PACKED_FIELD, split_block, unpack_fields
 from .scan import DEFAULT_MAX_MEMBER_SIZE, DEFAULT_READ_SIZE, ReadStats, read_exact, scan_members
@@ -287,7 +287,7 @@ def _checksums(f: BinaryIO, starts: list[int]) -> list[int]:
             piece = read_exact(f, min(b - a, 8 << 20))
             if not piece:
                 raise ShardFormatError("shard changed while it was indexed", offset=a)
-            crc = zlib.crc32(piece, crc)
+            crc = crc32(piece, crc)
             a += len(piece)
         out.append(crc)
     return out

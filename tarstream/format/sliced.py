@@ -8,7 +8,6 @@ checksums, from older writers, skip this), and the end-of-archive marker.
 
 from __future__ import annotations
 
-import zlib
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import BinaryIO
 import msgpack
 
 from ..errors import ShardError, ShardFormatError, SidecarError, TruncatedShardError
+from .checksum import crc32
 from .header import BLOCK, ZERO_BLOCK
 from .packed import BLOCK_FIELD, PACKED_FIELD, lowered, merge_packed, unpack_element
 from .samples import Sample
@@ -179,10 +179,7 @@ def _slice(
         header = offsets[s] if mfield[m0] == block else moff[m0] - BLOCK
         if header + BLOCK <= moff[m0]:
             _check_name(url, chunk, header, base, f"{key}.{first}")
-        if (
-            crcs is not None
-            and zlib.crc32(view[offsets[s] - base : offsets[s + 1] - base]) != crcs[s]
-        ):
+        if crcs is not None and crc32(view[offsets[s] - base : offsets[s + 1] - base]) != crcs[s]:
             raise _crc_error(url, index, offsets, s, first)
         if mfield[m0] == block:
             o = moff[m0] - base
@@ -221,10 +218,7 @@ def _elements(
         start = moff[s]
         if offsets[s] + BLOCK <= start:  # the first of its block: the block's header
             _check_name(url, chunk, offsets[s], base, f"{keys[s]}.{BLOCK_FIELD}")
-        if (
-            crcs is not None
-            and zlib.crc32(view[offsets[s] - base : offsets[s + 1] - base]) != crcs[s]
-        ):
+        if crcs is not None and crc32(view[offsets[s] - base : offsets[s + 1] - base]) != crcs[s]:
             raise _crc_error(url, index, offsets, s, BLOCK_FIELD)
         element = view[start - base : start - base + msize[s]]
         try:

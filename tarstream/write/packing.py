@@ -11,13 +11,13 @@ member. A field is small when the value a packed member holds for it
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Mapping
 from itertools import pairwise
 from typing import Any, Literal
 
 from ..codecs.encode import field_encoder, packed_encoder
 from ..errors import EncodeError, InvalidKeyError
+from ..format.checksum import crc32
 from ..format.header import BLOCK, member_header
 from ..format.packed import BLOCK_FIELD, PACKED_FIELD, RESERVED_FIELDS, block_data, pack_fields
 
@@ -144,6 +144,6 @@ class Block:
             (key, start + spans[i], [(BLOCK_FIELD, start + at + starts[i], len(element))])
             for i, (key, element) in enumerate(zip(self.keys, self.elements, strict=True))
         ]
-        crcs = [zlib.crc32(view[a:b]) for a, b in pairwise(spans)]
+        crcs = [crc32(view[a:b]) for a, b in pairwise(spans)]
         self.keys, self.elements, self.size = [], [], 0
         return blob, layout, crcs

@@ -9,12 +9,12 @@ import hashlib
 import os
 import re
 import time
-import zlib
 from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, BinaryIO, cast
 
 from ..errors import DuplicateKeyError, InvalidKeyError, WriteError
+from ..format.checksum import crc32
 from ..format.header import BLOCK, RECORD, archive_end, round_up
 from ..format.keys import validate_field, validate_key
 from ..format.manifest import Manifest
@@ -290,7 +290,7 @@ class ShardWriter:
         """Write ``data``; return its CRC-32."""
         self._sink.write(data)
         self._size += len(data)
-        return zlib.crc32(data)
+        return crc32(data)
 
     def _finish_shard(self) -> None:
         assert self._file is not None
