@@ -126,10 +126,10 @@ class AuditLog:
         epoch, world, rest = self._context
         copy = World(world.rank, world.world_size, worker, world.num_workers)
         chain = self.pipeline.connect(Context(self.pipeline.seed, epoch, copy, rest))
-        plan = delivered_runs(chain, state)  # checks there is a reader with counts
+        plan = delivered_runs(chain, None if planned else state)  # raises without counts
         reader = upstream(chain, ReadShards)
         assert reader is not None
-        if planned:
+        if planned:  # the whole plan, not what was delivered of it
             plan = reader.current_plan()
         return _spans(plan, reader.shard_list().sample_starts())
 
