@@ -212,6 +212,12 @@ class Plan(Sequence[Segment]):
         start = self.start[segment] + piece_lo - bounds[segment]
         return Plan(self.shard[segment], start, start + piece_hi - piece_lo)
 
+    def locate(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The shard of each plan position, and the sample's number within that shard."""
+        bounds = self._require_bounds()
+        segment = np.searchsorted(bounds, positions, "right") - 1
+        return self.shard[segment], self.start[segment] + positions - bounds[segment]
+
     def _require_bounds(self) -> np.ndarray:
         bounds = self.bounds
         if bounds is None:

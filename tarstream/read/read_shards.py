@@ -333,13 +333,10 @@ class ReadShards(Stage[Sample]):
         return items if order is None else order.positions(items)
 
     def fetch(self, state: State | None, offsets: list[int]) -> list[Any]:
-        bounds = self._bounds()
-        plan = self.current_plan()
+        self._bounds()  # says when counts are missing
         specs = self._planner().shard_specs()
-        positions = self.positions(state, offsets)
-        segments = np.searchsorted(bounds, positions, "right") - 1
-        shards = plan.shard[segments].tolist()
-        samples_ = (plan.start[segments] + positions - bounds[segments]).tolist()
+        located = self.current_plan().locate(self.positions(state, offsets))
+        shards, samples_ = (part.tolist() for part in located)
         wanted: dict[int, list[int]] = {}
         for shard, sample in zip(shards, samples_, strict=True):
             wanted.setdefault(shard, []).append(sample)

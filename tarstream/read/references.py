@@ -40,10 +40,7 @@ class References(ReadShards):
 
     def numbers(self, positions: np.ndarray) -> np.ndarray:
         """The dataset-wide numbers of the samples at plan ``positions``."""
-        plan = self.current_plan()
-        bounds = self._bounds()
-        segment = np.searchsorted(bounds, positions, "right") - 1
-        first = self.shard_list().sample_starts()
-        out: np.ndarray = first[plan.shard[segment]] + plan.start[segment] + positions
-        out -= bounds[segment]
+        self._bounds()  # says when counts are missing
+        shard, sample = self.current_plan().locate(positions)
+        out: np.ndarray = self.shard_list().sample_starts()[shard] + sample
         return out
