@@ -43,6 +43,7 @@ __all__ = [
     "connect_chain",
     "delivered",
     "is_addressable",
+    "puller",
     "upstream",
     "with_context",
 ]
@@ -86,7 +87,7 @@ class Stage(Generic[T]):
         """Return the next item; raise StopIteration at the end."""
         raise NotImplementedError
 
-    def items(self) -> Iterator[T] | None:
+    def own_iterator(self) -> Iterator[T] | None:
         """An iterator over the items ``next`` would return (after ``reset``), when the
         stage has one; a pipeline ending in this stage then iterates it directly."""
         return None
@@ -233,6 +234,13 @@ def no_positions(stage: Stage[Any]) -> ResumeError:
 
 
 S = TypeVar("S", bound="Stage[Any]")
+
+
+def puller(source: Stage[Any]) -> Callable[[], Any]:
+    """The quickest way to take ``source``'s next item (``source`` just reset): its own
+    iterator's ``__next__`` where it has one (a call less per item than its ``next``)."""
+    items = source.own_iterator()
+    return items.__next__ if items is not None else source.next
 
 
 def upstream(stage: Stage[Any] | None, kind: type[S]) -> S | None:

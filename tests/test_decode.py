@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 import tarstream
@@ -254,12 +256,36 @@ def test_records_and_arrays_decode() -> None:
         '{"a": "\u00e9"}'.encode("utf-16"),
         '["b"]'.encode("utf-32"),
         '{"c": 1}'.encode("utf-16-le"),  # no mark: found by its zero bytes
+        b"123456789012345678901234567890",  # past 64 bits: an int, not a float
+        b"[-18446744073709551617, 1e400, -0.0]",
+        b'[NaN, "\\ud800"]',  # json's extensions: what the fast parser refuses
+        b'{"k": 1, "k": 2}',
     ],
 )
 def test_json_fields_decode_as_json_loads_decodes_them(data: bytes) -> None:
     import json
 
-    assert _decode({"json": data})["json"] == json.loads(data)
+    got, want = _decode({"json": data})["json"], json.loads(data)
+    assert repr(got) == repr(want)  # the same types too (repr: NaN != NaN)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers(min_value=-(10**30), max_value=10**30)
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.text(),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+        max_leaves=12,
+    )
+)
+def test_any_json_document_decodes_to_what_json_loads_gives(value: Any) -> None:
+    import json
+
+    data = json.dumps(value).encode()
+    assert repr(_decode({"json": data})["json"]) == repr(json.loads(data))
 
 
 def test_bad_json_is_a_decode_error_naming_the_field() -> None:

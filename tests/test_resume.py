@@ -221,7 +221,7 @@ def test_an_interleaving_reader_mixes_shards_and_resumes_at_every_item(
 
 class _Positions(Stage[int]):
     """0, 1, ..., n - 1, addressable by position; its own iterator starts where the stage
-    was when ``items()`` was called (as a user's stage may build it)."""
+    was when ``own_iterator()`` was called (as a user's stage may build it)."""
 
     def __init__(self, n: int) -> None:
         super().__init__()
@@ -237,7 +237,7 @@ class _Positions(Stage[int]):
         self.position += 1
         return self.position - 1
 
-    def items(self) -> Iterator[int]:
+    def own_iterator(self) -> Iterator[int]:
         return self._from(self.position)
 
     def _from(self, start: int) -> Iterator[int]:

@@ -57,7 +57,29 @@ _JSON = json.JSONDecoder()
 _BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
 
 
+try:  # the ``fast`` extra: a parser several times the speed of ``json`` on small documents
+    from msgspec import DecodeError as _FastError
+    from msgspec.json import Decoder as _FastDecoder
+
+    _fast_loads: Callable[[bytes], Any] | None = _FastDecoder().decode
+except ImportError:  # pragma: no cover - the fast extra is in the development environment
+    _fast_loads = None
+
+
 def _json(data: bytes) -> Any:
+    """``json.loads`` of bytes. With ``msgspec`` (the ``fast`` extra) first, which gives the
+    same values (integers of any size, floats correctly rounded); what it refuses and
+    ``json`` takes (NaN, 1e400, lone surrogates, a BOM, UTF-16) goes on to ``json``, so the
+    values are the same either way and the errors ``json``'s."""
+    if _fast_loads is not None:
+        try:
+            return _fast_loads(data)
+        except _FastError:
+            pass
+    return _json_loads(data)
+
+
+def _json_loads(data: bytes) -> Any:
     """``json.loads`` of bytes: UTF-8 (what writers write) decoded at once; a BOM or the
     zero bytes of UTF-16 or 32 go to ``json.loads``, which detects the encoding."""
     head = data[:4]

@@ -1,9 +1,11 @@
 """Reading a shard through its sidecar: members sliced at the offsets it records.
 
-Headers are not parsed. The shard is checked against the sidecar instead: its size, the
-name in the header of each sample's first member, every byte of each sample against the
-CRC-32 the sidecar records for it (headers, data and padding; sidecars without
-checksums, from older writers, skip this), and the end-of-archive marker.
+Headers are not parsed. The shard is checked against the sidecar instead: its size, every
+byte of each sample against the CRC-32 the sidecar records for it (headers, data and
+padding), and the end-of-archive marker. Where there is no checksum to check (sidecars
+from older writers, ``verify=False``), and where a checksum fails, the name in the header
+of each sample's first member is checked instead (a replaced shard is then said to be
+one).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import msgpack
 
@@ -20,7 +22,7 @@ from .checksum import crc32
 from .header import BLOCK, ZERO_BLOCK
 from .packed import BLOCK_FIELD, PACKED_FIELD, lowered, merge_packed, unpack_element
 from .samples import Sample
-from .scan import DEFAULT_READ_SIZE, ReadStats, read_exact
+from .scan import DEFAULT_READ_SIZE, ReadStats, read_exact, read_into
 from .sidecar import ShardIndex
 
 __all__ = ["SliceTable", "read_sliced", "skip_to"]
@@ -95,18 +97,22 @@ def read_sliced(
     verify: bool = True,
     lowercase: bool = False,
     table: SliceTable | None = None,
+    buffers: list[bytearray] | None = None,
 ) -> Iterator[Sample]:
     """Yield samples ``first:stop`` of a shard by slicing at the offsets its sidecar records;
     ``lowercase``: lower-case field names (``0001.JPG`` gives field ``jpg``). The shard is
     checked against the sidecar: its size (``file_size`` when known, else by reading to the
-    end), the name in the header of each sample's first member, each sample's bytes against
-    its checksum (unless ``verify`` is false), before the sample is yielded, and, when read
+    end), each sample's bytes against its checksum (unless ``verify`` is false; else, and
+    where it fails, the name in the header of its first member), before the sample is
+    yielded, and, when read
     to its end, the zero end-of-archive marker. ``f`` must be positioned at the start of the
     shard; it is read from sample ``first`` on (seeking when possible).
 
     ``only``: yield just these samples (sorted sample numbers); reading seeks over gaps
     longer than ``read_size`` and stops after the last of them. ``table``: the sidecar's
     ``SliceTable`` for these ``verify`` and ``lowercase``, if the caller keeps one.
+    ``buffers``: read buffers to take one from (and give it back to at the end), kept by a
+    caller that reads shard after shard; samples never refer to a buffer.
     Raises:
         TruncatedShardError: the shard is shorter than the sidecar says.
         SidecarError: the shard does not match its sidecar.
@@ -122,22 +128,30 @@ def read_sliced(
         skip_to(f, offsets[first])
     i = first
     k = 0  # the next of ``only``
-    while i < n:
-        if only is not None and offsets[only[k]] - offsets[i] > read_size:
-            i = only[k]
-            skip_to(f, offsets[i])
-        j = max(bisect_right(offsets, offsets[i] + read_size, i + 1, n + 1) - 1, i + 1)
-        chunk = read_exact(f, offsets[j] - offsets[i])
-        stats.bytes_read += len(chunk)
-        if len(chunk) < offsets[j] - offsets[i]:
-            _raise_size_mismatch(url, index, offsets[i] + len(chunk), table)
-        chosen: Sequence[int] = range(i, j)
-        if only is not None:
-            k, start = bisect_left(only, j, k), k
-            chosen = only[start:k]
-        yield from _counted(url, index, table, chunk, offsets[i], chosen, stats)
-        stats.members += table.mstart[j] - table.mstart[i]
-        i = j
+    pool = buffers if buffers is not None else []
+    buffer = pool.pop() if pool else bytearray(0)
+    try:
+        while i < n:
+            if only is not None and offsets[only[k]] - offsets[i] > read_size:
+                i = only[k]
+                skip_to(f, offsets[i])
+            j = max(bisect_right(offsets, offsets[i] + read_size, i + 1, n + 1) - 1, i + 1)
+            size = offsets[j] - offsets[i]
+            if len(buffer) < size:  # replaced, never resized: a view may still hold it
+                buffer = bytearray(max(size, read_size))
+            chunk = read_into(f, buffer, size)
+            stats.bytes_read += len(chunk)
+            if len(chunk) < size:
+                _raise_size_mismatch(url, index, offsets[i] + len(chunk), table)
+            chosen: Sequence[int] = range(i, j)
+            if only is not None:
+                k, start = bisect_left(only, j, k), k
+                chosen = only[start:k]
+            yield from _counted(url, index, table, chunk, offsets[i], chosen, stats)
+            stats.members += table.mstart[j] - table.mstart[i]
+            i = j
+    finally:
+        pool.append(buffer)
     if n == index.count:
         _check_end(f, url, index, offsets[n], file_size is not None)
         stats.shards += 1
@@ -147,7 +161,7 @@ def _counted(
     url: str,
     index: ShardIndex,
     table: SliceTable,
-    chunk: bytes,
+    chunk: memoryview,
     base: int,
     chosen: Sequence[int],
     stats: ReadStats,
@@ -163,24 +177,32 @@ def _counted(
 
 
 def _slice(
-    url: str, index: ShardIndex, table: SliceTable, chunk: bytes, base: int, chosen: Sequence[int]
+    url: str,
+    index: ShardIndex,
+    table: SliceTable,
+    view: memoryview,
+    base: int,
+    chosen: Sequence[int],
 ) -> Iterator[Sample]:
-    """The samples ``chosen`` from ``chunk``, which starts at byte ``base`` of the shard."""
+    """The samples ``chosen`` from ``view``, which starts at byte ``base`` of the shard
+    (and at the start of the object it views); each value a copy of its bytes."""
     mstart, mfield, moff, msize = table.mstart, table.mfield, table.moff, table.msize
     keys, fields, offsets, crcs = index.keys, index.fields, table.offsets, table.crcs
     names, block, packed = table.names, table.block, table.packed
-    view = memoryview(chunk)
+    chunk = view.obj
     for s in chosen:
         m0 = mstart[s]
         key = keys[s]
         first = fields[mfield[m0]]
-        # The header of the sample's first member: for an element of a block, the block's
-        # header where the sample starts the block (the others have none of their own).
-        header = offsets[s] if mfield[m0] == block else moff[m0] - BLOCK
-        if header + BLOCK <= moff[m0]:
-            _check_name(url, chunk, header, base, f"{key}.{first}")
-        if crcs is not None and crc32(view[offsets[s] - base : offsets[s + 1] - base]) != crcs[s]:
-            raise _crc_error(url, index, offsets, s, first)
+        if crcs is None or crc32(view[offsets[s] - base : offsets[s + 1] - base]) != crcs[s]:
+            # The name in the header of the sample's first member (the checksum covers it):
+            # for an element of a block, the block's header where the sample starts the
+            # block (the others have none of their own).
+            header = offsets[s] if mfield[m0] == block else moff[m0] - BLOCK
+            if header + BLOCK <= moff[m0]:
+                _check_name(url, chunk, header, base, f"{key}.{first}")
+            if crcs is not None:
+                raise _crc_error(url, index, offsets, s, first)
         if mfield[m0] == block:
             o = moff[m0] - base
             sample = unpack_element(view[o : o + msize[m0]], key, url, moff[m0])
@@ -190,7 +212,7 @@ def _slice(
         sample = {"__key__": key, "__url__": url}
         for m in range(m0, mstart[s + 1]):
             o = moff[m] - base
-            sample[names[mfield[m]]] = chunk[o : o + msize[m]]
+            sample[names[mfield[m]]] = view[o : o + msize[m]].tobytes()
         if table.merged and len(sample) != 2 + mstart[s + 1] - m0:
             _raise_merged(url, key, [names[mfield[m]] for m in range(m0, mstart[s + 1])])
         if packed in sample:
@@ -199,7 +221,12 @@ def _slice(
 
 
 def _elements(
-    url: str, index: ShardIndex, table: SliceTable, chunk: bytes, base: int, chosen: Sequence[int]
+    url: str,
+    index: ShardIndex,
+    table: SliceTable,
+    view: memoryview,
+    base: int,
+    chosen: Sequence[int],
 ) -> Iterator[Sample]:
     """``_slice`` for a shard of blocks only: sample *s* is member *s*, an element, whose
     fields must be among the sidecar's ``packed_fields`` (each field set checked once)."""
@@ -210,16 +237,17 @@ def _elements(
         table.offsets,
         table.crcs,
     )
-    view = memoryview(chunk)
+    chunk = view.obj
     # The field sets checked, and whether their names are lower-cased to read them.
     seen: dict[tuple[str, ...], bool] = {}
     unpack = msgpack.unpackb
     for s in chosen:
         start = moff[s]
-        if offsets[s] + BLOCK <= start:  # the first of its block: the block's header
-            _check_name(url, chunk, offsets[s], base, f"{keys[s]}.{BLOCK_FIELD}")
-        if crcs is not None and crc32(view[offsets[s] - base : offsets[s + 1] - base]) != crcs[s]:
-            raise _crc_error(url, index, offsets, s, BLOCK_FIELD)
+        if crcs is None or crc32(view[offsets[s] - base : offsets[s + 1] - base]) != crcs[s]:
+            if offsets[s] + BLOCK <= start:  # the first of its block: the block's header
+                _check_name(url, chunk, offsets[s], base, f"{keys[s]}.{BLOCK_FIELD}")
+            if crcs is not None:
+                raise _crc_error(url, index, offsets, s, BLOCK_FIELD)
         element = view[start - base : start - base + msize[s]]
         try:
             sample = unpack(element)
@@ -250,7 +278,7 @@ def _crc_error(
     )
 
 
-def _check_name(url: str, chunk: bytes, header: int, base: int, name: str) -> None:
+def _check_name(url: str, chunk: Any, header: int, base: int, name: str) -> None:
     """Check the name in the header at byte ``header`` (``chunk`` starts at ``base``)
     against the sidecar's ``name``.
 
@@ -259,7 +287,7 @@ def _check_name(url: str, chunk: bytes, header: int, base: int, name: str) -> No
     expect = f"{name}\x00".encode("utf-8", "surrogateescape")
     at = header - base
     if len(expect) <= 100 and expect.isascii() and not chunk.startswith(expect, at):
-        found = chunk[at : at + 100].split(b"\x00", 1)[0]
+        found = bytes(chunk[at : at + 100]).split(b"\x00", 1)[0]
         raise SidecarError(
             f"shard does not match its sidecar: expected member {expect[:-1]!r}, "
             f"found {found!r} (shard replaced or sidecar stale)",

@@ -109,6 +109,8 @@ class ReadShards(Stage[Sample]):
         #: by a ``Decode`` after this stage, whose built-in decoders would make the same.
         self.typed: TypedFields = None
         self._samples: Iterator[Sample] | None = None
+        #: Read buffers, one per shard being read, kept from shard to shard.
+        self._buffers: list[bytearray] = []
         self._ahead: tuple[int, OpenShard] | None = None
         # the plan of the context it was made in, and where its segments start
         self._plan_for: tuple[Any, Plan] | None = None
@@ -124,8 +126,14 @@ class ReadShards(Stage[Sample]):
             raise TypeError("ReadShards must follow a shard list stage")
         return source
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_buffers"] = []  # megabytes, refilled by the first reads
+        return state
+
     def reset(self, state: State | None = None) -> None:
         self.close()
+        self._buffers = []  # this copy's own (copies of a stage share its attributes)
         planner = self._planner()
         self._specs = planner.shard_specs()
         self._plan = self.current_plan()
@@ -138,7 +146,7 @@ class ReadShards(Stage[Sample]):
     def next(self) -> Sample:
         return next(self._generator)
 
-    def items(self) -> Iterator[Sample]:
+    def own_iterator(self) -> Iterator[Sample]:
         return self._generator
 
     def _generate(self) -> Iterator[Sample]:
@@ -243,6 +251,7 @@ class ReadShards(Stage[Sample]):
             lowercase=self.lowercase_fields,
             fields=self.fields,
             typed=self.typed,
+            buffers=self._buffers,
         )
 
     def check_count(self, number: int, taken: int) -> None:

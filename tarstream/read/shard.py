@@ -86,6 +86,7 @@ def read_shard(
     lowercase: bool = False,
     fields: frozenset[str] | None = None,
     typed: TypedFields = None,
+    buffers: list[bytearray] | None = None,
 ) -> Iterator[Sample]:
     """Yield samples ``first:stop`` of one shard (``stop`` None: to its end), closing the
     file at the end.
@@ -99,6 +100,7 @@ def read_shard(
     ``__url__``); with a sidecar only their members are read (``read_fields``: their
     headers are checked instead of the sample checksums), else they are picked.
     ``typed``: the packed fields handed on as they are held (``tarstream.read.packed``).
+    ``buffers``: read buffers kept from shard to shard (``read_sliced``).
     """
     index, f, size = opened if opened is not None else open_shard(spec, sidecars=sidecars)
     label = redact_url(spec.url)
@@ -111,7 +113,15 @@ def read_shard(
         common: dict[str, Any] = {"read_size": read_size, "stats": stats, "lowercase": lowercase}
         if index is not None:
             samples = read_sliced(
-                f, label, index, first=first, stop=stop, file_size=size, verify=verify, **common
+                f,
+                label,
+                index,
+                first=first,
+                stop=stop,
+                file_size=size,
+                verify=verify,
+                buffers=buffers,
+                **common,
             )
         else:
             scan = read_samples(

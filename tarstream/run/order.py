@@ -70,7 +70,7 @@ def planned_order(
 
 
 def _items(chain: Stage[Any]) -> Any:
-    items = chain.items()
+    items = chain.own_iterator()
     if items is not None:
         return items
     return iter(chain.next, None)  # pragma: no cover - every order stage has items

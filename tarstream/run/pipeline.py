@@ -226,7 +226,7 @@ class Pipeline(Fluent, Splitting, DatasetBase):
     def __iter__(self) -> Iterator[Any]:
         chain = self._start(None)
         try:
-            items = chain.items()
+            items = chain.own_iterator()
             if items is not None:
                 yield from items
                 return

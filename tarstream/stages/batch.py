@@ -6,7 +6,7 @@ import importlib.util
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, cast
 
-from ..stage import Stage, State
+from ..stage import Stage, State, puller
 from ..world import Context
 from .collate import builder, to_torch
 from .collate import collate as default_collate
@@ -70,14 +70,18 @@ class Batch(Stage[Any]):
             clone._pending = images.defer_images()
         return clone
 
+    def reset(self, state: State | None = None) -> None:
+        super().reset(state)
+        self._source_next = puller(self.require_source())
+
     def next(self) -> Any:
-        source = self.require_source()
         if self.collate is default_collate:
-            return self._next_stacked(source)
+            return self._next_stacked()
         items = []
+        source_next = self._source_next
         for _ in range(self.size):
             try:
-                items.append(source.next())
+                items.append(source_next())
             except StopIteration:
                 break
         if not items or (len(items) < self.size and not self.partial):
@@ -85,16 +89,17 @@ class Batch(Stage[Any]):
         batch = self.collate(items)
         return to_torch(batch) if self.tensors == "torch" else batch
 
-    def _next_stacked(self, source: Stage[Any]) -> Any:
+    def _next_stacked(self) -> Any:
         """The default collate, built as items arrive: each array or tensor is copied into
         the batch at once and let go, so a batch's decoded images are never all alive
         beside the batch (that doubled the memory in use and faulted in fresh pages)."""
-        first = source.next()
+        source_next = self._source_next
+        first = source_next()
         column = builder(first, self.size, self._memory, rows=not self._pending or _plain(first))
-        n = 1
+        add, n = column.add, 1
         while n < self.size:
             try:
-                column.add(source.next())
+                add(source_next())
             except StopIteration:
                 break
             n += 1

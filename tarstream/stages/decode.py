@@ -19,7 +19,7 @@ from __future__ import annotations
 import fnmatch
 import operator
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -284,35 +284,35 @@ class Decode(Transform[Sample]):
 
     # -- decoding ---------------------------------------------------------------------------
     def apply(self, item: Sample) -> Sample:
-        names = tuple(item)
-        plan = self._steps.get(names)
+        plan = self._steps.get(tuple(item))
         if plan is None:
-            plan = self._steps_for(names)
+            plan = self._steps_for(tuple(item))
         steps, types_of, unchanged = plan
-        types = types_of(item)
-        if types in unchanged:  # values of these types are all kept as they are
+        # values of types seen to need nothing are kept as they are (typed packed values)
+        if unchanged and types_of(item) in unchanged:
             self.stats.samples += 1
             return item
         out = item  # copied before the first change
-        for name, action, decoder, kinds in steps:
-            value = cast(bytes, item[name])
-            if not isinstance(value, bytes) and action != _DROP:
-                if kinds is not None and type(value) not in kinds:
-                    raise decode_error(item, name, _wrong_kind(value, kinds))
-                continue  # kept as it is (a value a packed member holds, say)
-            if out is item:
-                out = dict(item)
-            if action == _DROP:
-                del out[name]
-            elif action == _IMAGE and self._defer:
-                out[name] = PendingImage(value, self.form, item, name)
-            else:
-                try:
+        name = ""
+        try:
+            for name, action, decoder, kinds in steps:
+                value: Any = item[name]
+                if not isinstance(value, bytes) and action != _DROP:
+                    if kinds is not None and type(value) not in kinds:
+                        raise _wrong_kind(value, kinds)
+                    continue  # kept as it is (a value a packed member holds, say)
+                if out is item:
+                    out = dict(item)
+                if action == _DROP:
+                    del out[name]
+                elif action == _IMAGE and self._defer:
+                    out[name] = PendingImage(value, self.form, item, name)
+                else:
                     out[name] = decoder(value)  # type: ignore[misc]
-                except Exception as e:
-                    raise decode_error(item, name, e) from e
-        if out is item and len(unchanged) < 16:  # what this loop does depends on types only
-            unchanged.add(types)
+        except Exception as e:
+            raise decode_error(item, name, e) from e
+        if out is item and len(unchanged) < 16:  # what the loop did depends on types only
+            unchanged.add(types_of(item))
         self.stats.samples += 1
         return out
 
@@ -337,6 +337,12 @@ class Decode(Transform[Sample]):
     def reset(self, state: State | None = None) -> None:
         super().reset(state)
         self._errors_this_epoch = 0
+
+    def own_iterator(self) -> Iterator[Sample] | None:
+        if self.errors != "strict":
+            return None
+        items = self.require_source().own_iterator()
+        return None if items is None else map(self.apply, items)
 
     def next(self) -> Sample:
         source = self.require_source()

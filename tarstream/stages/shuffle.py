@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from typing import Any, cast
 
 import numpy as np
 
 from ..errors import ResumeError, ResumeWarning
 from ..plan.segments import spans_of_positions, subtract_spans
-from ..stage import Addressable, Stage, State, delivered, is_addressable
+from ..stage import Addressable, Stage, State, delivered, is_addressable, puller
 from ..world import derive_seed
 
 __all__ = ["Shuffle"]
@@ -87,11 +88,13 @@ class Shuffle(Stage[Any]):
         self._buffer: list[Any] = []
         self._exhausted = False
         self._returned = 0
+        self._items = self._generate()
         returned = state[self.RETURNED_KEY] if state else 0
         if not returned:
             return
         if is_addressable(source):
             self._restore(returned)
+            self._items = self._generate()  # over the restored buffer
             return
         warnings.warn(
             f"{self!r}: resuming by re-reading the {returned} items returned since the epoch "
@@ -117,8 +120,7 @@ class Shuffle(Stage[Any]):
     def _follow(self, source: Stage[Any]) -> None:
         """Pull from ``source`` (just reset) through its own iterator where it has one:
         a call less per item than its ``next``."""
-        items = source.items()
-        self._source_next = items.__next__ if items is not None else source.next
+        self._source_next = puller(source)
 
     def _simulate(self, returned: int, available: int) -> tuple[list[int], int]:
         """Run ``returned`` steps of ``next`` on item positions instead of items.
@@ -217,29 +219,35 @@ class Shuffle(Stage[Any]):
         return True
 
     def next(self) -> Any:
-        buffer = self._buffer
-        if self._returned == 0:
-            while len(buffer) < self.initial and self._pull():
-                pass
-        elif (  # up to two new items while the buffer is not full: one, once it is
-            len(buffer) < self.buffer_size
-            and not self._exhausted
-            and self._pull()
-            and len(buffer) < self.buffer_size
-        ):
-            self._pull()
-        if not buffer:
-            raise StopIteration
-        draws = self._draws
-        if not draws:
-            draws = self._draws = self._rng.random(_DRAWS).tolist()[::-1]
-        j = int(draws.pop() * len(buffer))
-        last = buffer.pop()
-        self._returned += 1
-        if j == len(buffer):
-            return last
-        item, buffer[j] = buffer[j], last
-        return item
+        return next(self._items)
+
+    def own_iterator(self) -> Iterator[Any]:
+        return self._items
+
+    def _generate(self) -> Iterator[Any]:
+        """The items, one frame for the whole epoch (a call less per item than methods)."""
+        buffer, size, initial, pull = self._buffer, self.buffer_size, self.initial, self._pull
+        while True:
+            if self._returned == 0:
+                while len(buffer) < initial and pull():
+                    pass
+            elif (  # up to two new items while the buffer is not full: one, once it is
+                len(buffer) < size and not self._exhausted and pull() and len(buffer) < size
+            ):
+                pull()
+            if not buffer:
+                return
+            draws = self._draws
+            if not draws:
+                draws = self._draws = self._rng.random(_DRAWS).tolist()[::-1]
+            j = int(draws.pop() * len(buffer))
+            last = buffer.pop()
+            self._returned += 1
+            if j == len(buffer):
+                yield last
+            else:
+                item, buffer[j] = buffer[j], last
+                yield item
 
     def get_state(self) -> State:
         return {self.START_KEY: self._start, self.RETURNED_KEY: self._returned}
