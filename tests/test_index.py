@@ -11,6 +11,8 @@ from typing import Any
 import msgpack
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tarstream
 from tarstream.format.samples import build_sidecar
@@ -291,3 +293,16 @@ def test_an_interleaving_lenient_reader_ends_bad_and_empty_shards_and_goes_on(
     stats = stream.stats
     assert (stats.shards_failed, stats.samples_lost) == (2, 17)
     assert sorted(stats.lost) == [[13, 20], [20, 30]]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.text(alphabet="ab./\x00", min_size=1, max_size=6), max_size=6, unique=True))
+def test_the_sidecars_key_screen_refuses_exactly_what_the_key_rules_refuse(
+    keys: list[str],
+) -> None:
+    from tarstream.format.keys import unsafe_key
+    from tarstream.format.sidecar import _key_problem
+
+    refused = [k for k in keys if unsafe_key(k) is not None]
+    problem = _key_problem(keys)
+    assert (problem is not None) == bool(refused), (keys, problem)

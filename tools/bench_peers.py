@@ -175,8 +175,10 @@ def _timed(run: Any) -> dict[str, Any]:
     start = time.perf_counter()
     n, checksum = run()
     seconds = time.perf_counter() - start
-    gc.collect()  # workers that ended with their loader are counted
-    result = {"n": n, "checksum": checksum, "seconds": seconds, "cpu": _cpu() - cpu}
+    own = _cpu(resource.RUSAGE_SELF)  # before the collection below, which is not the run's
+    gc.collect()  # workers that ended with their loader are reaped, and counted
+    used = own + _cpu(resource.RUSAGE_CHILDREN) - cpu
+    result = {"n": n, "checksum": checksum, "seconds": seconds, "cpu": used}
     if runs.FIRST:
         result["first_seconds"] = runs.FIRST["at"] - start
         result["first_n"] = runs.FIRST["n"]
@@ -192,10 +194,11 @@ def _steady(r: dict[str, Any]) -> tuple[float, float]:
     return n / seconds, (r["cpu"] - r.get("first_cpu", 0.0)) * 1e6 / n
 
 
-def _cpu() -> float:
+def _cpu(*who: int) -> float:
+    """CPU seconds (user and system) of ``who`` (default: this process and its children)."""
     total = 0.0
-    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
-        usage = resource.getrusage(who)
+    for one in who or (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(one)
         total += usage.ru_utime + usage.ru_stime
     return total
 

@@ -126,7 +126,31 @@ def read_sliced(
         _raise_size_mismatch(url, index, file_size, table)
     if offsets[first]:
         skip_to(f, offsets[first])
-    i = first
+    reads = _reads(f, url, index, table, first, n, only, read_size, buffers)
+    for chunk, base, chosen, members in reads:
+        stats.bytes_read += len(chunk)
+        yield from _counted(url, index, table, chunk, base, chosen, stats)
+        stats.members += members
+    if n == index.count:
+        _check_end(f, url, index, offsets[n], file_size is not None)
+        stats.shards += 1
+
+
+def _reads(
+    f: BinaryIO,
+    url: str,
+    index: ShardIndex,
+    table: SliceTable,
+    i: int,
+    n: int,
+    only: Sequence[int] | None,
+    read_size: int,
+    buffers: list[bytearray] | None,
+) -> Iterator[tuple[memoryview, int, Sequence[int], int]]:
+    """``read_sliced``'s reads from sample ``i`` to ``n``: (the bytes read, in a buffer of
+    ``buffers`` kept from read to read; the shard offset they start at; the samples chosen
+    among those read; the members read)."""
+    offsets = table.offsets
     k = 0  # the next of ``only``
     pool = buffers if buffers is not None else []
     buffer = pool.pop() if pool else bytearray(0)
@@ -140,21 +164,16 @@ def read_sliced(
             if len(buffer) < size:  # replaced, never resized: a view may still hold it
                 buffer = bytearray(max(size, read_size))
             chunk = read_into(f, buffer, size)
-            stats.bytes_read += len(chunk)
             if len(chunk) < size:
                 _raise_size_mismatch(url, index, offsets[i] + len(chunk), table)
             chosen: Sequence[int] = range(i, j)
             if only is not None:
                 k, start = bisect_left(only, j, k), k
                 chosen = only[start:k]
-            yield from _counted(url, index, table, chunk, offsets[i], chosen, stats)
-            stats.members += table.mstart[j] - table.mstart[i]
+            yield chunk, offsets[i], chosen, table.mstart[j] - table.mstart[i]
             i = j
     finally:
         pool.append(buffer)
-    if n == index.count:
-        _check_end(f, url, index, offsets[n], file_size is not None)
-        stats.shards += 1
 
 
 def _counted(
