@@ -135,6 +135,25 @@ def test_a_shared_block_returns_to_its_worker_once_the_trainer_drops_the_batch()
     assert _address(memory.tensor(values.shape, torch.float32, "cpu")) == address
 
 
+def test_a_column_of_bytes_travels_in_a_shared_block_freed_once_copied_out() -> None:
+    memory = SharedBatchMemory()
+    column = [bytes([i]) * (5000 + i) for i in range(40)]  # 200 KB of undecoded JPEGs, say
+    batch = {"jpg": column, "__key__": [str(i) for i in range(40)], "small": [b"a", b"b"]}
+    shipped = memory.ship(batch)
+    message = bytes(ForkingPickler.dumps(shipped))
+    assert len(message) < 4096  # the lengths and a handle, not the bytes
+    assert shipped["small"] == [b"a", b"b"]  # a few bytes travel by value
+    (block,) = memory._byte_blocks
+    assert not memory.block_free(block)  # held until the trainer has copied them
+    received = pickle.loads(message)  # in the trainer
+    assert received["jpg"] == column and all(type(v) is bytes for v in received["jpg"])
+    assert received["__key__"] == batch["__key__"]
+    assert memory.block_free(block)  # copied out: the worker reuses it
+    again = pickle.loads(bytes(ForkingPickler.dumps(memory.ship({"jpg": column[::-1]}))))
+    assert again["jpg"] == column[::-1]
+    assert len(memory._byte_blocks) == 1 and memory._byte_blocks[0] is block
+
+
 def test_when_every_shared_block_is_held_batches_go_to_torch_shared_memory() -> None:
     memory = SharedBatchMemory(keep=1)
     first = memory.tensor((2, 8192), torch.int64, "cpu").fill_(1)

@@ -56,6 +56,7 @@ class SharedBatchMemory(BatchMemory):
         self._serials = itertools.count()
         self._sent: set[int] = set()
         self._forgotten: list[int] = []  # serials the trainer may stop mapping
+        self._byte_blocks: list[np.ndarray] = []  # for columns of bytes (``_ship_bytes``)
 
     @staticmethod
     def available() -> bool:
@@ -93,10 +94,49 @@ class SharedBatchMemory(BatchMemory):
         if serial in self._sent:
             self._forgotten.append(serial)
 
+    def _ticket(self, address: int) -> tuple[Any, ...]:
+        """What names the block at ``address`` to the trainer (its file descriptor the
+        first time), marked held by the trainer until it lets go."""
+        fd, mapping, serial = self._maps[address]
+        mapping[0] = 1
+        first = serial not in self._sent
+        self._sent.add(serial)
+        forgotten, self._forgotten = self._forgotten, []
+        return (*self._token, serial, len(mapping), fd if first else None, forgotten)
+
+    def _ship_bytes(self, values: list[bytes]) -> _ShippedBytes | None:
+        """A column of bytes (a batch's JPEGs left undecoded, say) copied into a shared
+        block, to be copied out by the trainer (None: too small, or no block free): the
+        pickle's copy and the pipe's two are saved, and the block is free again as soon as
+        the trainer has its bytes."""
+        lengths = [len(v) for v in values]
+        total = sum(lengths)
+        if total <= _BY_VALUE:
+            return None
+        block = next(
+            (b for b in self._byte_blocks if b.nbytes >= total and self.block_free(b)), None
+        )
+        if block is None:
+            if len(self._byte_blocks) >= 4:
+                return None
+            block = self.new_block(1 << (total - 1).bit_length())
+            self._byte_blocks.append(block)
+        view, at = memoryview(block), 0  # type: ignore[arg-type]
+        for value, n in zip(values, lengths, strict=True):
+            view[at : at + n] = value
+            at += n
+        return _ShippedBytes(self._ticket(_address(block)), lengths)
+
+    def _ship_list(self, values: list[Any], visit: Callable[[Any], Any]) -> Any:
+        if values and all(type(v) is bytes for v in values):
+            return self._ship_bytes(values) or values
+        return [visit(v) for v in values]
+
     def ship(self, item: Any) -> Any:
         """``item`` with each tensor or array that is a whole block as a ``_Shipped``
         handle (a block found twice is left to pickle, which copies it); numpy arrays
-        arrive as numpy arrays, tensors as tensors."""
+        arrive as numpy arrays, tensors as tensors. A list of bytes (a column of a batch)
+        travels in a shared block too (``_ship_bytes``)."""
         import torch
 
         shipped: set[int] = set()
@@ -105,13 +145,7 @@ class SharedBatchMemory(BatchMemory):
             if address not in self._maps or address in shipped:
                 return None
             shipped.add(address)
-            fd, mapping, serial = self._maps[address]
-            mapping[0] = 1
-            first = serial not in self._sent
-            self._sent.add(serial)
-            forgotten, self._forgotten = self._forgotten, []
-            block = (*self._token, serial, len(mapping), fd if first else None, forgotten)
-            return _Shipped(block, value)
+            return _Shipped(self._ticket(address), value)
 
         def visit(value: Any) -> Any:
             if isinstance(value, tuple) and hasattr(value, "_fields"):  # a namedtuple
@@ -119,7 +153,7 @@ class SharedBatchMemory(BatchMemory):
             if isinstance(value, tuple):
                 return tuple(map(visit, value))
             if isinstance(value, list):
-                return [visit(v) for v in value]
+                return self._ship_list(value, visit)
             if isinstance(value, dict):
                 return {k: visit(v) for k, v in value.items()}
             if isinstance(value, np.ndarray):  # pickled by value unless a whole block
@@ -184,6 +218,32 @@ class _Shipped:
         if isinstance(t, np.ndarray):
             return _receive_array, (block, t.dtype, t.shape, t.strides)
         return _receive, (block, t.dtype, t.shape, t.stride(), t.storage_offset())
+
+
+class _ShippedBytes:
+    """A column of bytes in a shared block, on its way to the trainer's process."""
+
+    def __init__(self, block: tuple[Any, ...], lengths: list[int]) -> None:
+        self.block, self.lengths = block, lengths
+
+    def __reduce__(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        from multiprocessing.reduction import DupFd
+
+        pid, token, serial, length, fd, forgotten = self.block
+        block = (pid, token, serial, length, None if fd is None else DupFd(fd), forgotten)
+        return _receive_bytes, (block, self.lengths)
+
+
+def _receive_bytes(block: tuple[Any, ...], lengths: list[int]) -> list[bytes]:
+    """The bytes of a ``_ShippedBytes`` column, copied out of the block, which its worker
+    may then reuse."""
+    mapping = _mapping(block)
+    values, at = [], _HEADER
+    for n in lengths:
+        values.append(mapping[at : at + n])
+        at += n
+    _release(mapping)
+    return values
 
 
 #: The workers' blocks mapped in the trainer's process, by (worker pid, token, serial).
