@@ -124,3 +124,18 @@ def test_dicts_with_other_fields_in_one_batch_are_an_error_not_a_dropped_field(
     custom = stream.map(drop_txt_of_the_third).batch(4, collate=tarstream.stages.collate.collate)
     with pytest.raises(ValueError, match="items of one batch differ"):
         next(iter(custom))
+
+
+def test_collate_refuses_dicts_of_other_keys_and_takes_dict_subclasses_of_the_same() -> None:
+    from collections import OrderedDict
+
+    from tarstream.stages.collate import collate
+
+    with pytest.raises(ValueError, match="items of one batch differ"):  # same size, other key
+        collate([{"a": 1, "b": 2}, {"a": 3, "c": 4}])
+    with pytest.raises(ValueError, match="items of one batch differ"):  # a key more
+        collate([{"a": 1}, {"a": 3, "c": 4}])
+    with pytest.raises(ValueError, match="items of one batch differ"):  # not a dict
+        collate([{"a": 1}, [("a", 3)]])
+    out = collate([{"a": 1, "b": "x"}, OrderedDict(b="y", a=2)])  # keys in another order
+    assert out["a"].tolist() == [1, 2] and out["b"] == ["x", "y"]

@@ -44,7 +44,7 @@ def to_torch(batch: Any) -> Any:
         items = [to_torch(value) for value in batch]
         return type(batch)(*items) if hasattr(batch, "_fields") else tuple(items)
     if isinstance(batch, list):
-        if not any(isinstance(value, _CONVERTED) for value in batch):
+        if not any(issubclass(t, _CONVERTED) for t in set(map(type, batch))):
             return batch  # strings, bytes, numbers: nothing to convert
         return [to_torch(value) for value in batch]
     if isinstance(batch, dict):
@@ -69,8 +69,7 @@ def collate(items: Sequence[Any]) -> Any:
     """
     first = items[0]
     if isinstance(first, dict):
-        _same_keys(items)
-        return {key: collate(list(map(itemgetter(key), items))) for key in first}
+        return {key: collate(column) for key, column in _columns(items).items()}
     if isinstance(first, tuple):
         for item in items:
             if len(item) != len(first):
@@ -283,6 +282,19 @@ def _stacks(value: Any) -> bool:
     return isinstance(value, (np.ndarray, PendingImage)) or (
         torch is not None and isinstance(value, torch.Tensor)
     )
+
+
+def _columns(items: Sequence[dict[Any, Any]]) -> dict[Any, list[Any]]:
+    """The columns of dicts with the same keys (else a ValueError): each item of the
+    first's size that has each of its keys has its keys."""
+    n = len(items[0])
+    if not all(type(item) is dict and len(item) == n for item in items):
+        _same_keys(items)  # raises, unless dict subclasses of the same keys
+    try:
+        return {key: list(map(itemgetter(key), items)) for key in items[0]}
+    except KeyError:
+        _same_keys(items)
+        raise
 
 
 def _same_keys(items: Sequence[dict[Any, Any]]) -> None:
