@@ -1,4 +1,4 @@
-"""tarstream beside litdata, MosaicML streaming and webdataset, on the same samples.
+"""tarstream beside litdata, MosaicML streaming, webdataset and HF datasets, same samples.
 
     python3 tools/dev.py bench peers [--reps 3] [--cases small_raw ...] [--systems litdata ...]
 
@@ -7,6 +7,9 @@ Runs in an environment of its own, ``.venv-peers`` (``tools/dev.py`` makes it fr
 torchvision when imported, and no torchvision build matches this torch, so the peers do
 not share ``.venv``. There, torchvision is replaced by a stub of the two names MosaicML
 imports at start (its vision datasets, which this benchmark does not use, would fail).
+HF datasets is 4.4 there: 5.x needs huggingface_hub 1.x, which the transformers that
+MosaicML brings keeps out; it streams the Arrow shards ``save_to_disk`` wrote
+(``load_dataset("arrow", ..., streaming=True)``).
 
 The workloads (DESIGN §10, smaller): ``small`` (``--small`` samples of txt, cls, json) and
 ``images`` (``--images`` 256x256 JPEGs with cls). ``prepare`` writes each in every
@@ -48,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peer_runs as runs
 import workloads
 
-READERS = ["tarstream_packed", "tarstream", "litdata", "mosaicml", "webdataset"]
+READERS = ["tarstream_packed", "tarstream", "litdata", "mosaicml", "webdataset", "hf_datasets"]
 WRITERS = [
     "tarstream_packed",
     "tarstream",
@@ -58,6 +61,7 @@ WRITERS = [
     "webdataset",
     "mosaicml",
     "litdata",
+    "hf_datasets",
 ]
 #: Images are not packed (a JPEG is a large field): their packed write is the plain one.
 _PLAIN_ONLY = [s for s in READERS if s != "tarstream_packed"]
@@ -76,35 +80,45 @@ def _sizes(n_small: int, n_images: int) -> dict[str, int]:
     return {"small": n_small, "images": n_images}
 
 
+#: Each library's writer of the workloads, into the folder the library's readers read.
+FORMATS = {
+    "tarstream_packed": runs.write_tarstream_packed,
+    "tarstream": runs.write_tarstream,
+    "litdata": runs.write_litdata,
+    "mosaicml": runs.write_mds,
+    "webdataset": runs.write_webdataset,
+    "hf_datasets": runs.write_hf,
+}
+
+
 def prepare(root: Path, sizes: dict[str, int]) -> dict[str, Any]:
-    """Write each workload in every library's format (once); return what was written."""
+    """Write each workload in every library's format (once: a format added later is
+    written beside the others); return what was written."""
     done = root / "expected.json"
     stamp = STAMP + json.dumps(sizes, sort_keys=True)
-    if done.exists() and json.loads(done.read_text()).get("stamp") == stamp:
-        return dict(json.loads(done.read_text()))
-    shutil.rmtree(root, ignore_errors=True)
-    expected: dict[str, Any] = {"stamp": stamp}
+    expected: dict[str, Any] = json.loads(done.read_text()) if done.exists() else {}
+    if expected.get("stamp") != stamp:
+        shutil.rmtree(root, ignore_errors=True)
+        expected = {"stamp": stamp}
     for workload, n in sizes.items():
-        print(f"writing the {workload} workload ({n} samples) in each format", flush=True)
+        missing = [name for name in FORMATS if not (root / workload / name).exists()]
+        if not missing:
+            continue
+        print(f"writing the {workload} workload ({n} samples) as {', '.join(missing)}")
         rows = runs.samples(workload, n)
         expected[workload] = {"n": len(rows), "checksum": sum(runs.sample_sum(s) for s in rows)}
-        _write_source(workload, rows, root / workload / "source")
-        writers = {
-            "tarstream_packed": runs.write_tarstream_packed,
-            "tarstream": runs.write_tarstream,
-            "litdata": runs.write_litdata,
-            "mosaicml": runs.write_mds,
-            "webdataset": runs.write_webdataset,
-        }
-        for name, write in writers.items():
+        if not (root / workload / "source").exists():
+            _write_source(workload, rows, root / workload / "source")
+        for name in FORMATS:
             out = root / workload / name
-            out.mkdir(parents=True)
-            write(workload, rows, out)
+            if name in missing:
+                out.mkdir(parents=True)
+                FORMATS[name](workload, rows, out)
             files = [p for p in out.rglob("*") if p.is_file()]
             expected[workload][f"bytes_per_sample_{name}"] = round(
                 sum(p.stat().st_size for p in files) / len(rows)
             )
-    done.write_text(json.dumps(expected, indent=1))
+        done.write_text(json.dumps(expected, indent=1))
     return expected
 
 
@@ -158,12 +172,7 @@ def _write(system: str, workload: str, rows: list[Any], root: Path, out: Path) -
     elif system.startswith("tarstream"):
         runs.write_tarstream(workload, rows, out, fsync=system == "tarstream")
     else:
-        write = {
-            "webdataset": runs.write_webdataset,
-            "mosaicml": runs.write_mds,
-            "litdata": runs.write_litdata,
-        }
-        write[system](workload, rows, out)
+        FORMATS[system](workload, rows, out)
     return len(rows), -1  # the written shards are read back by the read cases
 
 

@@ -155,6 +155,17 @@ def write_litdata(workload: str, rows: list[dict[str, Any]], out: Path) -> None:
     w.merge()
 
 
+def write_hf(workload: str, rows: list[dict[str, Any]], out: Path) -> None:
+    """HF datasets: an Arrow table saved in shards of the others' size (what
+    ``load_dataset(..., streaming=True)`` then streams)."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    names = fields_of(workload)
+    table = datasets.Dataset.from_list([{f: s[f] for f in names} for s in rows])
+    table.save_to_disk(str(out), num_shards=max(1, len(rows) // PER_SHARD[workload]))
+
+
 # --- readers -----------------------------------------------------------------------------
 
 
@@ -245,6 +256,29 @@ def mds_batches(data: Path, workload: str, workers: int) -> Iterator[dict[str, A
     return iter(DataLoader(dataset, batch_size=batch, num_workers=workers, collate_fn=collate))
 
 
+def _hf_stream(data: Path) -> Any:
+    import datasets
+
+    files = sorted(str(p) for p in data.glob("*.arrow"))
+    return datasets.load_dataset("arrow", data_files=files, split="train", streaming=True)
+
+
+def hf_raw(data: Path, workload: str) -> Iterator[dict[str, Any]]:
+    """HF datasets streaming the saved Arrow shards, in order."""
+    return iter(_hf_stream(data))
+
+
+def hf_batches(data: Path, workload: str, workers: int) -> Iterator[dict[str, Any]]:
+    from torch.utils.data import DataLoader
+
+    stream = _hf_stream(data)
+    if workload == "small":  # its shard shuffle and a buffer of the same size
+        stream = stream.shuffle(seed=1, buffer_size=SHUFFLE_BUFFER)
+    batch = BATCH[workload]
+    collate = _columns if workload == "images" else None
+    return iter(DataLoader(stream, batch_size=batch, num_workers=workers, collate_fn=collate))
+
+
 def _columns(samples: list[dict[str, Any]]) -> dict[str, list[Any]]:
     """Batch bytes as a list (torch's default collate makes no tensor of them either);
     litdata's memoryviews become bytes (they cannot leave a worker otherwise)."""
@@ -260,6 +294,7 @@ READERS: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
     "litdata": (litdata_raw, litdata_batches),
     "mosaicml": (mds_raw, mds_batches),
     "webdataset": (webdataset_raw, webdataset_batches),
+    "hf_datasets": (hf_raw, hf_batches),
 }
 
 
@@ -270,6 +305,7 @@ MODULES = {
     "litdata": ["litdata"],
     "mosaicml": ["streaming"],
     "webdataset": ["webdataset"],
+    "hf": ["datasets"],
 }
 
 
