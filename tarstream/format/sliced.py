@@ -207,16 +207,16 @@ def _slice(
     (and at the start of the object it views); each value a copy of its bytes."""
     mstart, mfield, moff, msize = table.mstart, table.mfield, table.moff, table.msize
     keys, fields, offsets, crcs = index.keys, index.fields, table.offsets, table.crcs
-    names, block, packed = table.names, table.block, table.packed
+    names, block, packed, merged = table.names, table.block, table.packed, table.merged
     chunk = view.obj
     for s in chosen:
         m0 = mstart[s]
         key = keys[s]
-        first = fields[mfield[m0]]
         if crcs is None or crc32(view[offsets[s] - base : offsets[s + 1] - base]) != crcs[s]:
             # The name in the header of the sample's first member (the checksum covers it):
             # for an element of a block, the block's header where the sample starts the
             # block (the others have none of their own).
+            first = fields[mfield[m0]]
             header = offsets[s] if mfield[m0] == block else moff[m0] - BLOCK
             if header + BLOCK <= moff[m0]:
                 _check_name(url, chunk, header, base, f"{key}.{first}")
@@ -232,7 +232,7 @@ def _slice(
         for m in range(m0, mstart[s + 1]):
             o = moff[m] - base
             sample[names[mfield[m]]] = view[o : o + msize[m]].tobytes()
-        if table.merged and len(sample) != 2 + mstart[s + 1] - m0:
+        if merged and len(sample) != 2 + mstart[s + 1] - m0:
             _raise_merged(url, key, [names[mfield[m]] for m in range(m0, mstart[s + 1])])
         if packed in sample:
             merge_packed(sample, url, table.lowercase, table.packed_fields)

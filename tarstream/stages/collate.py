@@ -287,8 +287,7 @@ def _stacks(value: Any) -> bool:
 def _columns(items: Sequence[dict[Any, Any]]) -> dict[Any, list[Any]]:
     """The columns of dicts with the same keys (else a ValueError): each item of the
     first's size that has each of its keys has its keys."""
-    n = len(items[0])
-    if not all(type(item) is dict and len(item) == n for item in items):
+    if set(map(type, items)) != {dict} or len(set(map(len, items))) != 1:
         _same_keys(items)  # raises, unless dict subclasses of the same keys
     try:
         return {key: list(map(itemgetter(key), items)) for key in items[0]}

@@ -227,14 +227,19 @@ class Shuffle(Stage[Any]):
     def _generate(self) -> Iterator[Any]:
         """The items, one frame for the whole epoch (a call less per item than methods)."""
         buffer, size, initial, pull = self._buffer, self.buffer_size, self.initial, self._pull
+        take = self._source_next
         while True:
             if self._returned == 0:
                 while len(buffer) < initial and pull():
                     pass
-            elif (  # up to two new items while the buffer is not full: one, once it is
-                len(buffer) < size and not self._exhausted and pull() and len(buffer) < size
-            ):
-                pull()
+            elif len(buffer) < size and not self._exhausted:
+                # up to two new items while the buffer is not full: one, once it is
+                try:
+                    buffer.append(take())
+                    if len(buffer) < size:
+                        buffer.append(take())
+                except StopIteration:
+                    self._exhausted = True
             if not buffer:
                 return
             draws = self._draws
