@@ -149,6 +149,8 @@ def test_a_column_of_bytes_travels_in_a_shared_block_freed_once_copied_out() -> 
     assert received["jpg"] == column and all(type(v) is bytes for v in received["jpg"])
     assert received["__key__"] == batch["__key__"]
     assert memory.block_free(block)  # copied out: the worker reuses it
+    huge = [b"x" * (17 << 20), b"y" * (17 << 20)]  # past the limit: pickled as before
+    assert memory.ship({"v": huge})["v"] is huge
     again = pickle.loads(bytes(ForkingPickler.dumps(memory.ship({"jpg": column[::-1]}))))
     assert again["jpg"] == column[::-1]
     assert len(memory._byte_blocks) == 1 and memory._byte_blocks[0] is block

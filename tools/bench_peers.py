@@ -157,10 +157,22 @@ def measure_one(case: str, system: str, root: Path, sizes: dict[str, int]) -> di
             return _timed(lambda: _write(system, workload, rows, root, Path(tmp)))
     raw, batches = runs.READERS[system]
     data = root / workload / system
+    _warm(data)
     if case.endswith("_raw"):
         return _timed(lambda: runs.fold(raw(data, workload)))
     workers = 2 if case.endswith("2_workers") else 0
     return _timed(lambda: runs.fold_batches(batches(data, workload, workers)))
+
+
+def _warm(data: Path) -> None:
+    """Read every file of a library's copy of a workload once, before the clock: every
+    reader starts from the page cache (this machine's kernel evicts pages not read for a
+    minute or two, and a copy read from disk measured the disk)."""
+    for path in sorted(data.rglob("*")):
+        if path.is_file():
+            with open(path, "rb", buffering=0) as f:
+                while f.read(8 << 20):
+                    pass
 
 
 def _write(system: str, workload: str, rows: list[Any], root: Path, out: Path) -> tuple[int, int]:
@@ -181,13 +193,15 @@ def _timed(run: Any) -> dict[str, Any]:
     first sample or batch on (the rate the table gives: a library's start, its imports
     and opening the dataset, counts in ``first_seconds`` only)."""
     cpu = _cpu()
+    blocks = resource.getrusage(resource.RUSAGE_SELF).ru_inblock  # reads that went to disk
     start = time.perf_counter()
     n, checksum = run()
     seconds = time.perf_counter() - start
     own = _cpu(resource.RUSAGE_SELF)  # before the collection below, which is not the run's
     gc.collect()  # workers that ended with their loader are reaped, and counted
     used = own + _cpu(resource.RUSAGE_CHILDREN) - cpu
-    result = {"n": n, "checksum": checksum, "seconds": seconds, "cpu": used}
+    inblock = resource.getrusage(resource.RUSAGE_SELF).ru_inblock - blocks
+    result = {"n": n, "checksum": checksum, "seconds": seconds, "cpu": used, "inblock": inblock}
     if runs.FIRST:
         result["first_seconds"] = runs.FIRST["at"] - start
         result["first_n"] = runs.FIRST["n"]
@@ -268,6 +282,7 @@ def _summarize(
                 "first_seconds": round(
                     statistics.median(r.get("first_seconds", 0.0) for r in results), 3
                 ),
+                "disk_blocks_read": [r.get("inblock", 0) for r in results],
             }
         for ours in ("tarstream", "tarstream_packed"):
             for peer in ("webdataset", "litdata", "mosaicml"):

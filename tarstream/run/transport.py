@@ -6,7 +6,9 @@ to the trainer as a file descriptor, is mapped there without a copy, once per bl
 batches over it only name it), and its block returns to the worker when the trainer has
 dropped every tensor of it (a flag in the block's first byte, cleared by the trainer's
 process). Fresh shared memory per batch, as torch's own collate uses, costs page faults in
-every worker. Small arrays and tensors (a batch's labels) travel inside the message.
+every worker. Small arrays and tensors (a batch's labels) travel inside the message. A
+batch's column of bytes (JPEGs left undecoded) is copied into a shared block the trainer
+copies it out of, which saves the pickle's copy and the pipe's two.
 
 This module owns the one piece of module-level mutable state in tarstream: the trainer's
 process's mappings of the workers' blocks.
@@ -111,7 +113,7 @@ class SharedBatchMemory(BatchMemory):
         the trainer has its bytes."""
         lengths = [len(v) for v in values]
         total = sum(lengths)
-        if total <= _BY_VALUE:
+        if not _BY_VALUE < total <= _MAX_BYTES_COLUMN:
             return None
         block = next(
             (b for b in self._byte_blocks if b.nbytes >= total and self.block_free(b)), None
@@ -172,6 +174,9 @@ class SharedBatchMemory(BatchMemory):
 
 #: Arrays and tensors up to this size travel inside the pickled item (see ``_small``).
 _BY_VALUE = 1 << 16
+#: The largest column of bytes sent in a shared block (larger ones are pickled): a worker
+#: keeps up to 4 such blocks, each a power of two, so at most 128 MiB for them.
+_MAX_BYTES_COLUMN = 32 << 20
 
 
 def _small(array: np.ndarray, value: Any) -> Any:

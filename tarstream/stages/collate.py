@@ -285,8 +285,8 @@ def _stacks(value: Any) -> bool:
 
 
 def _columns(items: Sequence[dict[Any, Any]]) -> dict[Any, list[Any]]:
-    """The columns of dicts with the same keys (else a ValueError): each item of the
-    first's size that has each of its keys has its keys."""
+    """The columns of dicts with the same keys, else a ValueError (a dict as long as the
+    first that holds each of the first's keys holds no other)."""
     if set(map(type, items)) != {dict} or len(set(map(len, items))) != 1:
         _same_keys(items)  # raises, unless dict subclasses of the same keys
     try:
