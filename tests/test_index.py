@@ -306,3 +306,22 @@ def test_the_sidecars_key_screen_refuses_exactly_what_the_key_rules_refuse(
     refused = [k for k in keys if unsafe_key(k) is not None]
     problem = _key_problem(keys)
     assert (problem is not None) == bool(refused), (keys, problem)
+
+
+def test_a_reader_keeps_its_read_buffer_but_not_one_grown_for_a_huge_sample(
+    tmp_path: Path,
+) -> None:
+    pattern = str(tmp_path / "b-%06d.tar")
+    with tarstream.ShardWriter(pattern, max_samples=100) as w:
+        for i in range(6):
+            w.write({"__key__": f"{i:04d}", "bin": bytes([i]) * (50 if i != 3 else 20_000)})
+    spec = _spec(tmp_path / "b-000000.tar")
+    pool: list[bytearray] = []
+    samples = list(read_shard(spec, read_size=1024, buffers=pool))
+    assert [s["bin"] for s in samples] == [bytes([i]) * (50 if i != 3 else 20_000) for i in range(6)]
+    assert pool == []  # the buffer grown to 20 KB for sample 3 was let go
+    list(read_shard(spec, first=4, read_size=1024, buffers=pool))
+    assert len(pool) == 1 and len(pool[0]) == 1024  # a buffer of read_size, kept
+    (buffer,) = pool
+    again = list(read_shard(spec, first=4, read_size=1024, buffers=pool))
+    assert pool[0] is buffer and [s["bin"] for s in again] == [b"\x04" * 50, b"\x05" * 50]

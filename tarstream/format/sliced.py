@@ -173,7 +173,8 @@ def _reads(
             yield chunk, offsets[i], chosen, table.mstart[j] - table.mstart[i]
             i = j
     finally:
-        pool.append(buffer)
+        if len(buffer) <= 2 * read_size:  # one grown for a huge sample is let go
+            pool.append(buffer)
 
 
 def _counted(
