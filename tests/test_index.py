@@ -318,7 +318,8 @@ def test_a_reader_keeps_its_read_buffer_but_not_one_grown_for_a_huge_sample(
     spec = _spec(tmp_path / "b-000000.tar")
     pool: list[bytearray] = []
     samples = list(read_shard(spec, read_size=1024, buffers=pool))
-    assert [s["bin"] for s in samples] == [bytes([i]) * (50 if i != 3 else 20_000) for i in range(6)]
+    written = [bytes([i]) * (50 if i != 3 else 20_000) for i in range(6)]
+    assert [s["bin"] for s in samples] == written
     assert pool == []  # the buffer grown to 20 KB for sample 3 was let go
     list(read_shard(spec, first=4, read_size=1024, buffers=pool))
     assert len(pool) == 1 and len(pool[0]) == 1024  # a buffer of read_size, kept
