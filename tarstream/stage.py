@@ -281,6 +281,16 @@ class Transform(Stage[T]):
     def next(self) -> T:
         return self.apply(self.require_source().next())
 
+    def maps_each_item(self) -> bool:
+        """Whether the items are ``apply`` of the source's, one for one (a subclass whose
+        ``next`` does more, such as skip failures, says when)."""
+        return type(self).next is Transform.next
+
+    def own_iterator(self) -> Iterator[T] | None:
+        """``apply`` mapped over the source's own iterator, where it has one."""
+        items = self.require_source().own_iterator() if self.maps_each_item() else None
+        return None if items is None else map(self.apply, items)
+
     def _addressed(self) -> Addressable:
         source = self.require_source()
         if not isinstance(source, Addressable):

@@ -19,7 +19,7 @@ from __future__ import annotations
 import fnmatch
 import operator
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -338,11 +338,8 @@ class Decode(Transform[Sample]):
         super().reset(state)
         self._errors_this_epoch = 0
 
-    def own_iterator(self) -> Iterator[Sample] | None:
-        if self.errors != "strict":
-            return None
-        items = self.require_source().own_iterator()
-        return None if items is None else map(self.apply, items)
+    def maps_each_item(self) -> bool:
+        return self.errors == "strict"  # else a sample that fails is skipped
 
     def next(self) -> Sample:
         source = self.require_source()
