@@ -11,10 +11,12 @@ from typing import Any
 import msgpack
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tarstream
 from tarstream.errors import DecodeError, ShardFormatError, SidecarError
-from tarstream.format.packed import BLOCK_FIELD, PACKED_FIELD
+from tarstream.format.packed import BLOCK_FIELD, FAST_UNPACK, PACKED_FIELD
 from tarstream.format.samples import build_sidecar
 from tarstream.format.sidecar import ShardIndex
 
@@ -217,6 +219,61 @@ def test_a_damaged_block_is_an_error_naming_its_shard_sample_and_offset(
         s["__key__"] for s in tarstream.TarStream(_manifest(tmp_path), verify=False, errors="skip")
     ]
     assert len(got) <= 5  # never a wrong sample: the damaged one fails to unpack or is skipped
+
+
+@pytest.mark.parametrize("sidecars", ["auto", "ignore"])
+def test_a_map_with_an_integer_key_inside_a_packed_value_is_refused_on_both_paths(
+    tmp_path: Path, sidecars: str
+) -> None:
+    samples = [{"__key__": k, "json": {"x": {"k": i}}} for i, k in enumerate("abc")]
+    write_dataset(tmp_path, samples, pack="small")
+    shard = tmp_path / "train-000000.tar"
+    raw = shard.read_bytes()
+    assert raw.count(b"\xa1k\x01") == 1
+    shard.write_bytes(raw.replace(b"\xa1k\x01", b"\xcc\x05\x01"))  # b: {"k": 1} -> {5: 1}
+    stream = tarstream.TarStream(str(shard), sidecars=sidecars, verify=False)  # type: ignore[arg-type]
+    with pytest.raises(ShardFormatError, match="msgpack") as caught:
+        list(stream.decode())
+    # the sample (through the sidecar), or the block, named by its first sample (scanning)
+    assert caught.value.member == f"{'b' if sidecars == 'auto' else 'a'}.{BLOCK_FIELD}"
+
+
+_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.text()
+    | st.binary(max_size=8)
+)
+_KEYS = st.text(max_size=4) | st.integers(-5, 5) | st.binary(max_size=2)
+
+
+def _values(depth: int) -> st.SearchStrategy[Any]:
+    return st.recursive(
+        _SCALARS | st.builds(msgpack.ExtType, st.integers(0, 5), st.binary(max_size=3)),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_KEYS, inner, max_size=3),
+        max_leaves=depth,
+    )
+
+
+@pytest.mark.skipif(FAST_UNPACK is None, reason="msgspec (the fast extra) is not installed")
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(_KEYS, _values(12), max_size=4), st.binary(max_size=3))
+def test_the_fast_unpacker_gives_what_msgpack_gives_or_refuses(
+    values: dict[Any, Any], tail: bytes
+) -> None:
+    """The sidecar path unpacks elements with msgspec where it can (``FAST_UNPACK``) and
+    with msgpack where msgspec refuses: it never gives what msgpack would not give (bytes,
+    ext types, non-string keys at any depth, deep values, extra bytes go to msgpack)."""
+    assert FAST_UNPACK is not None
+    for data in (msgpack.packb(values, use_bin_type=True), tail + b"\x81\xa1k" + tail):
+        try:
+            fast = FAST_UNPACK(data)
+        except Exception:
+            continue  # msgpack decides
+        slow = msgpack.unpackb(data, raw=False)
+        assert repr(fast) == repr(slow)  # the same values, of the same types (NaN too)
 
 
 def test_a_sidecar_naming_another_key_than_the_element_is_refused(tmp_path: Path) -> None:

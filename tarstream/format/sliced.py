@@ -15,12 +15,18 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-import msgpack
-
 from ..errors import ShardError, ShardFormatError, SidecarError, TruncatedShardError
 from .checksum import crc32
 from .header import BLOCK, ZERO_BLOCK
-from .packed import BLOCK_FIELD, PACKED_FIELD, lowered, merge_packed, unpack_element
+from .packed import (
+    BLOCK_FIELD,
+    FAST_UNPACK,
+    PACKED_FIELD,
+    lowered,
+    merge_packed,
+    unpack_element,
+    unpacked_or_none,
+)
 from .samples import Sample
 from .scan import DEFAULT_READ_SIZE, ReadStats, read_exact, read_into
 from .sidecar import ShardIndex
@@ -250,17 +256,12 @@ def _elements(
 ) -> Iterator[Sample]:
     """``_slice`` for a shard of blocks only: sample *s* is member *s*, an element, whose
     fields must be among the sidecar's ``packed_fields`` (each field set checked once)."""
-    moff, msize, keys, offsets, crcs = (
-        table.moff,
-        table.msize,
-        index.keys,
-        table.offsets,
-        table.crcs,
-    )
+    moff, msize, offsets, crcs = table.moff, table.msize, table.offsets, table.crcs
+    keys = index.keys
     chunk = view.obj
     # The field sets checked, and whether their names are lower-cased to read them.
     seen: dict[tuple[str, ...], bool] = {}
-    unpack = msgpack.unpackb
+    fast = FAST_UNPACK  # msgpack for the rest of the read once it refuses an element
     for s in chosen:
         start = moff[s]
         if crcs is None or crc32(view[offsets[s] - base : offsets[s + 1] - base]) != crcs[s]:
@@ -270,9 +271,10 @@ def _elements(
                 raise _crc_error(url, index, offsets, s, BLOCK_FIELD)
         element = view[start - base : start - base + msize[s]]
         try:
-            sample = unpack(element)
-        except Exception:  # unpack_element says what is wrong
-            sample = None
+            sample = fast(element) if fast is not None else unpacked_or_none(element)
+        except Exception:  # bytes values, say (FAST_UNPACK)
+            fast = None
+            sample = unpacked_or_none(element)
         if type(sample) is not dict or sample.get("__key__") != keys[s]:
             sample = unpack_element(element, keys[s], url, start, table.packed_fields)
         names = tuple(sample)

@@ -17,7 +17,6 @@ value, or None to pass the field on (webdataset's ``decode(fn)`` and ``handle_ex
 from __future__ import annotations
 
 import fnmatch
-import operator
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -49,15 +48,29 @@ _KEEP, _DROP, _DECODE, _IMAGE = 0, 1, 2, 3
 _TYPED_DECODERS = frozenset(RECORD_DECODERS[kind] for kind in TYPED_KINDS if kind)
 #: A field to drop or decode: (name, what to do, decoder, the types it may arrive as).
 _Step = tuple[str, int, Decoder | None, tuple[type, ...] | None]
-_Plan = tuple[list[_Step], Callable[[Sample], tuple[type, ...]], set[tuple[type, ...]]]
+#: The steps for a field set, and a test of a sample that they would leave as it is (all
+#: its values to decode arrived typed, of their kinds), or None where they never do.
+_Plan = tuple[list[_Step], Callable[[Sample], bool] | None]
 
 
-def _types_of(names: list[str]) -> Callable[[Sample], tuple[type, ...]]:
-    """A function giving the types of a sample's values of ``names``."""
-    if len(names) < 2:
-        return lambda item: tuple(type(item[name]) for name in names)
-    get = operator.itemgetter(*names)
-    return lambda item: tuple(map(type, get(item)))
+def _held(steps: list[_Step]) -> Callable[[Sample], bool] | None:
+    """The test of a sample ``steps`` leave as it is: each value of a field to decode is of
+    its kind (a typed packed value); written out for up to three fields (a call each)."""
+    if not steps:
+        return lambda item: True
+    if any(kinds is None for _, _, _, kinds in steps):
+        return None  # a drop, or a decoder that makes something else than a typed value
+    pairs = [(name, cast(tuple[type, ...], kinds)) for name, _, _, kinds in steps]
+    if len(pairs) == 1:
+        ((a, ka),) = pairs
+        return lambda item: type(item[a]) in ka
+    if len(pairs) == 2:
+        (a, ka), (b, kb) = pairs
+        return lambda item: type(item[a]) in ka and type(item[b]) in kb
+    if len(pairs) == 3:
+        (a, ka), (b, kb), (c, kc) = pairs
+        return lambda item: type(item[a]) in ka and type(item[b]) in kb and type(item[c]) in kc
+    return lambda item: all(type(item[name]) in kinds for name, kinds in pairs)
 
 
 def _wrong_kind(value: object, kinds: tuple[type, ...]) -> TypeError:
@@ -287,9 +300,8 @@ class Decode(Transform[Sample]):
         plan = self._steps.get(tuple(item))
         if plan is None:
             plan = self._steps_for(tuple(item))
-        steps, types_of, unchanged = plan
-        # values of types seen to need nothing are kept as they are (typed packed values)
-        if unchanged and types_of(item) in unchanged:
+        steps, held = plan
+        if held is not None and held(item):  # typed packed values, each of its kind
             self.stats.samples += 1
             return item
         out = item  # copied before the first change
@@ -311,16 +323,13 @@ class Decode(Transform[Sample]):
                     out[name] = decoder(value)  # type: ignore[misc]
         except Exception as e:
             raise decode_error(item, name, e) from e
-        if out is item and len(unchanged) < 16:  # what the loop did depends on types only
-            unchanged.add(types_of(item))
         self.stats.samples += 1
         return out
 
     def _steps_for(self, names: tuple[str, ...]) -> _Plan:
         """The fields of samples with ``names`` to drop or decode (the others are kept),
         and for a field that may arrive typed from a packed member (``takes_typed``), the
-        types it may arrive as; a function of a sample giving the types of those fields'
-        values, and the type tuples seen to leave a sample unchanged (typed values only)."""
+        types it may arrive as; and the test of a sample they leave as it is (``_held``)."""
         if len(self._steps) > 1000:  # samples of ever new field sets: keep a few
             self._steps.clear()
         steps = []
@@ -330,7 +339,7 @@ class Decode(Transform[Sample]):
                 typed = self._typed and decoder in _TYPED_DECODERS
                 kinds = TYPED_KINDS[kind_of(name)] if typed else None
                 steps.append((name, action, decoder, kinds))
-        plan: _Plan = (steps, _types_of([step[0] for step in steps]), set())
+        plan: _Plan = (steps, _held(steps))
         self._steps[names] = plan
         return plan
 
