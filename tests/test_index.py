@@ -295,6 +295,34 @@ def test_an_interleaving_lenient_reader_ends_bad_and_empty_shards_and_goes_on(
     assert sorted(stats.lost) == [[13, 20], [20, 30]]
 
 
+@pytest.mark.parametrize("errors", ["strict", "skip"])
+def test_an_interleaving_reader_ends_a_shard_failing_mid_group_in_the_order_it_had(
+    tmp_path: Path, errors: str
+) -> None:
+    """Every shard of the group opens; one fails in its fourth sample: the others go on in
+    the order they had (that of the clean shards, less the lost samples)."""
+    write_dataset(tmp_path, make_samples(40), max_samples=10)
+    manifest = str(tmp_path / "_train.manifest.json")
+
+    def make() -> tarstream.Pipeline:
+        stream = tarstream.TarStream(manifest, errors=errors, interleave=4)  # type: ignore[arg-type]
+        return stream.map(lambda s: s["__key__"])
+
+    clean = list(make())
+    _flip_sample(tmp_path / "train-000001.tar", 3)  # s/00013: 13..19 lost
+    expected = [k for k in clean if not 13 <= int(k[2:]) < 20]
+    if errors == "strict":
+        got: list[str] = []
+        with pytest.raises(tarstream.ShardFormatError, match="s/00013"):
+            got.extend(make())
+        assert got == clean[: clean.index("s/00013")]
+        return
+    stream = make()
+    assert list(stream) == expected
+    read = stream.stats["read"] if isinstance(stream.stats, dict) else stream.stats
+    assert (read.shards_failed, read.samples_lost) == (1, 7)
+
+
 @settings(max_examples=400, deadline=None)
 @given(st.lists(st.text(alphabet="ab./\x00", min_size=1, max_size=6), max_size=6, unique=True))
 def test_the_sidecars_key_screen_refuses_exactly_what_the_key_rules_refuse(

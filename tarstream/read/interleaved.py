@@ -9,13 +9,15 @@ offset): the group's first segment and the items taken from the group.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Literal, Protocol
+from collections import Counter
+from collections.abc import Callable, Generator, Iterator
+from typing import Literal, Protocol, cast
 
 from ..errors import ShardError
 from ..format.samples import Sample
 from ..plan.interleave import Interleaved
 from ..plan.segments import Plan
+from .counting import GroupEnd, no_count, taken_in_order
 
 __all__ = ["interleaved"]
 
@@ -27,6 +29,7 @@ class ReadShards(Protocol):
     _plan: Plan
     _segment: int
     _offset: int
+    _live: Callable[[], int]
 
     def segment_samples(self, number: int, offset: int) -> Iterator[Sample]: ...
     def check_count(self, number: int, taken: int) -> None: ...
@@ -48,7 +51,12 @@ def _group(reader: ReadShards, order: Interleaved, first: int) -> Iterator[Sampl
     taken = order.offsets(first, reader._offset).tolist()
     sources = _open(reader, order, first, taken)
     try:
-        for label in labels[reader._offset :].tolist():
+        rest = labels[reader._offset :].tolist()
+        if None not in sources:
+            rest = yield from _in_c(
+                reader, cast(list[Iterator[Sample]], sources), rest, taken, first
+            )
+        for label in rest:
             source = sources[label]
             if source is not None:
                 try:
@@ -71,6 +79,47 @@ def _group(reader: ReadShards, order: Interleaved, first: int) -> Iterator[Sampl
         for source in sources:
             if source is not None:
                 source.close()  # type: ignore[attr-defined]
+
+
+def _in_c(
+    reader: ReadShards,
+    sources: list[Iterator[Sample]],
+    rest: list[int],
+    taken: list[int],
+    first: int,
+) -> Generator[Sample, None, list[int]]:
+    """``_group``'s loop while no source has failed, run in C (``taken_in_order``): the
+    samples of ``rest`` (labels) until the end, or until a source fails or ends early
+    (then dealt with as ``_group`` does). Returns the labels left after that one."""
+    samples, live = taken_in_order(sources, rest)
+    reader._live, base = live, reader._offset
+    failure: ShardError | StopIteration | None = None
+    try:
+        yield from samples
+        failure = StopIteration()  # a source ended early: ``map`` ends quietly
+    except GroupEnd:
+        pass
+    except ShardError as e:
+        failure = e
+    except GeneratorExit:  # closed after a sample
+        reader._offset = base + live()
+        raise
+    except BaseException:  # from a source, which took a label
+        reader._offset = base + live() - 1
+        raise
+    finally:
+        reader._live = no_count
+    done = live() - 1  # samples given: the label taken last gave none
+    reader._offset = base + done
+    for label, count in Counter(rest[:done]).items():
+        taken[label] += count
+    if failure is None:
+        return []
+    label = rest[done]
+    _failed(reader, first + label, taken[label], failure)
+    sources[label] = cast(Iterator[Sample], None)
+    reader._offset += 1  # a failed segment's place in the order
+    return rest[done + 1 :]
 
 
 def _open(

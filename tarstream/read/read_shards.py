@@ -22,6 +22,7 @@ from ..plan.shard_list import PlanStage, ShardList
 from ..plan.specs import SidecarMode, check_sidecar_mode
 from ..stage import Stage, State, check_errors
 from ..world import derive_seed
+from .counting import counted, no_count
 from .interleaved import interleaved
 from .packed import TypedFields
 from .shard import OpenShard, is_remote, open_shard, read_shard, read_shard_at
@@ -109,6 +110,8 @@ class ReadShards(Stage[Sample]):
         #: by a ``Decode`` after this stage, whose built-in decoders would make the same.
         self.typed: TypedFields = None
         self._samples: Iterator[Sample] | None = None
+        #: Samples given since ``_offset``, where they are counted in C (``.counting``).
+        self._live: Callable[[], int] = no_count
         #: Read buffers, one per shard being read, kept from shard to shard.
         self._buffers: list[bytearray] = []
         self._ahead: tuple[int, OpenShard] | None = None
@@ -163,8 +166,7 @@ class ReadShards(Stage[Sample]):
             self._offset = 0
 
     def _order(self) -> Interleaved | None:
-        """The interleaved order of the plan in the current context (None: one segment
-        at a time)."""
+        """The plan's interleaved order in the current context (None: none)."""
         cached = self._order_for
         if cached is not None and cached[0] is self.context:
             return cached[1]
@@ -187,8 +189,7 @@ class ReadShards(Stage[Sample]):
         return Interleaved(plan, k, seed)
 
     def _interleave(self) -> int:
-        """Segments read at once: as given, or (None) ``DEFAULT_INTERLEAVE`` where every
-        sample count is known and 1 where not."""
+        """Segments read at once: as given, else ``DEFAULT_INTERLEAVE`` if counts are known."""
         if self.interleave is not None:
             return self.interleave
         return DEFAULT_INTERLEAVE if self.current_plan().bounds is not None else 1
@@ -223,9 +224,12 @@ class ReadShards(Stage[Sample]):
         if segment.stop is not None and segment.start + self._offset >= segment.stop:
             return
         self._samples = self.segment_samples(self._segment, self._offset, self._open)
-        for sample in self._samples:
-            self._offset += 1
-            yield sample
+        samples, self._live = counted(self._samples)
+        try:
+            yield from samples
+        finally:
+            self._offset += self._live()
+            self._live = no_count
         self.check_count(self._segment, self._offset)
 
     def segment_samples(
@@ -284,7 +288,7 @@ class ReadShards(Stage[Sample]):
         return opened
 
     def get_state(self) -> State:
-        return {self.SEGMENT_KEY: self._segment, self.OFFSET_KEY: self._offset}
+        return {self.SEGMENT_KEY: self._segment, self.OFFSET_KEY: self._offset + self._live()}
 
     # -- positions -------------------------------------------------------------------------
     def _planned(self) -> tuple[Plan, np.ndarray | None]:
@@ -312,9 +316,8 @@ class ReadShards(Stage[Sample]):
     def addressable(self) -> bool:
         # A lenient reader yields fewer items than its plan has positions where a shard
         # fails, so item i is not plan position i.
-        return (
-            self.sidecars != "ignore" and self.errors == "strict" and self._planned()[1] is not None
-        )
+        strict = self.sidecars != "ignore" and self.errors == "strict"
+        return strict and self._planned()[1] is not None
 
     def position(self, state: State | None) -> int:
         """Plan position of ``state``: the number of items produced before it."""
@@ -349,7 +352,6 @@ class ReadShards(Stage[Sample]):
         wanted: dict[int, list[int]] = {}
         for shard, sample in zip(shards, samples_, strict=True):
             wanted.setdefault(shard, []).append(sample)
-        refs = zip(shards, samples_, strict=True)
         found = {
             shard: read_shard_at(
                 specs[shard],
@@ -363,7 +365,7 @@ class ReadShards(Stage[Sample]):
             )
             for shard, samples in wanted.items()
         }
-        return [found[shard][sample] for shard, sample in refs]
+        return [found[shard][sample] for shard, sample in zip(shards, samples_, strict=True)]
 
     def delivered(self, state: State | None) -> np.ndarray:
         self._bounds()
