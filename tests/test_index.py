@@ -300,7 +300,9 @@ def test_an_interleaving_reader_ends_a_shard_failing_mid_group_in_the_order_it_h
     tmp_path: Path, errors: str
 ) -> None:
     """Every shard of the group opens; one fails in its fourth sample: the others go on in
-    the order they had (that of the clean shards, less the lost samples)."""
+    the order they had (that of the clean shards, less the lost samples), and a state
+    taken anywhere, before the failure or after, resumes to the same rest (the failed
+    shard is not read again)."""
     write_dataset(tmp_path, make_samples(40), max_samples=10)
     manifest = str(tmp_path / "_train.manifest.json")
 
@@ -321,6 +323,7 @@ def test_an_interleaving_reader_ends_a_shard_failing_mid_group_in_the_order_it_h
     assert list(stream) == expected
     read = stream.stats["read"] if isinstance(stream.stats, dict) else stream.stats
     assert (read.shards_failed, read.samples_lost) == (1, 7)
+    assert assert_resumable(make, at=range(0, 34, 3)) == expected
 
 
 @settings(max_examples=400, deadline=None)

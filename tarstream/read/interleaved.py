@@ -4,7 +4,9 @@ sample taken from the one the order (``tarstream.plan.interleave``) names.
 Each segment of a group is read front to back by its own shard reader, so interleaving
 ``k`` holds ``k`` open shards and their read buffers (``k * read_size`` bytes, plus each
 remote shard's read-ahead blocks), never samples. The reader's state stays (segment,
-offset): the group's first segment and the items taken from the group.
+offset): the group's first segment and the items taken from the group; and, once a
+lenient reader's shard failed in the group, which segments did (a resumed group does not
+open them again: their places in the order give nothing, as they did).
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ from collections import Counter
 from collections.abc import Callable, Generator, Iterator
 from typing import Literal, Protocol, cast
 
-from ..errors import ShardError
+from ..errors import ArgumentError, ShardError
 from ..format.samples import Sample
 from ..plan.interleave import Interleaved
 from ..plan.segments import Plan
+from ..world import Context, derive_seed
 from .counting import GroupEnd, no_count, taken_in_order
 
-__all__ = ["interleaved"]
+__all__ = ["interleaved", "order_of"]
 
 
 class ReadShards(Protocol):
@@ -30,10 +33,25 @@ class ReadShards(Protocol):
     _segment: int
     _offset: int
     _live: Callable[[], int]
+    failed_in_group: list[int]
 
     def segment_samples(self, number: int, offset: int) -> Iterator[Sample]: ...
     def check_count(self, number: int, taken: int) -> None: ...
     def count_failure(self, e: ShardError, segment_number: int, taken: int) -> None: ...
+
+
+def order_of(plan: Plan, k: int, context: Context) -> Interleaved | None:
+    """The order of ``plan`` read ``k`` segments at once in ``context`` (None: one at a
+    time)."""
+    if k == 1:
+        return None
+    if plan.bounds is None:
+        raise ArgumentError(
+            f"interleave={k} needs sample counts: give a manifest, or build sidecars with "
+            "`tarstream index`"
+        )
+    world = context.world
+    return Interleaved(plan, k, derive_seed(context.seed, context.epoch, world.rank, world.worker))
 
 
 def interleaved(reader: ReadShards, order: Interleaved) -> Iterator[Sample]:
@@ -44,6 +62,7 @@ def interleaved(reader: ReadShards, order: Interleaved) -> Iterator[Sample]:
         yield from _group(reader, order, first)
         reader._segment = order.group_end(first)
         reader._offset = 0
+        reader.failed_in_group = []
 
 
 def _group(reader: ReadShards, order: Interleaved, first: int) -> Iterator[Sample]:
@@ -126,11 +145,11 @@ def _open(
     reader: ReadShards, order: Interleaved, first: int, taken: list[int]
 ) -> list[Iterator[Sample] | None]:
     """A reader of each segment of the group from where it was (None: nothing left, or
-    its shard would not open in a lenient reader)."""
+    its shard would not open, or failed before, in a lenient reader)."""
     sources: list[Iterator[Sample] | None] = []
     for i, offset in enumerate(taken):
         source = None
-        if offset < _size(order, first + i):
+        if offset < _size(order, first + i) and first + i not in reader.failed_in_group:
             try:
                 source = reader.segment_samples(first + i, offset)
             except ShardError as e:
@@ -151,3 +170,4 @@ def _failed(reader: ReadShards, segment: int, taken: int, error: Exception) -> N
     if reader.errors == "strict" or not isinstance(error, ShardError):
         raise error
     reader.count_failure(error, segment, taken)
+    reader.failed_in_group.append(segment)

@@ -21,9 +21,8 @@ from ..plan.segments import Plan, complement_spans
 from ..plan.shard_list import PlanStage, ShardList
 from ..plan.specs import SidecarMode, check_sidecar_mode
 from ..stage import Stage, State, check_errors
-from ..world import derive_seed
 from .counting import counted, no_count
-from .interleaved import interleaved
+from .interleaved import interleaved, order_of
 from .packed import TypedFields
 from .shard import OpenShard, is_remote, open_shard, read_shard, read_shard_at
 
@@ -71,6 +70,8 @@ class ReadShards(Stage[Sample]):
 
     SEGMENT_KEY = "segment"
     OFFSET_KEY = "offset"
+    #: The segments of an interleaved group that failed in a lenient reader (when any).
+    FAILED_KEY = "failed"
 
     def __init__(
         self,
@@ -142,6 +143,7 @@ class ReadShards(Stage[Sample]):
         self._plan = self.current_plan()
         self._segment = state[self.SEGMENT_KEY] if state else 0
         self._offset = state[self.OFFSET_KEY] if state else 0
+        self.failed_in_group: list[int] = list(state.get(self.FAILED_KEY, ())) if state else []
         self._failed = 0
         order = self._order()
         self._generator = self._generate() if order is None else interleaved(self, order)
@@ -170,23 +172,9 @@ class ReadShards(Stage[Sample]):
         cached = self._order_for
         if cached is not None and cached[0] is self.context:
             return cached[1]
-        order = self._new_order()
+        order = order_of(self.current_plan(), self._interleave(), self.require_context())
         self._order_for = (self.context, order)
         return order
-
-    def _new_order(self) -> Interleaved | None:
-        k = self._interleave()
-        if k == 1:
-            return None
-        plan, context = self.current_plan(), self.require_context()
-        if plan.bounds is None:
-            raise ArgumentError(
-                f"interleave={self.interleave} needs sample counts: give a manifest, or "
-                "build sidecars with `tarstream index`"
-            )
-        world = context.world
-        seed = derive_seed(context.seed, context.epoch, world.rank, world.worker)
-        return Interleaved(plan, k, seed)
 
     def _interleave(self) -> int:
         """Segments read at once: as given, else ``DEFAULT_INTERLEAVE`` if counts are known."""
@@ -288,7 +276,8 @@ class ReadShards(Stage[Sample]):
         return opened
 
     def get_state(self) -> State:
-        return {self.SEGMENT_KEY: self._segment, self.OFFSET_KEY: self._offset + self._live()}
+        state = {self.SEGMENT_KEY: self._segment, self.OFFSET_KEY: self._offset + self._live()}
+        return {**state, self.FAILED_KEY: self.failed_in_group} if self.failed_in_group else state
 
     # -- positions -------------------------------------------------------------------------
     def _planned(self) -> tuple[Plan, np.ndarray | None]:
