@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 import tarstream
+from tarstream.stage import Stage
 
 torch = pytest.importorskip("torch")
 
@@ -139,3 +140,48 @@ def test_collate_refuses_dicts_of_other_keys_and_takes_dict_subclasses_of_the_sa
         collate([{"a": 1}, [("a", 3)]])
     out = collate([{"a": 1, "b": "x"}, OrderedDict(b="y", a=2)])  # keys in another order
     assert out["a"].tolist() == [1, 2] and out["b"] == ["x", "y"]
+
+
+class _Rows(Stage[Any]):
+    def __init__(self, items: list[Any]) -> None:
+        super().__init__()
+        self.items = items
+
+    def reset(self, state: Any = None) -> None:
+        self._items = iter(self.items)
+
+    def next(self) -> Any:
+        return next(self._items)
+
+
+_ROWS: dict[str, list[Any]] = {
+    "flat dicts": [
+        {"t": f"s{i}", "b": b"x" * i, "i": i, "f": i / 2, "ok": i % 2 == 0} for i in range(5)
+    ],
+    "nested json": [{"json": {"id": i, "tags": ["a", str(i)], "score": i / 3}} for i in range(4)],
+    "mixed numbers": [{"n": v} for v in (1, 2.5, True)],
+    "numbers and None": [{"n": v} for v in (1, None, 3)],
+    "big ints": [{"n": v} for v in (1, 2**70)],
+    "numpy scalars": [{"n": np.float32(i)} for i in range(3)],
+    "text and bytes": [{"v": v} for v in ("a", b"b")],
+    "ragged arrays": [{"a": np.zeros(i + 1)} for i in range(3)],
+    "tuples": [(i, f"t{i}") for i in range(3)],
+    "strings": ["a", "b"],
+    "an ordered dict": [{"a": 1, "b": "x"}, __import__("collections").OrderedDict(b="y", a=2)],
+}
+
+
+@pytest.mark.parametrize("rows", list(_ROWS), ids=list(_ROWS))
+@pytest.mark.parametrize("tensors", ["numpy", "torch"])
+def test_a_batch_of_rows_is_what_collate_then_to_torch_make(rows: str, tensors: str) -> None:
+    """``Batch`` collates rows with no images by a shorter path (``finish_batch``): the
+    same containers, types, dtypes and values as ``collate`` and ``to_torch`` give."""
+    from tarstream.stages.collate import collate, to_torch
+
+    items = _ROWS[rows]
+    expected = collate(items)
+    if tensors == "torch":
+        expected = to_torch(expected)
+    (got,) = tarstream.Pipeline(_Rows(items), tarstream.Batch(len(items), tensors=tensors))  # type: ignore[arg-type]
+    assert _shape(got) == _shape(expected)
+    assert repr(got) == repr(expected)

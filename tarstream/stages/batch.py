@@ -8,7 +8,7 @@ from typing import Any, Literal, cast
 
 from ..stage import Stage, State, puller
 from ..world import Context
-from .collate import builder, to_torch
+from .collate import builder, finish_batch, to_torch
 from .collate import collate as default_collate
 from .deferred import PendingImage, image_source
 from .memory import BatchMemory
@@ -105,8 +105,7 @@ class Batch(Stage[Any]):
             n += 1
         if n < self.size and not self.partial:
             raise StopIteration
-        batch = column.finish(n)
-        return to_torch(batch) if self.tensors == "torch" else batch
+        return finish_batch(column, n, self.tensors == "torch")
 
     def length(self, n: int) -> int:
         return -(-n // self.size) if self.partial else n // self.size

@@ -12,7 +12,7 @@ import numpy as np
 from .deferred import PendingImage
 from .memory import BatchMemory
 
-__all__ = ["BatchTuple", "builder", "collate", "is_chw_view", "to_torch"]
+__all__ = ["BatchTuple", "builder", "collate", "finish_batch", "is_chw_view", "to_torch"]
 
 
 class BatchTuple(tuple):  # type: ignore[type-arg]
@@ -91,6 +91,36 @@ def collate(items: Sequence[Any]) -> Any:
     if PendingImage in set(map(type, items)):  # an image among other values: decode it
         return collate([_settled(value) for value in items])
     return list(items)
+
+
+#: The types of values a column of which ``_collate_rows`` makes an array of.
+_PLAIN_NUMBERS = frozenset({bool, int, float})
+
+
+def finish_batch(column: Any, n: int, tensors: bool) -> Any:
+    """The batch of ``n`` items a ``builder`` column holds, its arrays as torch tensors
+    where ``tensors`` (``to_torch``)."""
+    if type(column) is _Items:
+        return _collate_rows(column.items, tensors)
+    batch = column.finish(n)
+    return to_torch(batch) if tensors else batch
+
+
+def _collate_rows(items: list[Any], tensors: bool) -> Any:
+    """``collate(items)``, then ``to_torch`` where ``tensors``, with fewer looks at each
+    column: a dict's columns one by one; a column of text or of bytes is the list it is,
+    one of plain numbers an array; anything else as ``collate`` and ``to_torch`` do."""
+    first = items[0]
+    if type(first) is dict:
+        return {key: _collate_rows(column, tensors) for key, column in _columns(items).items()}
+    types = set(map(type, items))
+    if types == {str} or types == {bytes}:
+        return items
+    if types <= _PLAIN_NUMBERS:
+        array = np.asarray(items)
+        return to_torch(array) if tensors else array
+    batch = collate(items)
+    return to_torch(batch) if tensors else batch
 
 
 def _stack_tensors(items: list[Any]) -> Any:
