@@ -133,9 +133,15 @@ def read_sliced(
     if offsets[first]:
         skip_to(f, offsets[first])
     reads = _reads(f, url, index, table, first, n, only, read_size, buffers)
+    slicer = _elements if table.elements_only else _slice
     for chunk, base, chosen, members in reads:
         stats.bytes_read += len(chunk)
-        yield from _counted(url, index, table, chunk, base, chosen, stats)
+        try:
+            yield from slicer(url, index, table, chunk, base, chosen)
+        except ShardError as e:  # the samples of this read before the bad one were yielded
+            stats.samples += bisect_left(chosen, bisect_right(offsets, e.offset or 0) - 1)
+            raise
+        stats.samples += len(chosen)
         stats.members += members
     if n == index.count:
         _check_end(f, url, index, offsets[n], file_size is not None)
@@ -181,25 +187,6 @@ def _reads(
     finally:
         if len(buffer) <= 2 * read_size:  # one grown for a huge sample is let go
             pool.append(buffer)
-
-
-def _counted(
-    url: str,
-    index: ShardIndex,
-    table: SliceTable,
-    chunk: memoryview,
-    base: int,
-    chosen: Sequence[int],
-    stats: ReadStats,
-) -> Iterator[Sample]:
-    """``_slice``, with the samples it yields counted in ``stats`` (also when one fails)."""
-    slicer = _elements if table.elements_only else _slice
-    try:
-        yield from slicer(url, index, table, chunk, base, chosen)
-    except ShardError as e:  # the samples of this read before the bad one were yielded
-        stats.samples += bisect_left(chosen, bisect_right(table.offsets, e.offset or 0) - 1)
-        raise
-    stats.samples += len(chosen)
 
 
 def _slice(
