@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from itertools import islice
 from typing import Any, Literal, cast
 
-from ..stage import Stage, State, puller
+from ..stage import Stage, State
 from ..world import Context
-from .collate import builder, finish_batch, to_torch
+from .collate import builder, fill, finish_batch, to_torch
 from .collate import collate as default_collate
 from .deferred import PendingImage, image_source
 from .memory import BatchMemory
 
 __all__ = ["Batch", "Unbatch"]
+
+
+def _pulled(next_item: Callable[[], Any]) -> Iterator[Any]:
+    """The items ``next_item`` returns until it raises StopIteration."""
+    while True:
+        try:
+            yield next_item()
+        except StopIteration:
+            return
 
 
 class Batch(Stage[Any]):
@@ -72,18 +82,14 @@ class Batch(Stage[Any]):
 
     def reset(self, state: State | None = None) -> None:
         super().reset(state)
-        self._source_next = puller(self.require_source())
+        source = self.require_source()
+        items = source.own_iterator()
+        self._items = items if items is not None else _pulled(source.next)
 
     def next(self) -> Any:
         if self.collate is default_collate:
             return self._next_stacked()
-        items = []
-        source_next = self._source_next
-        for _ in range(self.size):
-            try:
-                items.append(source_next())
-            except StopIteration:
-                break
+        items = list(islice(self._items, self.size))
         if not items or (len(items) < self.size and not self.partial):
             raise StopIteration
         batch = self.collate(items)
@@ -93,16 +99,9 @@ class Batch(Stage[Any]):
         """The default collate, built as items arrive: each array or tensor is copied into
         the batch at once and let go, so a batch's decoded images are never all alive
         beside the batch (that doubled the memory in use and faulted in fresh pages)."""
-        source_next = self._source_next
-        first = source_next()
+        first = next(self._items)
         column = builder(first, self.size, self._memory, rows=not self._pending or _plain(first))
-        add, n = column.add, 1
-        while n < self.size:
-            try:
-                add(source_next())
-            except StopIteration:
-                break
-            n += 1
+        n = 1 + fill(column, self._items, self.size - 1)
         if n < self.size and not self.partial:
             raise StopIteration
         return finish_batch(column, n, self.tensors == "torch")

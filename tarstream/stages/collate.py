@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
 from operator import itemgetter
 from typing import Any
 
@@ -12,7 +13,7 @@ import numpy as np
 from .deferred import PendingImage
 from .memory import BatchMemory
 
-__all__ = ["BatchTuple", "builder", "collate", "finish_batch", "is_chw_view", "to_torch"]
+__all__ = ["BatchTuple", "builder", "collate", "fill", "finish_batch", "is_chw_view", "to_torch"]
 
 
 class BatchTuple(tuple):  # type: ignore[type-arg]
@@ -95,6 +96,20 @@ def collate(items: Sequence[Any]) -> Any:
 
 #: The types of values a column of which ``_collate_rows`` makes an array of.
 _PLAIN_NUMBERS = frozenset({bool, int, float})
+
+
+def fill(column: Any, items: Iterator[Any], k: int) -> int:
+    """Add up to ``k`` items of ``items`` to a ``builder`` column; return how many (fewer
+    at the end of ``items``). A column kept as a list takes them in one call."""
+    if type(column) is _Items:
+        before = len(column.items)
+        column.items.extend(islice(items, k))
+        return len(column.items) - before
+    add, n = column.add, 0
+    for item in islice(items, k):
+        add(item)
+        n += 1
+    return n
 
 
 def finish_batch(column: Any, n: int, tensors: bool) -> Any:
