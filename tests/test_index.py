@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 from pathlib import Path
@@ -296,13 +297,13 @@ def test_an_interleaving_lenient_reader_ends_bad_and_empty_shards_and_goes_on(
 
 
 @pytest.mark.parametrize("errors", ["strict", "skip"])
-def test_an_interleaving_reader_ends_a_shard_failing_mid_group_in_the_order_it_had(
+def test_an_interleaving_reader_ends_shards_failing_mid_group_in_the_order_it_had(
     tmp_path: Path, errors: str
 ) -> None:
-    """Every shard of the group opens; one fails in its fourth sample: the others go on in
-    the order they had (that of the clean shards, less the lost samples), and a state
-    taken anywhere, before the failure or after, resumes to the same rest (the failed
-    shard is not read again)."""
+    """Every shard of the group opens; two fail, in their fourth and seventh samples: the
+    others go on in the order they had (that of the clean shards, less the lost samples),
+    a state taken anywhere, before a failure or after, resumes to the same rest (a failed
+    shard is not read again), and a state once taken does not change."""
     write_dataset(tmp_path, make_samples(40), max_samples=10)
     manifest = str(tmp_path / "_train.manifest.json")
 
@@ -312,18 +313,22 @@ def test_an_interleaving_reader_ends_a_shard_failing_mid_group_in_the_order_it_h
 
     clean = list(make())
     _flip_sample(tmp_path / "train-000001.tar", 3)  # s/00013: 13..19 lost
-    expected = [k for k in clean if not 13 <= int(k[2:]) < 20]
+    _flip_sample(tmp_path / "train-000002.tar", 6)  # s/00026: 26..29 lost
+    expected = [k for k in clean if not (13 <= int(k[2:]) < 20 or 26 <= int(k[2:]) < 30)]
     if errors == "strict":
+        first_bad = min(clean.index("s/00013"), clean.index("s/00026"))
         got: list[str] = []
-        with pytest.raises(tarstream.ShardFormatError, match="s/00013"):
+        with pytest.raises(tarstream.ShardFormatError, match=clean[first_bad]):
             got.extend(make())
-        assert got == clean[: clean.index("s/00013")]
+        assert got == clean[:first_bad]
         return
     stream = make()
-    assert list(stream) == expected
+    taken = [(stream.state_dict(), json.dumps(stream.state_dict())) for _ in stream]
+    assert [json.dumps(state) for state, _ in taken] == [text for _, text in taken]
+    assert json.loads(taken[-1][1]) != json.loads(taken[0][1])
     read = stream.stats["read"] if isinstance(stream.stats, dict) else stream.stats
-    assert (read.shards_failed, read.samples_lost) == (1, 7)
-    assert assert_resumable(make, at=range(0, 34, 3)) == expected
+    assert (read.shards_failed, read.samples_lost) == (2, 11)
+    assert assert_resumable(make, at=range(0, 30, 3)) == expected
 
 
 @settings(max_examples=400, deadline=None)

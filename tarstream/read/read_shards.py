@@ -277,7 +277,8 @@ class ReadShards(Stage[Sample]):
 
     def get_state(self) -> State:
         state = {self.SEGMENT_KEY: self._segment, self.OFFSET_KEY: self._offset + self._live()}
-        return {**state, self.FAILED_KEY: self.failed_in_group} if self.failed_in_group else state
+        failed = self.failed_in_group  # a copy: a later failure must not change a state taken
+        return {**state, self.FAILED_KEY: list(failed)} if failed else state
 
     # -- positions -------------------------------------------------------------------------
     def _planned(self) -> tuple[Plan, np.ndarray | None]:

@@ -260,13 +260,9 @@ class Shuffle(Stage[Any]):
     def _while_full(self) -> Iterator[Any]:
         """``_generate``'s steps while the buffer is full: each pulls one item and returns
         one, the same draws in the same order, with fewer tests per item."""
-        buffer, size, take, last_slot = (
-            self._buffer,
-            self.buffer_size,
-            self._source_next,
-            self.buffer_size - 1,
-        )
-        draws = self._draws
+        buffer, take, draws = self._buffer, self._source_next, self._draws
+        size = self.buffer_size
+        last_slot = size - 1
         while True:
             try:
                 buffer.append(take())
