@@ -165,6 +165,7 @@ _ROWS: dict[str, list[Any]] = {
     "numpy scalars": [{"n": np.float32(i)} for i in range(3)],
     "text and bytes": [{"v": v} for v in ("a", b"b")],
     "ragged arrays": [{"a": np.zeros(i + 1)} for i in range(3)],
+    "a number then arrays": [{"v": 1}, {"v": np.zeros(2)}, {"v": [np.ones(1)]}],
     "tuples": [(i, f"t{i}") for i in range(3)],
     "strings": ["a", "b"],
     "an ordered dict": [{"a": 1, "b": "x"}, __import__("collections").OrderedDict(b="y", a=2)],

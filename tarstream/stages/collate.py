@@ -58,44 +58,54 @@ _NUMBERS = (bool, int, float, np.number)
 _CONVERTED = (np.ndarray, tuple, list, dict)
 
 
-def collate(items: Sequence[Any]) -> Any:
+def collate(items: Sequence[Any], *, tensors: bool = False) -> Any:
     """Combine items into one batch.
 
     Dicts become a dict of collated fields, tuples a tuple; numpy arrays of one shape are
     stacked, as are torch tensors (decoded CHW images into a channels_last batch, see
     ``_stack_tensors``); numbers become a numpy array; anything else a list.
+    ``tensors``: the batch ``to_torch`` makes of it, converted as it is built.
 
     >>> collate([{"x": np.zeros(2), "k": "a"}, {"x": np.ones(2), "k": "b"}])["x"].shape
     (2, 2)
     """
     first = items[0]
     if isinstance(first, dict):
-        return {key: collate(column) for key, column in _columns(items).items()}
+        return {key: collate(c, tensors=tensors) for key, c in _columns(items).items()}
     if isinstance(first, tuple):
-        for item in items:
-            if len(item) != len(first):
-                raise ValueError(f"tuples of {len(item)} and {len(first)} in one batch")
-        return BatchTuple(*(collate(column) for column in zip(*items, strict=True)))
+        return BatchTuple(*(collate(column, tensors=tensors) for column in _parts(items)))
     if isinstance(first, np.ndarray):
         if all(isinstance(i, np.ndarray) and i.shape == first.shape for i in items):
-            return np.stack(items)
-        return list(items)
+            return _converted(np.stack(items), tensors)
+        return _converted(list(items), tensors)
     if sys.modules.get("torch") is not None:
         import torch
 
         if isinstance(first, torch.Tensor):
             if all(isinstance(i, torch.Tensor) and i.shape == first.shape for i in items):
                 return _stack_tensors(list(items))
-            return list(items)
-    if isinstance(first, _NUMBERS) and all(issubclass(t, _NUMBERS) for t in set(map(type, items))):
-        return np.asarray(items)
-    if PendingImage in set(map(type, items)):  # an image among other values: decode it
-        return collate([_settled(value) for value in items])
+            return list(items)  # of tensors: nothing for to_torch to convert
+    types = set(map(type, items))
+    if isinstance(first, _NUMBERS) and all(issubclass(t, _NUMBERS) for t in types):
+        return _converted(np.asarray(items), tensors)
+    if PendingImage in types:  # an image among other values: decode it
+        return collate([_settled(value) for value in items], tensors=tensors)
+    if tensors and any(issubclass(t, _CONVERTED) for t in types):
+        return to_torch(list(items))
     return list(items)
 
 
-#: The types of values a column of which ``_collate_rows`` makes an array of.
-_PLAIN_NUMBERS = frozenset({bool, int, float})
+def _parts(items: Sequence[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
+    """The columns of tuples of one length, else a ValueError."""
+    first = items[0]
+    for item in items:
+        if len(item) != len(first):
+            raise ValueError(f"tuples of {len(item)} and {len(first)} in one batch")
+    return zip(*items, strict=True)
+
+
+def _converted(batch: Any, tensors: bool) -> Any:
+    return to_torch(batch) if tensors else batch
 
 
 def fill(column: Any, items: Iterator[Any], k: int) -> int:
@@ -115,26 +125,9 @@ def fill(column: Any, items: Iterator[Any], k: int) -> int:
 def finish_batch(column: Any, n: int, tensors: bool) -> Any:
     """The batch of ``n`` items a ``builder`` column holds, its arrays as torch tensors
     where ``tensors`` (``to_torch``)."""
-    if type(column) is _Items:
-        return _collate_rows(column.items, tensors)
+    if type(column) is _Items:  # converted as it is collated
+        return collate(column.items, tensors=tensors)
     batch = column.finish(n)
-    return to_torch(batch) if tensors else batch
-
-
-def _collate_rows(items: list[Any], tensors: bool) -> Any:
-    """``collate(items)``, then ``to_torch`` where ``tensors``, with fewer looks at each
-    column: a dict's columns one by one; a column of text or of bytes is the list it is,
-    one of plain numbers an array; anything else as ``collate`` and ``to_torch`` do."""
-    first = items[0]
-    if type(first) is dict:
-        return {key: _collate_rows(column, tensors) for key, column in _columns(items).items()}
-    types = set(map(type, items))
-    if types == {str} or types == {bytes}:
-        return items
-    if types <= _PLAIN_NUMBERS:
-        array = np.asarray(items)
-        return to_torch(array) if tensors else array
-    batch = collate(items)
     return to_torch(batch) if tensors else batch
 
 
