@@ -43,6 +43,7 @@ __all__ = [
     "connect_chain",
     "delivered",
     "is_addressable",
+    "items_of",
     "puller",
     "upstream",
     "with_context",
@@ -241,6 +242,21 @@ def puller(source: Stage[Any]) -> Callable[[], Any]:
     iterator's ``__next__`` where it has one (a call less per item than its ``next``)."""
     items = source.own_iterator()
     return items.__next__ if items is not None else source.next
+
+
+def items_of(source: Stage[Any]) -> Iterator[Any]:
+    """``source``'s items (``source`` just reset) as an iterator: its own iterator where it
+    has one, else one calling its ``next`` until StopIteration."""
+    items = source.own_iterator()
+    return items if items is not None else _calling(source.next)
+
+
+def _calling(next_item: Callable[[], Any]) -> Iterator[Any]:
+    while True:
+        try:
+            yield next_item()
+        except StopIteration:
+            return
 
 
 def upstream(stage: Stage[Any] | None, kind: type[S]) -> S | None:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from itertools import islice
 from typing import Any, Literal, cast
 
-from ..stage import Stage, State
+from ..stage import Stage, State, items_of
 from ..world import Context
 from .collate import builder, fill, finish_batch, to_torch
 from .collate import collate as default_collate
@@ -15,15 +15,6 @@ from .deferred import PendingImage, image_source
 from .memory import BatchMemory
 
 __all__ = ["Batch", "Unbatch"]
-
-
-def _pulled(next_item: Callable[[], Any]) -> Iterator[Any]:
-    """The items ``next_item`` returns until it raises StopIteration."""
-    while True:
-        try:
-            yield next_item()
-        except StopIteration:
-            return
 
 
 class Batch(Stage[Any]):
@@ -82,9 +73,7 @@ class Batch(Stage[Any]):
 
     def reset(self, state: State | None = None) -> None:
         super().reset(state)
-        source = self.require_source()
-        items = source.own_iterator()
-        self._items = items if items is not None else _pulled(source.next)
+        self._items = items_of(self.require_source())
 
     def next(self) -> Any:
         if self.collate is default_collate:
