@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import gzip
 import io
+import itertools
 import json
 import os
 import re
 import subprocess
 import sys
 import tarfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +24,7 @@ import tarstream
 from tarstream.codecs.encode import encode_field
 from tarstream.format.header import member_header
 from tarstream.format.keys import validate_key
+from tarstream.format.sidecar import ShardIndex, sidecar_url
 
 from .conftest import files_under, make_samples, write_dataset
 
@@ -430,3 +434,28 @@ def test_a_resumed_write_gives_the_bytes_of_one_that_never_stopped(tmp_path: Pat
     assert files_under(cut) == reference
     # a complete write run again changes nothing
     assert _write_all(cut, resume=True) == 40 and files_under(cut) == reference
+
+
+@pytest.mark.parametrize(
+    ("name", "pack"), [("t-%06d.tar", "none"), ("t-%06d.tar", "small"), ("t-%06d.tar.gz", "small")]
+)
+def test_each_sample_s_recorded_crc_is_that_of_its_bytes(
+    tmp_path: Path, name: str, pack: str
+) -> None:
+    # the sink's thread computes the CRCs of whole-member samples while the writer works
+    # out those of block elements: in a shard of both, each must land on its own sample
+    samples = [
+        {"__key__": f"{i:03d}", "txt": f"s{i}", **({"bin": bytes([i]) * 9000} if i % 3 else {})}
+        for i in range(40)
+    ]
+    with tarstream.ShardWriter(str(tmp_path / name), max_samples=15, pack=pack) as w:  # type: ignore[arg-type]
+        for sample in samples:
+            w.write(sample)
+    assert len(w.shards) == 3
+    for path in w.shards:
+        index = ShardIndex.from_bytes(Path(sidecar_url(path)).read_bytes(), url=path)
+        raw = Path(path).read_bytes()
+        data = gzip.decompress(raw) if path.endswith(".gz") else raw
+        assert index.checksums is not None and len(index.checksums) == index.count
+        spans = itertools.pairwise(int(o) for o in index.offsets)
+        assert index.checksums.tolist() == [zlib.crc32(data[a:b]) for a, b in spans]

@@ -17,6 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, BinaryIO
 
 from ..errors import TarstreamError
+from ..format.checksum import crc32
 from ..format.sidecar import ShardIndex, sidecar_url
 from ..storage.compressed import is_gzip_name
 from ..storage.files import atomic_write, sync_directory
@@ -47,12 +48,15 @@ def put_in_place(raw: BinaryIO, temp: str, path: str, sidecar: bytes, fsync: boo
 class Sink:
     """Bytes written to ``file`` and hashed into ``digest`` by a thread of their own, in
     order, a chunk of about ``chunk`` bytes at a time (both release the GIL on large
-    buffers: the writer goes on encoding meanwhile). ``write`` raises a failed chunk's
+    buffers: the writer goes on encoding meanwhile). A record (``record``) also gets its
+    CRC-32 there, appended to ``checksums`` in order. ``write`` raises a failed chunk's
     error, ``close`` waits for every chunk."""
 
     def __init__(self, file: BinaryIO, digest: Any, chunk: int = 1 << 20) -> None:
         self.file, self.digest, self.chunk = file, digest, chunk
+        self.checksums: list[int] = []
         self._parts: list[bytes] = []
+        self._records: list[tuple[int, int]] = []  # where each record lies in the chunk
         self._held = 0
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="tarstream-sink")
         self._futures: deque[Future[None]] = deque()
@@ -63,18 +67,31 @@ class Sink:
         if self._held >= self.chunk:
             self._hand_over()
 
+    def record(self, parts: list[bytes], size: int) -> None:
+        """Write ``parts`` (``size`` bytes in all, copied once: into the chunk) as one
+        record, whose CRC-32 the thread computes (not this one: computing it releases
+        the GIL, and waiting to take it back would cost the writer more than the CRC)."""
+        self._parts += parts
+        self._records.append((self._held, self._held + size))
+        self._held += size
+        if self._held >= self.chunk:
+            self._hand_over()
+
     def _hand_over(self) -> None:
         while self._futures and self._futures[0].done():
             self._futures.popleft().result()
         if len(self._futures) > 4:  # bounded: at most a few chunks in flight
             self._futures.popleft().result()
         data = b"".join(self._parts)
-        self._parts, self._held = [], 0
-        self._futures.append(self._pool.submit(self._put, data))
+        records = self._records
+        self._parts, self._held, self._records = [], 0, []
+        self._futures.append(self._pool.submit(self._put, data, records))
 
-    def _put(self, data: bytes) -> None:
+    def _put(self, data: bytes, records: list[tuple[int, int]]) -> None:
         self.file.write(data)
         self.digest.update(data)
+        view = memoryview(data)
+        self.checksums += [crc32(view[start:end]) for start, end in records]
 
     def close(self) -> None:
         """Write what is held and wait for every chunk (the file stays open)."""

@@ -28,6 +28,7 @@ __all__ = [
     "Pack",
     "PackMode",
     "member_blob",
+    "member_parts",
     "pack_bytes",
 ]
 
@@ -44,6 +45,13 @@ Members = list[tuple[str, int, int]]
 def member_blob(key: str, items: list[tuple[str, bytes]]) -> tuple[bytes, Members]:
     """The members of sample ``key`` (``(field, data)`` in order) as one piece of tar, and
     where each member's data lies in it."""
+    parts, _, members = member_parts(key, items)
+    return b"".join(parts), members
+
+
+def member_parts(key: str, items: list[tuple[str, bytes]]) -> tuple[list[bytes], int, Members]:
+    """``member_blob``'s piece of tar in its parts (headers, the data uncopied, padding),
+    its size, and where each member's data lies in it."""
     members: Members = []
     parts: list[bytes] = []
     offset = 0
@@ -54,7 +62,7 @@ def member_blob(key: str, items: list[tuple[str, bytes]]) -> tuple[bytes, Member
         pad = -len(data) % BLOCK
         parts += (header, data, _ZEROS[:pad]) if pad else (header, data)
         offset += len(data) + pad
-    return b"".join(parts), members
+    return parts, offset, members
 
 
 class Pack:

@@ -14,7 +14,6 @@ from types import TracebackType
 from typing import Any, BinaryIO, cast
 
 from ..errors import DuplicateKeyError, InvalidKeyError, WriteError
-from ..format.checksum import crc32
 from ..format.header import BLOCK, RECORD, archive_end, round_up
 from ..format.keys import validate_field, validate_key
 from ..format.manifest import Manifest
@@ -27,9 +26,10 @@ from .packing import (
     BLOCK_TARGET,
     DEFAULT_PACK_LIMIT,
     Block,
+    Members,
     Pack,
     PackMode,
-    member_blob,
+    member_parts,
     pack_bytes,
 )
 from .progress import WriteProgress
@@ -133,7 +133,7 @@ class ShardWriter:
         self._temp = ""
         self._hash, self._size = hashlib.sha256(), 0
         self._samples: list[tuple[str, int, list[tuple[str, int, int]]]] = []
-        self._checksums: list[int] = []
+        self._checksums: list[int | None] = []  # None: the sink computes it
         self._indexes: list[tuple[str, ShardIndex]] = []
         self._closed = False
         self._on_progress = progress
@@ -209,15 +209,15 @@ class ShardWriter:
             items = plan.members(key, sample, small, items)
         if not items:
             raise WriteError(f"sample {key!r} has no fields to write")
-        blob, members = member_blob(key, items)
+        parts, size, members = member_parts(key, items)
         if self._block:
             self._flush_block()
-        if self._file is not None and self._full(len(blob)):
+        if self._file is not None and self._full(size):
             self._finish_shard()
         if self._file is None:
             self._open_shard()
         self._keys.add(key)
-        self._append(key, blob, members)
+        self._append(key, parts, size, members)
 
     def _write_element(self, key: str, small: dict[str, Any]) -> None:
         """Add a sample of small fields only (``small``, led by ``__key__``) to the block."""
@@ -280,25 +280,23 @@ class ShardWriter:
         self._checksums = []
         self._packed = set()
 
-    def _append(self, key: str, blob: bytes, members: list[tuple[str, int, int]]) -> None:
-        """Write a sample's members, ``blob``, whose data lie at ``members``' offsets in it."""
+    def _append(self, key: str, parts: list[bytes], size: int, members: Members) -> None:
+        """Write a sample's members, ``parts`` (``size`` bytes in all), whose data lie at
+        ``members``' offsets in them; the sink computes its CRC-32 (None until then)."""
         start = self._size
         self._samples.append((key, start, [(f, start + at, n) for f, at, n in members]))
-        self._checksums.append(self._emit(blob))
-
-    def _emit(self, data: bytes) -> int:
-        """Write ``data``; return its CRC-32."""
-        self._sink.write(data)
-        self._size += len(data)
-        return crc32(data)
+        self._sink.record(parts, size)
+        self._size += size
+        self._checksums.append(None)
 
     def _finish_shard(self) -> None:
         assert self._file is not None
         if self._block:
             self._flush_block()
         self._in_place.wait()  # the shard before in place (or its error) while this one is open
-        end = self._size
-        self._emit(archive_end(end))
+        end, tail = self._size, archive_end(self._size)
+        self._sink.write(tail)
+        self._size += len(tail)
         self._sink.close()
         if self._file is not self._raw:
             self._file.close()  # a GzipFile writes its trailer; the file under it stays open
@@ -310,7 +308,7 @@ class ShardWriter:
             self._hash.hexdigest(),
             self._samples,
             end,
-            self._checksums,
+            _filled(self._checksums, self._sink.checksums),
             self._packed.difference(["__key__"]),
         )
         self._samples, self._size = [], 0
@@ -391,3 +389,9 @@ def _manifest_path(manifest: str | os.PathLike[str] | bool | None, pattern: str)
     if manifest is True:
         return default_manifest_path(pattern)
     return None if manifest is False or manifest is None else os.fspath(manifest)
+
+
+def _filled(checksums: list[int | None], computed: list[int]) -> list[int]:
+    """``checksums`` with each None replaced by the next of ``computed``, in order."""
+    rest = iter(computed)
+    return [next(rest) if c is None else c for c in checksums]
