@@ -186,3 +186,29 @@ def test_a_batch_of_rows_is_what_collate_then_to_torch_make(rows: str, tensors: 
     (got,) = tarstream.Pipeline(_Rows(items), tarstream.Batch(len(items), tensors=tensors))  # type: ignore[arg-type]
     assert _shape(got) == _shape(expected)
     assert repr(got) == repr(expected)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [1, 2, 3],
+        [-(2**63), 2**63 - 1],
+        [2**63],  # past int64: numpy's unsigned type
+        [-1, 2**63],  # float64, as numpy chooses
+        [1, 2**70],  # object
+        [0.5, 1e300, float("nan")],
+        [1, 2.5],
+        [True, False],
+        [np.int32(3), 4],
+        [np.float32(1), np.float32(2)],
+    ],
+    ids=repr,
+)
+def test_a_column_of_numbers_is_the_array_numpy_makes_of_it(values: list[Any]) -> None:
+    """Plain ints and floats are converted in one pass (``_numbers``); the array is the
+    one ``np.asarray`` makes: its dtype and values, an int past 64 bits included."""
+    from tarstream.stages.collate import collate
+
+    got, expected = collate(values), np.asarray(values)
+    assert got.dtype == expected.dtype
+    assert repr(got.tolist()) == repr(expected.tolist())

@@ -250,13 +250,19 @@ def _elements(
     seen: dict[tuple[str, ...], bool] = {}
     fast = FAST_UNPACK  # msgpack for the rest of the read once it refuses an element
     for s in chosen:
-        start = moff[s]
-        if crcs is None or crc32(view[offsets[s] - base : offsets[s + 1] - base]) != crcs[s]:
+        start, end = moff[s], moff[s] + msize[s]
+        span = view[offsets[s] - base : offsets[s + 1] - base]
+        if crcs is None or crc32(span) != crcs[s]:
             if offsets[s] + BLOCK <= start:  # the first of its block: the block's header
                 _check_name(url, chunk, offsets[s], base, f"{keys[s]}.{BLOCK_FIELD}")
             if crcs is not None:
                 raise _crc_error(url, index, offsets, s, BLOCK_FIELD)
-        element = view[start - base : start - base + msize[s]]
+        # a sample inside its block is its element; the first and last have more bytes
+        element = (
+            span
+            if start == offsets[s] and end == offsets[s + 1]
+            else view[start - base : end - base]
+        )
         try:
             sample = fast(element) if fast is not None else unpacked_or_none(element)
         except Exception:  # bytes values, say (FAST_UNPACK)

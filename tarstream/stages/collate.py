@@ -87,12 +87,27 @@ def collate(items: Sequence[Any], *, tensors: bool = False) -> Any:
             return list(items)  # of tensors: nothing for to_torch to convert
     types = set(map(type, items))
     if isinstance(first, _NUMBERS) and all(issubclass(t, _NUMBERS) for t in types):
-        return _converted(np.asarray(items), tensors)
+        return _converted(_numbers(items, types), tensors)
     if PendingImage in types:  # an image among other values: decode it
         return collate([_settled(value) for value in items], tensors=tensors)
     if tensors and any(issubclass(t, _CONVERTED) for t in types):
         return to_torch(list(items))
     return list(items)
+
+
+def _numbers(items: Sequence[Any], types: set[type]) -> np.ndarray:
+    """``np.asarray(items)``: numbers of one plain type (int, float) converted in one
+    pass, without numpy's look at each value for the array's type."""
+    if len(types) == 1 and (kind := _PLAIN.get(next(iter(types)))) is not None:
+        try:
+            return np.fromiter(items, kind, len(items))
+        except OverflowError:  # an int past 64 bits: numpy's choice of type below
+            pass
+    return np.asarray(items)
+
+
+#: The array types ``np.asarray`` gives a list of Python ints or floats.
+_PLAIN = {int: np.asarray([0]).dtype, float: np.dtype(np.float64)}
 
 
 def _parts(items: Sequence[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:

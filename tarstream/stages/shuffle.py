@@ -263,21 +263,20 @@ class Shuffle(Stage[Any]):
         buffer, take, draws = self._buffer, self._source_next, self._draws
         size = self.buffer_size
         last_slot = size - 1
-        while True:
+        while True:  # the buffer holds size - 1 items; the new one is in the last slot
             try:
-                buffer.append(take())
+                new = take()
             except StopIteration:
                 self._exhausted = True
                 return
             if not draws:
                 draws = self._draws = self._rng.random(_DRAWS).tolist()[::-1]
             j = int(draws.pop() * size)
-            last = buffer.pop()
             self._returned += 1
             if j == last_slot:
-                yield last
+                yield new
             else:
-                item, buffer[j] = buffer[j], last
+                item, buffer[j] = buffer[j], new
                 yield item
 
     def get_state(self) -> State:
