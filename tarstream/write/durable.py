@@ -48,8 +48,8 @@ def put_in_place(raw: BinaryIO, temp: str, path: str, sidecar: bytes, fsync: boo
 class Sink:
     """Bytes written to ``file`` and hashed into ``digest`` by a thread of their own, in
     order, a chunk of about ``chunk`` bytes at a time (both release the GIL on large
-    buffers: the writer goes on encoding meanwhile). A record (``record``) also gets its
-    CRC-32 there, appended to ``checksums`` in order. ``write`` raises a failed chunk's
+    buffers: the writer goes on encoding meanwhile). Each record (a sample's bytes) also
+    gets its CRC-32 there, appended to ``checksums`` in order. ``write`` raises a failed chunk's
     error, ``close`` waits for every chunk."""
 
     def __init__(self, file: BinaryIO, digest: Any, chunk: int = 1 << 20) -> None:
@@ -61,7 +61,11 @@ class Sink:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="tarstream-sink")
         self._futures: deque[Future[None]] = deque()
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes, records: list[tuple[int, int]] | None = None) -> None:
+        """Write ``data``; ``records``: the spans of it (from, to) that are records."""
+        if records:
+            held = self._held
+            self._records += [(held + a, held + b) for a, b in records]
         self._parts.append(data)
         self._held += len(data)
         if self._held >= self.chunk:
@@ -69,8 +73,9 @@ class Sink:
 
     def record(self, parts: list[bytes], size: int) -> None:
         """Write ``parts`` (``size`` bytes in all, copied once: into the chunk) as one
-        record, whose CRC-32 the thread computes (not this one: computing it releases
-        the GIL, and waiting to take it back would cost the writer more than the CRC)."""
+        record. Records get their CRC-32 on the sink's thread, not the writer's: computing
+        one over a large record releases the GIL, and waiting to take it back would cost
+        the writer more than the CRC."""
         self._parts += parts
         self._records.append((self._held, self._held + size))
         self._held += size

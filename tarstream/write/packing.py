@@ -17,7 +17,6 @@ from typing import Any, Literal
 
 from ..codecs.encode import field_encoder, packed_encoder
 from ..errors import EncodeError, InvalidKeyError
-from ..format.checksum import crc32
 from ..format.header import BLOCK, member_header
 from ..format.packed import BLOCK_FIELD, PACKED_FIELD, RESERVED_FIELDS, block_data, pack_fields
 
@@ -138,20 +137,21 @@ class Block:
         self.elements.append(element)
         self.size += len(element)
 
-    def take(self, start: int) -> tuple[bytes, list[tuple[str, int, Members]], list[int]]:
+    def take(
+        self, start: int
+    ) -> tuple[bytes, list[tuple[str, int, Members]], list[tuple[int, int]]]:
         """Empty the block into one member written at byte ``start`` of the shard: its
         bytes, where each sample lies (``ShardIndex.build``'s layout) and each sample's
-        CRC-32. A sample's bytes run from its element to the next one's; the first's from
-        the block's header, the last's to the end of the padding."""
+        bytes in the blob (from, to: what its CRC-32 covers). A sample's bytes run from
+        its element to the next one's; the first's from the block's header, the last's to
+        the end of the padding."""
         data, starts = block_data(self.elements)
         blob, members = member_blob(self.keys[0], [(BLOCK_FIELD, data)])
         at = members[0][1]  # the data's offset in the blob
         spans = [0, *(at + s for s in starts[1:]), len(blob)]
-        view = memoryview(blob)
         layout = [
             (key, start + spans[i], [(BLOCK_FIELD, start + at + starts[i], len(element))])
             for i, (key, element) in enumerate(zip(self.keys, self.elements, strict=True))
         ]
-        crcs = [crc32(view[a:b]) for a, b in pairwise(spans)]
         self.keys, self.elements, self.size = [], [], 0
-        return blob, layout, crcs
+        return blob, layout, list(pairwise(spans))

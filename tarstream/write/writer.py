@@ -133,7 +133,6 @@ class ShardWriter:
         self._temp = ""
         self._hash, self._size = hashlib.sha256(), 0
         self._samples: list[tuple[str, int, list[tuple[str, int, int]]]] = []
-        self._checksums: list[int | None] = []  # None: the sink computes it
         self._indexes: list[tuple[str, ShardIndex]] = []
         self._closed = False
         self._on_progress = progress
@@ -237,10 +236,9 @@ class ShardWriter:
 
     def _flush_block(self) -> None:
         """Write the block being filled as one member."""
-        blob, layout, crcs = self._block.take(self._size)
+        blob, layout, spans = self._block.take(self._size)
         self._samples += layout
-        self._checksums += crcs
-        self._sink.write(blob)
+        self._sink.write(blob, spans)
         self._size += len(blob)
 
     def _plan(self, key: str, sample: Mapping[str, Any]) -> Pack:
@@ -277,17 +275,15 @@ class ShardWriter:
         self._sink = Sink(self._file, self._hash)
         self._size = 0
         self._samples = []
-        self._checksums = []
         self._packed = set()
 
     def _append(self, key: str, parts: list[bytes], size: int, members: Members) -> None:
         """Write a sample's members, ``parts`` (``size`` bytes in all), whose data lie at
-        ``members``' offsets in them; the sink computes its CRC-32 (None until then)."""
+        ``members``' offsets in them (the sink computes its CRC-32)."""
         start = self._size
         self._samples.append((key, start, [(f, start + at, n) for f, at, n in members]))
         self._sink.record(parts, size)
         self._size += size
-        self._checksums.append(None)
 
     def _finish_shard(self) -> None:
         assert self._file is not None
@@ -308,7 +304,7 @@ class ShardWriter:
             self._hash.hexdigest(),
             self._samples,
             end,
-            _filled(self._checksums, self._sink.checksums),
+            self._sink.checksums,
             self._packed.difference(["__key__"]),
         )
         self._samples, self._size = [], 0
@@ -389,9 +385,3 @@ def _manifest_path(manifest: str | os.PathLike[str] | bool | None, pattern: str)
     if manifest is True:
         return default_manifest_path(pattern)
     return None if manifest is False or manifest is None else os.fspath(manifest)
-
-
-def _filled(checksums: list[int | None], computed: list[int]) -> list[int]:
-    """``checksums`` with each None replaced by the next of ``computed``, in order."""
-    rest = iter(computed)
-    return [next(rest) if c is None else c for c in checksums]
