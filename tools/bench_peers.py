@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import resource
 import shutil
 import statistics
@@ -154,6 +155,9 @@ def measure_one(case: str, system: str, root: Path, sizes: dict[str, int]) -> di
     if case.startswith("write"):
         rows = runs.samples(workload, sizes[workload])
         with tempfile.TemporaryDirectory(dir=root) as tmp:
+            # Nothing left dirty by the run before: a writer that fsyncs (tarstream's
+            # default) would wait for the disk to take the earlier writer's data too.
+            os.sync()
             return _timed(lambda: _write(system, workload, rows, root, Path(tmp)))
     raw, batches = runs.READERS[system]
     data = root / workload / system
