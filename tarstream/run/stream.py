@@ -41,7 +41,8 @@ class TarStream(Pipeline):
             without one, "ignore" parses tar headers.
         rank, world_size: override the world detected when iteration starts.
         max_member_size: largest member accepted, in bytes.
-        read_size: bytes per read from storage.
+        read_size: bytes per read from storage (default 512 KiB; a larger sample is read
+            whole).
         allow_pipe: accept ``pipe:COMMAND`` shards (the command's output is the shard; it
             runs as an argument list, without a shell). Off by default: a source string
             could otherwise run commands.
