@@ -298,6 +298,7 @@ def _summarize(
         "unit": "samples/s and CPU ms per 1,000 samples (workers included), medians; "
         "readers from their first sample or batch on (first_seconds: until it came)",
         "reps": args.reps,
+        "machine": runs.machine(),
         "samples": _sizes(args.small, args.images),
         "bytes_per_sample": {
             w: {
@@ -328,6 +329,10 @@ def render(result: dict[str, Any]) -> str:
     for workload, sizes in result["bytes_per_sample"].items():
         cells = [f"{sizes[s]:,}" if s in sizes else "" for s in systems]
         lines.append(f"| bytes/sample, {workload} | " + " | ".join(cells) + " |")
+    if "machine" in result:
+        m = result["machine"]
+        where = f"{m['cpu']}, {m['cores']} cores, {m['system']}, Python {m['python']}"
+        lines += ["", f"Measured on {where}."]
     return "\n".join(lines) + "\n"
 
 

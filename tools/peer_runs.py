@@ -8,6 +8,8 @@ Runs in the peers' environment (``.venv-peers``), where all four libraries are i
 
 from __future__ import annotations
 
+import os
+import platform
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -164,6 +166,25 @@ def write_hf(workload: str, rows: list[dict[str, Any]], out: Path) -> None:
     names = fields_of(workload)
     table = datasets.Dataset.from_list([{f: s[f] for f in names} for s in rows])
     table.save_to_disk(str(out), num_shards=max(1, len(rows) // PER_SHARD[workload]))
+
+
+def machine() -> dict[str, Any]:
+    """What the figures are measured on: the CPU, its cores, the system and Python (the
+    ratios to the peers move with the machine: a library making a system call per sample
+    pays what the machine charges for one)."""
+    cpu = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            models = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        cpu = models[0] if models else cpu
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "system": platform.platform(),
+        "python": platform.python_version(),
+    }
 
 
 # --- readers -----------------------------------------------------------------------------
