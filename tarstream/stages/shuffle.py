@@ -263,7 +263,7 @@ class Shuffle(Stage[Any]):
         buffer, take, draws = self._buffer, self._source_next, self._draws
         size = self.buffer_size
         last_slot = size - 1
-        while True:  # the buffer holds size - 1 items; the new one is in the last slot
+        while True:  # the buffer holds size - 1 items; the new one stands for the last slot
             try:
                 new = take()
             except StopIteration:
