@@ -29,6 +29,7 @@ from .scan import ReadStats
 
 __all__ = [
     "BLOCK_FIELD",
+    "FAST_BLOCK",
     "FAST_UNPACK",
     "PACKED_FIELD",
     "RESERVED_FIELDS",
@@ -48,11 +49,12 @@ BLOCK_FIELD = "tarstream-block.mp"
 RESERVED_FIELDS = frozenset({PACKED_FIELD, BLOCK_FIELD})
 
 
-def _fast_unpack() -> Callable[[Any], Any] | None:
+def _fast_unpack(block: bool = False) -> Callable[[Any], Any] | None:
     """msgspec's decoder of a map of field names to values that are text, numbers, bools,
     nil, and arrays and maps of them with string keys (six levels deep): what msgpack
     makes of such data, in about 60% of its time. Anything else (bytes, ext types, other
-    keys, deeper values) it refuses, and the reader leaves to msgpack."""
+    keys, deeper values) it refuses, and the reader leaves to msgpack. ``block``: of an
+    array of such maps (a block's data)."""
     try:
         from msgspec.msgpack import Decoder
     except ImportError:  # pragma: no cover - depends on the environment (the fast extra)
@@ -60,12 +62,15 @@ def _fast_unpack() -> Callable[[Any], Any] | None:
     value: Any = None | bool | int | float | str
     for _ in range(6):
         value = None | bool | int | float | str | list[value] | dict[str, value]
-    return Decoder(dict[str, value]).decode
+    return Decoder(list[dict[str, value]] if block else dict[str, value]).decode
 
 
 #: ``FAST_UNPACK(data)``: the map packed in ``data`` where it holds only plain values, else
 #: an exception; None without msgspec. Never gives what ``msgpack.unpackb`` would not.
 FAST_UNPACK = _fast_unpack()
+#: ``FAST_BLOCK(data)``: the list of such maps a block's data holds (``FAST_UNPACK`` of
+#: each element at once), else an exception; None without msgspec.
+FAST_BLOCK = _fast_unpack(block=True)
 
 
 def pack_fields(values: dict[str, Any]) -> bytes:

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Generator, Iterator
+from dataclasses import replace
 from itertools import pairwise
 from typing import Any, BinaryIO
+
+import numpy as np
 
 from ..errors import ShardFormatError
 from .bulk import Member, Run
@@ -19,7 +22,7 @@ from .checksum import crc32
 from .keys import split_member_name, unsafe_key
 from .packed import BLOCK_FIELD, PACKED_FIELD, split_block, unpack_fields
 from .scan import DEFAULT_MAX_MEMBER_SIZE, DEFAULT_READ_SIZE, ReadStats, read_exact, scan_members
-from .sidecar import ShardIndex
+from .sidecar import ShardIndex, block_spans
 
 __all__ = ["Layout", "Sample", "build_sidecar", "read_samples", "repeated_field_error"]
 
@@ -248,8 +251,11 @@ def build_sidecar(
         unpacked += _unpacked_layout(url, layout[done], sample, packed)
         done += 1
     starts = [start for _, start, _ in unpacked] + [end]
-    checksums = _checksums(f, starts) if f.seekable() else None
+    checksums = _checksums(f, list(pairwise(starts))) if f.seekable() else None
     index = ShardIndex.build(name, size, digest.hexdigest(), unpacked, end, checksums, packed)
+    if checksums is not None and index.packed:  # and each block's, as the writer records
+        spans = [(starts[b], starts[e]) for b, e in block_spans(index)]
+        index = replace(index, block_checksums=np.array(_checksums(f, spans), dtype=np.uint32))
     index.check(url)
     return index
 
@@ -276,12 +282,11 @@ def _unpacked_layout(url: str, entry: Any, sample: Sample, packed: set[str]) -> 
     return out
 
 
-def _checksums(f: BinaryIO, starts: list[int]) -> list[int]:
-    """The CRC-32 of each range ``starts[i]:starts[i+1]`` of ``f``, read again from the
-    start (large samples in pieces)."""
-    f.seek(starts[0] if starts else 0)
+def _checksums(f: BinaryIO, spans: list[tuple[int, int]]) -> list[int]:
+    """The CRC-32 of each range ``(a, b)`` of ``f``, read again (large samples in pieces)."""
     out = []
-    for a, b in pairwise(starts):
+    for a, b in spans:
+        f.seek(a)
         crc = 0
         while a < b:
             piece = read_exact(f, min(b - a, 8 << 20))

@@ -27,7 +27,14 @@ from ..errors import SidecarError
 from .keys import unsafe_key
 from .packed import BLOCK_FIELD, RESERVED_FIELDS
 
-__all__ = ["SIDECAR_DIR", "SIDECAR_SUFFIX", "ShardIndex", "legacy_sidecar_url", "sidecar_url"]
+__all__ = [
+    "SIDECAR_DIR",
+    "SIDECAR_SUFFIX",
+    "ShardIndex",
+    "block_spans",
+    "legacy_sidecar_url",
+    "sidecar_url",
+]
 
 SIDECAR_SUFFIX = ".idx"
 #: The folder beside the shards that holds their sidecars.
@@ -87,6 +94,9 @@ class ShardIndex:
     checksums: np.ndarray | None = None
     #: The fields held in packed members (``tarstream.format.packed``), sorted.
     packed_fields: list[str] = field(default_factory=list)
+    #: Where recorded, the CRC-32 of each block member's bytes (header, data, padding), in
+    #: shard order: its samples' bytes at once (``block_starts`` says where blocks start).
+    block_checksums: np.ndarray | None = None
 
     @property
     def count(self) -> int:
@@ -115,9 +125,11 @@ class ShardIndex:
         end_offset: int,
         checksums: Sequence[int] | None = None,
         packed_fields: Iterable[str] = (),
+        block_checksums: Sequence[int] | None = None,
     ) -> ShardIndex:
         """Build a sidecar from ``(key, header_offset, [(field, data_offset, size), ...])``
-        and, where known, each sample's CRC-32 (and the fields in its packed members)."""
+        and, where known, each sample's CRC-32 (and the fields in its packed members, and
+        each block member's CRC-32: none recorded where there are no blocks)."""
         fields = sorted({f for _, _, members in samples for f, _, _ in members})
         field_no = {f: i for i, f in enumerate(fields)}
         starts = [0]
@@ -143,6 +155,7 @@ class ShardIndex:
             member_size=np.array(msize, dtype=_U64),
             checksums=None if checksums is None else np.array(checksums, dtype=_U32),
             packed_fields=sorted(packed_fields),
+            block_checksums=(np.array(block_checksums, dtype=_U32) if block_checksums else None),
         )
 
     def to_bytes(self) -> bytes:
@@ -171,6 +184,11 @@ class ShardIndex:
             ),
             **(
                 {"packed_fields": self.packed_fields, "width": wide.itemsize} if self.packed else {}
+            ),
+            **(
+                {"block_crc32": self.block_checksums.astype(_U32).tobytes()}
+                if self.block_checksums is not None
+                else {}
             ),
         }
         return bytes(msgpack.packb(doc, use_bin_type=True))
@@ -220,6 +238,9 @@ class ShardIndex:
                     else None
                 ),
                 packed_fields=[str(f) for f in doc.get("packed_fields", ())],
+                block_checksums=(
+                    np.frombuffer(doc["block_crc32"], dtype=_U32) if "block_crc32" in doc else None
+                ),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise SidecarError(f"sidecar is missing or has a bad entry: {e}", shard=url) from e
@@ -245,6 +266,9 @@ class ShardIndex:
         if not consistent:
             raise SidecarError("sidecar arrays are inconsistent with its sample count", shard=url)
         problem = _layout_problem(self) or _key_problem(self.keys)
+        blocks = self.block_checksums
+        if problem is None and blocks is not None and len(blocks) != len(block_spans(self)):
+            problem = f"{len(blocks)} block checksums for {len(block_spans(self))} blocks"
         if problem is not None:
             raise SidecarError(f"sidecar does not describe a valid shard: {problem}", shard=url)
 
@@ -279,6 +303,21 @@ def _layout_problem(index: ShardIndex) -> str | None:
     if (same & (moff[1:] - _BLOCK < ends[:-1])).any():
         return "members overlapping each other or a header"
     return None
+
+
+def block_spans(index: ShardIndex) -> list[tuple[int, int]]:
+    """Each block member's samples, ``(first, after the last)``, in order: a block starts
+    with a sample whose element follows the block's header, and holds the samples after it
+    that start at their element."""
+    first = index.member_start[:-1]
+    if BLOCK_FIELD not in index.fields or not len(first):
+        return []
+    in_block = index.member_field[first] == index.fields.index(BLOCK_FIELD)
+    headed = index.offsets[:-1] + _BLOCK <= index.member_offset[first]
+    starts = np.flatnonzero(in_block & headed)
+    others = np.append(np.flatnonzero(~in_block | headed), index.count)
+    ends = others[np.searchsorted(others, starts, side="right")]
+    return list(zip(starts.tolist(), ends.tolist(), strict=True))
 
 
 def _block_elements(index: ShardIndex) -> np.ndarray:

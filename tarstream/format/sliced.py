@@ -12,16 +12,17 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from functools import partial
+from itertools import chain
 from typing import Any, BinaryIO
 
 from ..errors import ShardError, ShardFormatError, SidecarError, TruncatedShardError
+from .blocks import block_runs
 from .checksum import crc32
 from .header import BLOCK, ZERO_BLOCK
 from .packed import (
     BLOCK_FIELD,
     FAST_UNPACK,
-    PACKED_FIELD,
     lowered,
     merge_packed,
     unpack_element,
@@ -30,51 +31,9 @@ from .packed import (
 from .samples import Sample
 from .scan import DEFAULT_READ_SIZE, ReadStats, read_exact, read_into
 from .sidecar import ShardIndex
+from .table import SliceTable
 
 __all__ = ["SliceTable", "read_sliced", "skip_to"]
-
-
-@dataclass(frozen=True)
-class SliceTable:
-    """A sidecar's arrays as lists, for per-sample indexing at Python speed (building it
-    costs a pass over the sidecar: random access keeps one per shard)."""
-
-    offsets: list[int]
-    mstart: list[int]
-    mfield: list[int]
-    moff: list[int]
-    msize: list[int]
-    crcs: list[int] | None
-    #: The field names samples get (lower-cased where asked), and whether two fields of
-    #: the shard became one name (then each sample is checked for a repeated field).
-    names: list[str]
-    merged: bool
-    lowercase: bool = False
-    #: The field number of block elements (-1: none), and the name of a packed member.
-    block: int = -1
-    packed: str = PACKED_FIELD
-    #: Whether every sample is an element of a block (``_elements`` reads them).
-    elements_only: bool = False
-    #: The fields packed members may hold (the sidecar's ``packed_fields``).
-    packed_fields: frozenset[str] = frozenset()
-
-    @classmethod
-    def of(cls, index: ShardIndex, *, verify: bool, lowercase: bool = False) -> SliceTable:
-        names = [f.lower() for f in index.fields] if lowercase else list(index.fields)
-        return cls(
-            index.offsets.tolist(),
-            index.member_start.tolist(),
-            index.member_field.tolist(),
-            index.member_offset.tolist(),
-            index.member_size.tolist(),
-            index.checksums.tolist() if verify and index.checksums is not None else None,
-            names,
-            len(set(names)) < len(names),
-            lowercase,
-            index.fields.index(BLOCK_FIELD) if BLOCK_FIELD in index.fields else -1,
-            elements_only=index.fields == [BLOCK_FIELD],
-            packed_fields=frozenset(index.packed_fields),
-        )
 
 
 def _span(count: int, first: int, stop: int | None, only: Sequence[int] | None) -> tuple[int, int]:
@@ -124,6 +83,27 @@ def read_sliced(
         SidecarError: the shard does not match its sidecar.
         ShardFormatError: a sample's bytes do not match its checksum.
     """
+    args = (first, stop, only, file_size, read_size, stats, verify, lowercase, table, buffers)
+    return chain.from_iterable(_runs(f, url, index, *args))
+
+
+def _runs(
+    f: BinaryIO,
+    url: str,
+    index: ShardIndex,
+    first: int,
+    stop: int | None,
+    only: Sequence[int] | None,
+    file_size: int | None,
+    read_size: int,
+    stats: ReadStats | None,
+    verify: bool,
+    lowercase: bool,
+    table: SliceTable | None,
+    buffers: list[bytearray] | None,
+) -> Iterator[Sequence[Sample]]:
+    """``read_sliced``'s samples in runs, which it chains: each block read whole at once,
+    the others one at a time (those before a bad sample are yielded before its error)."""
     stats = stats if stats is not None else ReadStats()
     first, n = _span(index.count, first, stop, only)
     table = table or SliceTable.of(index, verify=verify, lowercase=lowercase)
@@ -134,10 +114,14 @@ def read_sliced(
         skip_to(f, offsets[first])
     reads = _reads(f, url, index, table, first, n, only, read_size, buffers)
     slicer = _elements if table.elements_only else _slice
+    whole = bool(table.starts) and only is None
     for chunk, base, chosen, members in reads:
         stats.bytes_read += len(chunk)
         try:
-            yield from slicer(url, index, table, chunk, base, chosen)
+            if whole:
+                yield from _by_block(url, index, table, chunk, base, chosen)
+            else:
+                yield from zip(slicer(url, index, table, chunk, base, chosen))
         except ShardError as e:  # the samples of this read before the bad one were yielded
             stats.samples += bisect_left(chosen, bisect_right(offsets, e.offset or 0) - 1)
             raise
@@ -172,6 +156,9 @@ def _reads(
                 i = only[k]
                 skip_to(f, offsets[i])
             j = max(bisect_right(offsets, offsets[i] + read_size, i + 1, n + 1) - 1, i + 1)
+            b = bisect_right(table.starts, j) - 1
+            if j < n and b >= 0 and table.starts[b] > i:  # ended where a block starts
+                j = table.starts[b]
             size = offsets[j] - offsets[i]
             if len(buffer) < size:  # replaced, never resized: a view may still hold it
                 buffer = bytearray(max(size, read_size))
@@ -231,6 +218,19 @@ def _slice(
         if packed in sample:
             merge_packed(sample, url, table.lowercase, table.packed_fields)
         yield sample
+
+
+def _by_block(
+    url: str,
+    index: ShardIndex,
+    table: SliceTable,
+    view: memoryview,
+    base: int,
+    chosen: Sequence[int],
+) -> Iterator[Sequence[Sample]]:
+    """``_elements`` in runs, a block at once where it can (``tarstream.format.blocks``)."""
+    each = partial(_elements, url, index, table, view, base)
+    return block_runs(url, index, table, view, base, range(chosen[0], chosen[-1] + 1), each)
 
 
 def _elements(

@@ -158,7 +158,16 @@ class ReadShards(Stage[Sample]):
         # One generator for the whole plan: a sample costs one resume, not a method's checks.
         while self._segment < len(self._plan):
             try:
-                yield from self._segment_samples()
+                segment = self._plan[self._segment]
+                if segment.stop is None or segment.start + self._offset < segment.stop:
+                    self._samples = self.segment_samples(self._segment, self._offset, self._open)
+                    samples, self._live = counted(self._samples)
+                    try:  # the samples of the segment from the current offset, counted
+                        yield from samples
+                    finally:
+                        self._offset += self._live()
+                        self._live = no_count
+                    self.check_count(self._segment, self._offset)
             except ShardError as e:
                 if self.errors == "strict":
                     raise
@@ -205,20 +214,6 @@ class ReadShards(Stage[Sample]):
                 member=e.member,
                 offset=e.offset,
             ) from e
-
-    def _segment_samples(self) -> Iterator[Sample]:
-        """The samples of the current segment from the current offset."""
-        segment = self._plan[self._segment]
-        if segment.stop is not None and segment.start + self._offset >= segment.stop:
-            return
-        self._samples = self.segment_samples(self._segment, self._offset, self._open)
-        samples, self._live = counted(self._samples)
-        try:
-            yield from samples
-        finally:
-            self._offset += self._live()
-            self._live = no_count
-        self.check_count(self._segment, self._offset)
 
     def segment_samples(
         self, number: int, offset: int, opener: Callable[[int], OpenShard] | None = None

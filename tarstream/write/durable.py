@@ -49,23 +49,31 @@ class Sink:
     """Bytes written to ``file`` and hashed into ``digest`` by a thread of their own, in
     order, a chunk of about ``chunk`` bytes at a time (both release the GIL on large
     buffers: the writer goes on encoding meanwhile). Each record (a sample's bytes) also
-    gets its CRC-32 there, appended to ``checksums`` in order. ``write`` raises a failed chunk's
-    error, ``close`` waits for every chunk."""
+    gets its CRC-32 there, appended to ``checksums`` in order, and each block (a write of
+    records at once: a block member) its own, appended to ``block_checksums``. ``write``
+    raises a failed chunk's error, ``close`` waits for every chunk."""
 
     def __init__(self, file: BinaryIO, digest: Any, chunk: int = 1 << 20) -> None:
         self.file, self.digest, self.chunk = file, digest, chunk
         self.checksums: list[int] = []
+        self.block_checksums: list[int] = []
         self._parts: list[bytes] = []
         self._records: list[tuple[int, int]] = []  # where each record lies in the chunk
+        self._blocks: list[tuple[int, int]] = []  # and each block
         self._held = 0
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="tarstream-sink")
         self._futures: deque[Future[None]] = deque()
 
-    def write(self, data: bytes, records: list[tuple[int, int]] | None = None) -> None:
-        """Write ``data``; ``records``: the spans of it (from, to) that are records."""
+    def write(
+        self, data: bytes, records: list[tuple[int, int]] | None = None, block: bool = False
+    ) -> None:
+        """Write ``data``; ``records``: the spans of it (from, to) that are records;
+        ``block``: ``data`` is a block member (its CRC-32 goes to ``block_checksums``)."""
+        held = self._held
         if records:
-            held = self._held
             self._records += [(held + a, held + b) for a, b in records]
+        if block:
+            self._blocks.append((held, held + len(data)))
         self._parts.append(data)
         self._held += len(data)
         if self._held >= self.chunk:
@@ -88,15 +96,18 @@ class Sink:
         if len(self._futures) > 4:  # bounded: at most a few chunks in flight
             self._futures.popleft().result()
         data = b"".join(self._parts)
-        records = self._records
-        self._parts, self._held, self._records = [], 0, []
-        self._futures.append(self._pool.submit(self._put, data, records))
+        records, blocks = self._records, self._blocks
+        self._parts, self._held, self._records, self._blocks = [], 0, [], []
+        self._futures.append(self._pool.submit(self._put, data, records, blocks))
 
-    def _put(self, data: bytes, records: list[tuple[int, int]]) -> None:
+    def _put(
+        self, data: bytes, records: list[tuple[int, int]], blocks: list[tuple[int, int]]
+    ) -> None:
         self.file.write(data)
         self.digest.update(data)
         view = memoryview(data)
         self.checksums += [crc32(view[start:end]) for start, end in records]
+        self.block_checksums += [crc32(view[start:end]) for start, end in blocks]
 
     def close(self) -> None:
         """Write what is held and wait for every chunk (the file stays open)."""

@@ -238,7 +238,7 @@ class ShardWriter:
         """Write the block being filled as one member."""
         blob, layout, spans = self._block.take(self._size)
         self._samples += layout
-        self._sink.write(blob, spans)
+        self._sink.write(blob, spans, block=True)
         self._size += len(blob)
 
     def _plan(self, key: str, sample: Mapping[str, Any]) -> Pack:
@@ -306,6 +306,7 @@ class ShardWriter:
             end,
             self._sink.checksums,
             self._packed.difference(["__key__"]),
+            self._sink.block_checksums,
         )
         self._samples, self._size = [], 0
         job = functools.partial(
