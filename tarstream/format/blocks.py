@@ -75,8 +75,8 @@ def _block(
     if crc32(view[first:after]) != table.block_crcs[k]:
         return None
     head = _array_head(e - b)
-    start = table.moff[b] - base - len(head)
-    end = table.moff[e - 1] + table.msize[e - 1] - base
+    start = table.elements_from[k] - base - len(head)
+    end = table.elements_to[k] - base
     if not first <= start < end <= after or view[start : start + len(head)] != head:
         return None  # the elements must be the block's data, all of it checked
     try:

@@ -22,7 +22,7 @@ from .checksum import crc32
 from .keys import split_member_name, unsafe_key
 from .packed import BLOCK_FIELD, PACKED_FIELD, split_block, unpack_fields
 from .scan import DEFAULT_MAX_MEMBER_SIZE, DEFAULT_READ_SIZE, ReadStats, read_exact, scan_members
-from .sidecar import ShardIndex, block_spans
+from .sidecar import ShardIndex
 
 __all__ = ["Layout", "Sample", "build_sidecar", "read_samples", "repeated_field_error"]
 
@@ -254,7 +254,7 @@ def build_sidecar(
     checksums = _checksums(f, list(pairwise(starts))) if f.seekable() else None
     index = ShardIndex.build(name, size, digest.hexdigest(), unpacked, end, checksums, packed)
     if checksums is not None and index.packed:  # and each block's, as the writer records
-        spans = [(starts[b], starts[e]) for b, e in block_spans(index)]
+        spans = [(starts[b], starts[e]) for b, e in index.blocks]
         index = replace(index, block_checksums=np.array(_checksums(f, spans), dtype=np.uint32))
     index.check(url)
     return index

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import msgpack
@@ -95,7 +96,7 @@ class ShardIndex:
     #: The fields held in packed members (``tarstream.format.packed``), sorted.
     packed_fields: list[str] = field(default_factory=list)
     #: Where recorded, the CRC-32 of each block member's bytes (header, data, padding), in
-    #: shard order: its samples' bytes at once (``block_starts`` says where blocks start).
+    #: shard order: its samples' bytes at once (``blocks`` says which samples each holds).
     block_checksums: np.ndarray | None = None
 
     @property
@@ -107,6 +108,11 @@ class ShardIndex:
     def packed(self) -> bool:
         """Whether the shard has packed members (a version 2 sidecar)."""
         return not RESERVED_FIELDS.isdisjoint(self.fields)
+
+    @cached_property
+    def blocks(self) -> list[tuple[int, int]]:
+        """Each block member's samples, ``(first, after the last)`` (``block_spans``)."""
+        return block_spans(self)
 
     @property
     def sample_fields(self) -> list[str]:
@@ -267,8 +273,8 @@ class ShardIndex:
             raise SidecarError("sidecar arrays are inconsistent with its sample count", shard=url)
         problem = _layout_problem(self) or _key_problem(self.keys)
         blocks = self.block_checksums
-        if problem is None and blocks is not None and len(blocks) != len(block_spans(self)):
-            problem = f"{len(blocks)} block checksums for {len(block_spans(self))} blocks"
+        if problem is None and blocks is not None and len(blocks) != len(self.blocks):
+            problem = f"{len(blocks)} block checksums for {len(self.blocks)} blocks"
         if problem is not None:
             raise SidecarError(f"sidecar does not describe a valid shard: {problem}", shard=url)
 
@@ -308,7 +314,7 @@ def _layout_problem(index: ShardIndex) -> str | None:
 def block_spans(index: ShardIndex) -> list[tuple[int, int]]:
     """Each block member's samples, ``(first, after the last)``, in order: a block starts
     with a sample whose element follows the block's header, and holds the samples after it
-    that start at their element."""
+    that start at their element (``ShardIndex.blocks`` keeps them)."""
     first = index.member_start[:-1]
     if BLOCK_FIELD not in index.fields or not len(first):
         return []

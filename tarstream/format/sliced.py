@@ -169,7 +169,8 @@ def _reads(
             if only is not None:
                 k, start = bisect_left(only, j, k), k
                 chosen = only[start:k]
-            yield chunk, offsets[i], chosen, table.mstart[j] - table.mstart[i]
+            members = j - i if table.elements_only else table.mstart[j] - table.mstart[i]
+            yield chunk, offsets[i], chosen, members
             i = j
     finally:
         if len(buffer) <= 2 * read_size:  # one grown for a huge sample is let go

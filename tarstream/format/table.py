@@ -2,69 +2,73 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
 
 from .packed import BLOCK_FIELD, FAST_BLOCK, PACKED_FIELD
-from .sidecar import ShardIndex, block_spans
+from .sidecar import ShardIndex
 
-__all__ = ["SliceTable", "block_table"]
+__all__ = ["SliceTable"]
 
 
-@dataclass(frozen=True)
 class SliceTable:
     """A sidecar's arrays as lists, for per-sample indexing at Python speed (building it
-    costs a pass over the sidecar: random access keeps one per shard)."""
+    costs a pass over the sidecar: random access keeps one per shard). The members' lists
+    are made when first used: a shard whose blocks are all read whole needs none."""
 
-    offsets: list[int]
-    mstart: list[int]
-    mfield: list[int]
-    moff: list[int]
-    msize: list[int]
-    crcs: list[int] | None
-    #: The field names samples get (lower-cased where asked), and whether two fields of
-    #: the shard became one name (then each sample is checked for a repeated field).
-    names: list[str]
-    merged: bool
-    lowercase: bool = False
-    #: The field number of block elements (-1: none), and the name of a packed member.
-    block: int = -1
-    packed: str = PACKED_FIELD
-    #: Whether every sample is an element of a block (``_elements`` reads them).
-    elements_only: bool = False
-    #: The fields packed members may hold (the sidecar's ``packed_fields``).
-    packed_fields: frozenset[str] = frozenset()
-    #: Where blocks are read whole (``tarstream.format.blocks``): the samples that start
-    #: them, then the sample count; each one's CRC-32. Else empty.
-    starts: list[int] = field(default_factory=list)
-    block_crcs: list[int] = field(default_factory=list)
+    def __init__(self, index: ShardIndex, *, verify: bool, lowercase: bool = False) -> None:
+        self.index, self.verify = index, verify
+        self.offsets: list[int] = index.offsets.tolist()
+        #: The field names samples get (lower-cased where asked), and whether two fields of
+        #: the shard became one name (then each sample is checked for a repeated field).
+        self.names = [f.lower() for f in index.fields] if lowercase else list(index.fields)
+        self.merged = len(set(self.names)) < len(self.names)
+        self.lowercase = lowercase
+        #: The field number of block elements (-1: none), and the name of a packed member.
+        self.block = index.fields.index(BLOCK_FIELD) if BLOCK_FIELD in index.fields else -1
+        self.packed = PACKED_FIELD
+        #: Whether every sample is an element of a block (``_elements`` reads them).
+        self.elements_only = index.fields == [BLOCK_FIELD]
+        #: The fields packed members may hold (the sidecar's ``packed_fields``).
+        self.packed_fields = frozenset(index.packed_fields)
+        #: Where blocks are read whole (``tarstream.format.blocks``): the samples that
+        #: start them, then the sample count; each one's CRC-32, and where its elements
+        #: start and end. Else empty.
+        self.starts: list[int] = []
+        self.block_crcs: list[int] = []
+        self.elements_from: list[int] = []
+        self.elements_to: list[int] = []
+        if self.elements_only and verify and index.block_checksums is not None and FAST_BLOCK:
+            spans = np.array(index.blocks, dtype=np.int64).reshape(-1, 2)
+            self.starts = [*spans[:, 0].tolist(), index.count]
+            self.block_crcs = index.block_checksums.tolist()
+            self.elements_from = index.member_offset[spans[:, 0]].tolist()
+            last = spans[:, 1] - 1
+            self.elements_to = (index.member_offset[last] + index.member_size[last]).tolist()
 
     @classmethod
     def of(cls, index: ShardIndex, *, verify: bool, lowercase: bool = False) -> SliceTable:
-        names = [f.lower() for f in index.fields] if lowercase else list(index.fields)
-        elements_only = index.fields == [BLOCK_FIELD]
-        starts, block_crcs = block_table(index, verify) if elements_only else ([], [])
-        return cls(
-            index.offsets.tolist(),
-            index.member_start.tolist(),
-            index.member_field.tolist(),
-            index.member_offset.tolist(),
-            index.member_size.tolist(),
-            index.checksums.tolist() if verify and index.checksums is not None else None,
-            names,
-            len(set(names)) < len(names),
-            lowercase,
-            index.fields.index(BLOCK_FIELD) if BLOCK_FIELD in index.fields else -1,
-            elements_only=elements_only,
-            packed_fields=frozenset(index.packed_fields),
-            starts=starts,
-            block_crcs=block_crcs,
-        )
+        return cls(index, verify=verify, lowercase=lowercase)
 
+    @cached_property
+    def mstart(self) -> list[int]:
+        return list(self.index.member_start.tolist())
 
-def block_table(index: ShardIndex, verify: bool) -> tuple[list[int], list[int]]:
-    """(the samples that start blocks, then the shard's sample count; each block's CRC-32)
-    where a shard's blocks can be read whole (``verify``, block checksums in the sidecar,
-    msgspec: ``tarstream.format.blocks``), else two empty lists."""
-    if not verify or index.block_checksums is None or FAST_BLOCK is None:
-        return [], []
-    return [b for b, _ in block_spans(index)] + [index.count], index.block_checksums.tolist()
+    @cached_property
+    def mfield(self) -> list[int]:
+        return list(self.index.member_field.tolist())
+
+    @cached_property
+    def moff(self) -> list[int]:
+        return list(self.index.member_offset.tolist())
+
+    @cached_property
+    def msize(self) -> list[int]:
+        return list(self.index.member_size.tolist())
+
+    @cached_property
+    def crcs(self) -> list[int] | None:
+        """Each sample's CRC-32, where recorded and verified (None: not checked)."""
+        checksums = self.index.checksums
+        return list(checksums.tolist()) if self.verify and checksums is not None else None
