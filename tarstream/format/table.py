@@ -53,22 +53,29 @@ class SliceTable:
 
     @cached_property
     def mstart(self) -> list[int]:
-        return list(self.index.member_start.tolist())
+        values: list[int] = self.index.member_start.tolist()
+        return values
 
     @cached_property
     def mfield(self) -> list[int]:
-        return list(self.index.member_field.tolist())
+        values: list[int] = self.index.member_field.tolist()
+        return values
 
     @cached_property
     def moff(self) -> list[int]:
-        return list(self.index.member_offset.tolist())
+        values: list[int] = self.index.member_offset.tolist()
+        return values
 
     @cached_property
     def msize(self) -> list[int]:
-        return list(self.index.member_size.tolist())
+        values: list[int] = self.index.member_size.tolist()
+        return values
 
     @cached_property
     def crcs(self) -> list[int] | None:
         """Each sample's CRC-32, where recorded and verified (None: not checked)."""
         checksums = self.index.checksums
-        return list(checksums.tolist()) if self.verify and checksums is not None else None
+        if not self.verify or checksums is None:
+            return None
+        values: list[int] = checksums.tolist()
+        return values
