@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tarstream
+from tarstream.codecs.encode import _plain_json
 from tarstream.errors import DecodeError, ShardFormatError, SidecarError
 from tarstream.format.packed import BLOCK_FIELD, FAST_UNPACK, PACKED_FIELD
 from tarstream.format.samples import build_sidecar
@@ -373,3 +374,34 @@ def test_a_version_2_sidecar_is_refused_by_its_checks_where_it_is_impossible(
     doc["width"] = 3
     with pytest.raises(SidecarError, match="width"):
         ShardIndex.from_bytes(msgpack.packb(doc), url="x")
+
+
+def _plain_json_as_specified(value: Any, depth: int = 0) -> bool:
+    """``_plain_json`` as written first (its definition, one call per value)."""
+    of = type(value)
+    if of in (str, float, bool, type(None)):
+        return True
+    if of is int:
+        return -(2**63) <= value <= 2**64 - 1
+    if depth > 64:
+        return False
+    if of is dict:
+        return all(type(k) is str for k in value) and all(
+            _plain_json_as_specified(v, depth + 1) for v in value.values()
+        )
+    if of is list or of is tuple:
+        return all(_plain_json_as_specified(v, depth + 1) for v in value)
+    return False
+
+
+@settings(max_examples=400, deadline=None)
+@given(_values(16) | st.lists(_values(8), max_size=4).map(tuple))
+def test_which_json_values_are_stored_typed_is_as_specified(value: Any) -> None:
+    """The writer stores a JSON value typed only where msgpack gives back what JSON would
+    (string keys at every depth, integers of 64 bits): the quick check decides as the
+    definition does, for values of every kind and depth."""
+    nested: Any = value
+    for _ in range(70):
+        nested = [nested]
+    for v in (value, {"k": value}, nested, [2**64, value], {"a": -(2**63) - 1}):
+        assert _plain_json(v, 0) == _plain_json_as_specified(v)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgpack
@@ -133,7 +133,8 @@ _SCALARS = frozenset({str, float, bool, type(None)})
 
 def _plain_json(value: Any, depth: int) -> bool:
     """Whether ``value`` comes back from msgpack as ``json.loads`` gives it back from its
-    JSON text (string keys; no tuples of tuples needed: msgpack and JSON both give lists)."""
+    JSON text (string keys; no tuples of tuples needed: msgpack and JSON both give lists).
+    A container's scalars are looked at in its own loop (a call only per container)."""
     of = type(value)
     if of in _SCALARS:
         return True
@@ -142,12 +143,28 @@ def _plain_json(value: Any, depth: int) -> bool:
     if depth > 64:
         return False
     if of is dict:
-        return all(type(k) is str for k in value) and all(
-            _plain_json(v, depth + 1) for v in value.values()
-        )
+        for k in value:
+            if type(k) is not str:
+                return False
+        return _plain_values(value.values(), depth)
     if of is list or of is tuple:
-        return all(_plain_json(v, depth + 1) for v in value)
+        return _plain_values(value, depth)
     return False
+
+
+def _plain_values(values: Iterable[Any], depth: int) -> bool:
+    """``_plain_json`` of each of a container's ``values`` (the container at ``depth``)."""
+    low, high = _INT64
+    for v in values:
+        of = type(v)
+        if of in _SCALARS:
+            continue
+        if of is int:
+            if not low <= v <= high:
+                return False
+        elif not _plain_json(v, depth + 1):
+            return False
+    return True
 
 
 def stored_bytes(field: str, value: Any) -> bytes:

@@ -223,7 +223,7 @@ class ShardWriter:
         if len(small) == 1:
             raise WriteError(f"sample {key!r} has no fields to write")
         element = pack_bytes(key, small)
-        grows = len(element) + (0 if self._block else 4 * BLOCK + 5)
+        grows = len(element) + (0 if self._block.keys else 4 * BLOCK + 5)
         if self._file is not None and self._full(grows):
             self._finish_shard()
         if self._file is None:
@@ -252,11 +252,13 @@ class ShardWriter:
         return plan
 
     def _full(self, sample_size: int) -> bool:
-        held = len(self._samples) + len(self._block)
+        held = len(self._samples) + len(self._block.keys)  # (a call a sample: no __len__)
         if self.max_samples is not None and held >= self.max_samples:
             return True
+        if self.max_bytes is None:
+            return False
         ends = self._size + self._block.bound() + sample_size + 2 * BLOCK
-        return self.max_bytes is not None and round_up(ends, RECORD) > self.max_bytes
+        return round_up(ends, RECORD) > self.max_bytes
 
     def _open_shard(self) -> None:
         self._path = self.pattern % self._next_index
