@@ -4,17 +4,22 @@ them one sample at a time."""
 
 from __future__ import annotations
 
+import io
+import tarfile
 from pathlib import Path
 from typing import Any
 
 import msgpack
 import pytest
 
+import tarstream
 from tarstream.errors import ShardFormatError, SidecarError
 from tarstream.format import blocks
 from tarstream.format.packed import BLOCK_FIELD, FAST_BLOCK
+from tarstream.format.samples import build_sidecar
 from tarstream.format.sidecar import ShardIndex, block_spans
 from tarstream.format.sliced import read_sliced
+from tarstream.stages.decode import Decode
 
 from .conftest import sidecar_of, write_dataset
 
@@ -131,3 +136,72 @@ def test_a_sidecar_with_block_checksums_of_other_blocks_is_refused(tmp_path: Pat
     doc["block_crc32"] = doc["block_crc32"][:-4]
     with pytest.raises(SidecarError, match="block checksums for"):
         ShardIndex.from_bytes(msgpack.packb(doc), url="x")
+
+
+def _pipelines(directory: Path) -> tuple[Any, Any]:
+    """``decode()`` right after the reader (the reader decodes: fused), and after a map
+    that passes samples on (``Decode`` decodes each sample itself)."""
+    manifest = str(directory / "_train.manifest.json")
+    return tarstream.TarStream(manifest).decode(), tarstream.TarStream(manifest).map(
+        lambda s: s
+    ).decode()
+
+
+@pytest.mark.parametrize("pack", ["small", "none"])
+def test_a_decode_right_after_the_reader_gives_what_a_decode_a_stage_later_gives(
+    tmp_path: Path, whole: list[int], pack: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    samples = _samples(900, {"mask.bin": b"\x01"}) if pack == "none" else _samples(900)
+    write_dataset(tmp_path, samples, pack=pack, max_samples=400)
+    applied: list[int] = []
+    apply = Decode.apply
+
+    def counting(self: Decode, item: dict[str, Any]) -> dict[str, Any]:
+        applied.append(1)
+        return apply(self, item)
+
+    monkeypatch.setattr(Decode, "apply", counting)
+    fused, apart = _pipelines(tmp_path)
+    got = list(fused)
+    fused_calls = len(applied)
+    assert got == list(apart) and len(got) == 900
+    assert got[7]["txt"] == samples[7]["txt"] and got[7]["json"] == samples[7]["json"]
+    assert bool(whole) == (pack == "small") and all(whole)
+    # blocks read whole need no sample decoded one by one; plain samples all do
+    assert fused_calls == (0 if pack == "small" else 900) and len(applied) - fused_calls == 900
+    decode_stats = [p.stages[-1].stats.samples for p in (fused, apart)]  # type: ignore[attr-defined]
+    assert decode_stats == [900, 900]
+
+
+def test_a_block_value_of_the_wrong_kind_is_a_decode_error_after_the_samples_before_it(
+    tmp_path: Path,
+) -> None:
+    """A block another writer made, holding a class that is a str: read whole, its kinds
+    are checked in C and the block is decoded sample by sample, which names the culprit."""
+    elements = [{"__key__": f"k{i}", "cls": i, "txt": "t"} for i in range(20)]
+    elements[13]["cls"] = "thirteen"
+    data = msgpack.packb(elements)
+    shard = tmp_path / "t.tar"
+    with tarfile.open(shard, "w", format=tarfile.USTAR_FORMAT) as tar:
+        info = tarfile.TarInfo(f"k0.{BLOCK_FIELD}")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    with open(shard, "rb") as f:
+        index = build_sidecar(f, str(shard), name=shard.name)
+    assert index.block_checksums is not None and len(index.block_checksums) == 1
+    sidecar_of(shard).write_bytes(index.to_bytes())
+    got: list[str] = []
+    with pytest.raises(tarstream.DecodeError, match="packed member holds a str") as caught:
+        got.extend(s["__key__"] for s in tarstream.TarStream(str(shard)).decode())
+    assert got == [f"k{i}" for i in range(13)] and caught.value.member == "k13.cls"
+
+
+def test_a_lenient_reader_does_not_decode_for_a_strict_decode(tmp_path: Path) -> None:
+    """A reader that skips failed shards would take a ``DecodeError`` for one: after it, a
+    strict ``Decode`` decodes each sample itself, and its error reaches the caller."""
+    write_dataset(tmp_path, [{"__key__": "a", "cls": b"not a number"}], pack="small")
+    manifest = str(tmp_path / "_train.manifest.json")
+    with pytest.raises(tarstream.DecodeError, match=r"a\.cls"):
+        list(tarstream.TarStream(manifest, errors="skip").decode())
+    with pytest.raises(tarstream.DecodeError, match=r"a\.cls"):
+        list(tarstream.TarStream(manifest).decode())

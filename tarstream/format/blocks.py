@@ -22,12 +22,19 @@ from .samples import Sample
 from .sidecar import ShardIndex
 from .table import SliceTable
 
-__all__ = ["block_runs"]
+__all__ = ["Block", "block_runs"]
 
 #: The samples of a range, read one at a time (``sliced._elements`` over a read).
 Each = Callable[[range], Iterator[Sample]]
 
 _KEY = itemgetter("__key__")
+
+
+class Block(list):  # type: ignore[type-arg]
+    """A block's samples, read whole: a run of ``block_runs`` whose samples were checked
+    together, with their field names where they all have the same (else None)."""
+
+    names: tuple[str, ...] | None = None
 
 
 def block_runs(
@@ -92,7 +99,10 @@ def _block(
         checked |= names
     for sample in samples:
         sample["__url__"] = url
-    return samples
+    block = Block(samples)
+    if len(names) == 1:
+        (block.names,) = names
+    return block
 
 
 def _fits(names: tuple[str, ...], fields: frozenset[str], lowercase: bool) -> bool:

@@ -33,7 +33,7 @@ from .scan import DEFAULT_READ_SIZE, ReadStats, read_exact, read_into
 from .sidecar import ShardIndex
 from .table import SliceTable
 
-__all__ = ["SliceTable", "read_sliced", "skip_to"]
+__all__ = ["SliceTable", "read_sliced", "skip_to", "sliced_runs"]
 
 
 def _span(count: int, first: int, stop: int | None, only: Sequence[int] | None) -> tuple[int, int]:
@@ -84,10 +84,10 @@ def read_sliced(
         ShardFormatError: a sample's bytes do not match its checksum.
     """
     args = (first, stop, only, file_size, read_size, stats, verify, lowercase, table, buffers)
-    return chain.from_iterable(_runs(f, url, index, *args))
+    return chain.from_iterable(sliced_runs(f, url, index, *args))
 
 
-def _runs(
+def sliced_runs(
     f: BinaryIO,
     url: str,
     index: ShardIndex,
@@ -102,8 +102,9 @@ def _runs(
     table: SliceTable | None,
     buffers: list[bytearray] | None,
 ) -> Iterator[Sequence[Sample]]:
-    """``read_sliced``'s samples in runs, which it chains: each block read whole at once,
-    the others one at a time (those before a bad sample are yielded before its error)."""
+    """``read_sliced``'s samples (its arguments, in order) in runs, which it chains: each
+    block read whole at once (a ``tarstream.format.blocks.Block``), the others one at a time
+    (those before a bad sample are yielded before its error)."""
     stats = stats if stats is not None else ReadStats()
     first, n = _span(index.count, first, stop, only)
     table = table or SliceTable.of(index, verify=verify, lowercase=lowercase)

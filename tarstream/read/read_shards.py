@@ -24,7 +24,7 @@ from ..stage import Stage, State, check_errors
 from .counting import counted, no_count
 from .interleaved import interleaved, order_of
 from .packed import TypedFields
-from .shard import OpenShard, is_remote, open_shard, read_shard, read_shard_at
+from .shard import Decoding, OpenShard, is_remote, open_shard, read_shard, read_shard_at
 
 __all__ = ["DEFAULT_INTERLEAVE", "ReadShards"]
 
@@ -70,6 +70,11 @@ class ReadShards(Stage[Sample]):
 
     SEGMENT_KEY = "segment"
     OFFSET_KEY = "offset"
+    #: Whether its items are samples read by ``read_shard`` (which applies ``decoding``).
+    reads_samples = True
+    #: The decoding of a ``Decode`` right after this stage, which it applies itself
+    #: (``Decoding``; set on the connected copy by that stage when it connects).
+    decoding: Decoding | None = None
     #: The segments of an interleaved group that failed in a lenient reader (when any).
     FAILED_KEY = "failed"
 
@@ -239,6 +244,7 @@ class ReadShards(Stage[Sample]):
             fields=self.fields,
             typed=self.typed,
             buffers=self._buffers,
+            decoding=self.decoding,
         )
 
     def check_count(self, number: int, taken: int) -> None:

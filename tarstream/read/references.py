@@ -24,6 +24,8 @@ __all__ = ["References"]
 class References(ReadShards):
     """``ReadShards`` over numbers: needs every shard's sample count."""
 
+    reads_samples = False  # a Decode after it never applies its decoding here
+
     def segment_samples(
         self, number: int, offset: int, opener: Callable[[int], OpenShard] | None = None
     ) -> Iterator[Any]:

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from itertools import islice
-from typing import Any, BinaryIO, NamedTuple, cast
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import chain, islice
+from typing import Any, BinaryIO, NamedTuple, Protocol, cast
 
 from ..codecs.encode import TYPED_KINDS
 from ..codecs.extensions import kind_of
 from ..errors import ShardFormatError, SidecarError, redact_url
 from ..format.members import read_members
-from ..format.packed import unpack_samples
+from ..format.packed import BLOCK_FIELD, unpack_samples
 from ..format.samples import Sample, read_samples
 from ..format.scan import DEFAULT_MAX_MEMBER_SIZE, DEFAULT_READ_SIZE, ReadStats, read_exact
 from ..format.sidecar import ShardIndex
-from ..format.sliced import read_sliced
+from ..format.sliced import read_sliced, sliced_runs
 from ..plan.specs import ShardSpec, SidecarMode, load_sidecar
 from ..storage.compressed import GunzipInput, is_gzip_name
 from ..storage.files import open_input
@@ -22,6 +22,7 @@ from ..storage.urls import is_local, is_pipe
 from .packed import TypedFields, packed_values
 
 __all__ = [
+    "Decoding",
     "OpenShard",
     "is_remote",
     "open_shard",
@@ -30,6 +31,18 @@ __all__ = [
     "read_shard",
     "read_shard_at",
 ]
+
+
+class Decoding(Protocol):
+    """The decoding of the stage right after a reader, which the reader applies itself
+    (``tarstream.stages.decode.Decode`` in strict mode): each sample's, or a run's at once
+    (a block read whole, ``tarstream.format.blocks.Block``: its samples as they are where
+    they need no decoding, checked together)."""
+
+    def apply(self, item: Sample) -> Sample: ...
+
+    def run(self, samples: Sequence[Sample]) -> Iterable[Sample]: ...
+
 
 #: Samples whose chosen members are located and read together.
 _CHUNK = 256
@@ -87,6 +100,7 @@ def read_shard(
     fields: frozenset[str] | None = None,
     typed: TypedFields = None,
     buffers: list[bytearray] | None = None,
+    decoding: Decoding | None = None,
 ) -> Iterator[Sample]:
     """Yield samples ``first:stop`` of one shard (``stop`` None: to its end), closing the
     file at the end.
@@ -101,6 +115,7 @@ def read_shard(
     headers are checked instead of the sample checksums), else they are picked.
     ``typed``: the packed fields handed on as they are held (``tarstream.read.packed``).
     ``buffers``: read buffers kept from shard to shard (``read_sliced``).
+    ``decoding``: the decoding of the stage after the reader, applied here (``Decoding``).
     """
     index, f, size = opened if opened is not None else open_shard(spec, sidecars=sidecars)
     label = redact_url(spec.url)
@@ -108,29 +123,34 @@ def read_shard(
         plain = index is not None and not index.packed
         if plain and fields is not None and not is_gzip_name(spec.url):
             assert index is not None
-            yield from read_fields(f, label, index, fields, first, stop, size, lowercase, stats)
+            picked = read_fields(f, label, index, fields, first, stop, size, lowercase, stats)
+            yield from picked if decoding is None else map(decoding.apply, picked)
             return
-        common: dict[str, Any] = {"read_size": read_size, "stats": stats, "lowercase": lowercase}
-        if index is not None:
-            samples = read_sliced(
-                f,
-                label,
-                index,
-                first=first,
-                stop=stop,
-                file_size=size,
-                verify=verify,
-                buffers=buffers,
-                **common,
-            )
+        args = (first, stop, None, size, read_size, stats, verify, lowercase, None, buffers)
+        if index is not None:  # read_sliced's samples, in the runs it chains
+            runs = sliced_runs(f, label, index, *args)
+            if decoding is not None and fields is None and _blocks_whole(index, typed, lowercase):
+                yield from chain.from_iterable(map(decoding.run, runs))  # a block at once
+                return
+            samples: Iterator[Sample] = chain.from_iterable(runs)
         else:
-            scan = read_samples(
-                f, label, max_member_size=max_member_size, lenient=lenient, **common
-            )
+            kw: dict[str, Any] = {"read_size": read_size, "lowercase": lowercase, "stats": stats}
+            scan = read_samples(f, label, max_member_size=max_member_size, lenient=lenient, **kw)
             samples = islice(unpack_samples(scan, label, lowercase, stats), first, stop)
         samples = pick_fields(samples, fields)
         as_held = plain or _all_typed(index, typed, lowercase)
-        yield from samples if as_held else packed_values(samples, label, typed)
+        samples = samples if as_held else packed_values(samples, label, typed)
+        yield from samples if decoding is None else map(decoding.apply, samples)
+
+
+def _blocks_whole(index: ShardIndex, typed: TypedFields, lowercase: bool) -> bool:
+    """Whether a shard's samples may come in blocks read whole (``tarstream.format.blocks``),
+    handed on as they are held."""
+    return (
+        index.fields == [BLOCK_FIELD]
+        and index.block_checksums is not None
+        and _all_typed(index, typed, lowercase)
+    )
 
 
 def _all_typed(index: ShardIndex | None, typed: TypedFields, lowercase: bool) -> bool:

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import fnmatch
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, Literal, cast
 
 from ..codecs.decoders import (
@@ -40,6 +41,7 @@ from ..read.read_shards import ReadShards
 from ..stage import Stage, State, Transform, check_errors
 from ..world import Context
 from .deferred import PendingImage
+from .handlers import Handled, Handler
 
 __all__ = ["Decode", "DecodeStats"]
 
@@ -76,24 +78,6 @@ def _held(steps: list[_Step]) -> Callable[[Sample], bool] | None:
 def _wrong_kind(value: object, kinds: tuple[type, ...]) -> TypeError:
     expected = " or ".join(k.__name__ for k in kinds)
     return TypeError(f"a packed member holds a {type(value).__name__}, not a {expected}")
-
-
-#: A webdataset-style handler: (".field", bytes) -> the value, or None to pass it on.
-Handler = Callable[[str, bytes], Any]
-
-
-class _Handled:
-    """A field's decoder that tries handlers first, then ``rest`` (None: bytes)."""
-
-    def __init__(self, handlers: tuple[Handler, ...], name: str, rest: Decoder | None) -> None:
-        self.handlers, self.key, self.rest = handlers, "." + name, rest
-
-    def __call__(self, data: bytes) -> Any:
-        for handler in self.handlers:
-            value = handler(self.key, data)
-            if value is not None:
-                return value
-        return data if self.rest is None else self.rest(data)
 
 
 @dataclass
@@ -143,6 +127,11 @@ class Decode(Transform[Sample]):
 
     State: the source's; decoding keeps nothing between samples.
     """
+
+    #: Whether the reader right before applies this stage's decoding (set by ``connect``),
+    #: and by field set, the kinds a block read whole is checked for (``run``).
+    _fused = False
+    _kinds: dict[tuple[str, ...], list[tuple[str, frozenset[type]]] | None]
 
     def __init__(
         self,
@@ -218,6 +207,7 @@ class Decode(Transform[Sample]):
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_plans"], state["_steps"] = {}, {}  # hold closures; rebuilt on first use
+        state["_kinds"] = {}
         return state
 
     def decoder_for(self, name: str) -> Decoder | None:
@@ -252,7 +242,7 @@ class Decode(Transform[Sample]):
             if fnmatch.fnmatchcase(name, pattern):
                 return decoder
         if self.handlers:
-            return _Handled(self.handlers, name, self._builtin(name))
+            return Handled(self.handlers, name, self._builtin(name))
         return self._builtin(name)
 
     def _builtin(self, name: str) -> Decoder | None:
@@ -269,13 +259,19 @@ class Decode(Transform[Sample]):
 
     def connect(self, source: Stage[Any] | None, context: Context) -> Decode:
         clone = cast(Decode, super().connect(source, context))
-        reader = source
+        reader, right_after = source, True
         while reader is not None and reader.forwards_items:
-            reader = reader.source
+            reader, right_after = reader.source, False
         clone._plans, clone._steps = {}, {}
+        clone._kinds, clone._fused = {}, False
         if isinstance(reader, ReadShards):  # packed values arrive as the decoders make them
             reader.typed = clone.takes_typed
             clone._typed = True
+            # Right after a strict reader (a lenient one takes a DecodeError for a failed shard)
+            strict = self.errors == reader.errors == "strict"
+            if right_after and strict and reader.reads_samples:  # the reader decodes: ``run``
+                reader.decoding = clone
+                clone._fused = True
         return clone
 
     def takes_typed(self, name: str) -> bool:
@@ -326,6 +322,30 @@ class Decode(Transform[Sample]):
         self.stats.samples += 1
         return out
 
+    def run(self, samples: Sequence[Sample]) -> Iterable[Sample]:
+        """A run of samples decoded (the fused reader's ``Decoding``): a block read whole
+        whose one field set needs only kind checks is checked a field at a time, in C, and
+        passed on as it is; other runs are decoded a sample at a time, lazily."""
+        names = getattr(samples, "names", None)
+        if names is not None and names not in self._kinds:
+            if len(self._kinds) > 1000:  # ever new field sets: keep a few
+                self._kinds.clear()
+            steps, held = self._steps.get(names) or self._steps_for(names)
+            checks = [(n, frozenset(k or ())) for n, _, _, k in steps]
+            self._kinds[names] = None if held is None else checks
+        kinds = self._kinds.get(names) if names is not None else None
+        if kinds is not None and all(
+            allowed.issuperset(map(type, map(itemgetter(name), samples))) for name, allowed in kinds
+        ):
+            self.stats.samples += len(samples)
+            return samples
+        return map(self.apply, samples)
+
+    def own_iterator(self) -> Iterator[Sample] | None:
+        if self._fused:  # the reader before it decodes
+            return self.require_source().own_iterator()
+        return super().own_iterator()
+
     def _steps_for(self, names: tuple[str, ...]) -> _Plan:
         """The fields of samples with ``names`` to drop or decode (the others are kept),
         and for a field that may arrive typed from a packed member (``takes_typed``), the
@@ -352,6 +372,8 @@ class Decode(Transform[Sample]):
 
     def next(self) -> Sample:
         source = self.require_source()
+        if self._fused:  # the reader before it decodes
+            return cast(Sample, source.next())
         while True:
             item = source.next()
             try:
