@@ -283,10 +283,14 @@ def _unpacked_layout(url: str, entry: Any, sample: Sample, packed: set[str]) -> 
 
 
 def _checksums(f: BinaryIO, spans: list[tuple[int, int]]) -> list[int]:
-    """The CRC-32 of each range ``(a, b)`` of ``f``, read again (large samples in pieces)."""
+    """The CRC-32 of each range ``(a, b)`` of ``f``, read again (large samples in pieces);
+    a seek only where a range does not start where the one before it ended."""
     out = []
+    at = -1
     for a, b in spans:
-        f.seek(a)
+        if a != at:
+            f.seek(a)
+        at = b
         crc = 0
         while a < b:
             piece = read_exact(f, min(b - a, 8 << 20))
