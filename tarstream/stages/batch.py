@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import islice
 from typing import Any, Literal, cast
 
 from ..stage import Stage, State, items_of
 from ..world import Context
-from .collate import builder, fill, finish_batch, to_torch
+from .collate import builder, collate_columns, fill, finish_batch, to_torch
 from .collate import collate as default_collate
+from .decode import Decode
 from .deferred import PendingImage, image_source
 from .memory import BatchMemory
 
@@ -34,7 +35,9 @@ class Batch(Stage[Any]):
     With the default collate, arrays and tensors are stacked into reused batch memory
     (``tarstream.stages.memory``; the pipeline's, given in its context, else the stage's
     own), and a stage that feeds the batch may leave its images to be decoded straight into
-    the batch's rows (``tarstream.stages.deferred``).
+    the batch's rows (``tarstream.stages.deferred``). A strict ``Decode`` right before it
+    is applied to a batch's samples at once, where it leaves them as they are (typed values
+    of packed members: ``Decode.checked_columns``), else to one sample after another.
 
     State: the source's (a batch is built within one call, so nothing is held between).
     """
@@ -60,6 +63,7 @@ class Batch(Stage[Any]):
         self.collate = collate if collate is not None else default_collate
         self._memory = BatchMemory()
         self._pending = False  # whether PendingImage values can arrive (see connect)
+        self._decode: Decode | None = None  # the Decode before, applied here (see connect)
 
     def connect(self, source: Stage[Any] | None, context: Context) -> Stage[Any]:
         """A copy reading from ``source``; with the default collate, a stage that feeds it
@@ -69,13 +73,20 @@ class Batch(Stage[Any]):
         images = image_source(source)
         if clone.collate is default_collate and images is not None:
             clone._pending = images.defer_images()
+        if clone.collate is default_collate and isinstance(source, Decode):
+            clone._decode = source if source.decodes_lists() else None
         return clone
 
     def reset(self, state: State | None = None) -> None:
         super().reset(state)
-        self._items = items_of(self.require_source())
+        if self._decode is not None:  # its source's items, decoded here
+            self._items = items_of(self._decode.require_source())
+        else:
+            self._items = items_of(self.require_source())
 
     def next(self) -> Any:
+        if self._decode is not None:
+            return self._next_decoded(self._decode)
         if self.collate is default_collate:
             return self._next_stacked()
         items = list(islice(self._items, self.size))
@@ -84,16 +95,29 @@ class Batch(Stage[Any]):
         batch = self.collate(items)
         return to_torch(batch) if self.tensors == "torch" else batch
 
-    def _next_stacked(self) -> Any:
+    def _next_stacked(self, items: Iterator[Any] | None = None) -> Any:
         """The default collate, built as items arrive: each array or tensor is copied into
         the batch at once and let go, so a batch's decoded images are never all alive
         beside the batch (that doubled the memory in use and faulted in fresh pages)."""
-        first = next(self._items)
+        items = self._items if items is None else items
+        first = next(items)
         column = builder(first, self.size, self._memory, rows=not self._pending or _plain(first))
-        n = 1 + fill(column, self._items, self.size - 1)
+        n = 1 + fill(column, items, self.size - 1)
         if n < self.size and not self.partial:
             raise StopIteration
         return finish_batch(column, n, self.tensors == "torch")
+
+    def _next_decoded(self, decode: Decode) -> Any:
+        """A batch of samples taken undecoded: collated from their columns where ``decode``
+        leaves them as they are, else decoded one after another as ``_next_stacked`` takes
+        them (a sample that fails raises at its place, as unfused)."""
+        samples = list(islice(self._items, self.size))
+        columns = decode.checked_columns(samples)
+        if columns is None:
+            return self._next_stacked(map(decode.apply, samples))
+        if not samples or (len(samples) < self.size and not self.partial):
+            raise StopIteration
+        return collate_columns(columns, tensors=self.tensors == "torch")
 
     def length(self, n: int) -> int:
         return -(-n // self.size) if self.partial else n // self.size

@@ -13,7 +13,17 @@ import numpy as np
 from .deferred import PendingImage
 from .memory import BatchMemory
 
-__all__ = ["BatchTuple", "builder", "collate", "fill", "finish_batch", "is_chw_view", "to_torch"]
+__all__ = [
+    "BatchTuple",
+    "builder",
+    "collate",
+    "collate_columns",
+    "fill",
+    "finish_batch",
+    "is_chw_view",
+    "same_key_columns",
+    "to_torch",
+]
 
 
 class BatchTuple(tuple):  # type: ignore[type-arg]
@@ -71,7 +81,7 @@ def collate(items: Sequence[Any], *, tensors: bool = False) -> Any:
     """
     first = items[0]
     if isinstance(first, dict):
-        return {key: collate(c, tensors=tensors) for key, c in _columns(items).items()}
+        return collate_columns(_columns(items), tensors=tensors)
     if isinstance(first, tuple):
         return BatchTuple(*(collate(column, tensors=tensors) for column in _parts(items)))
     if isinstance(first, np.ndarray):
@@ -338,15 +348,29 @@ def _stacks(value: Any) -> bool:
 
 
 def _columns(items: Sequence[dict[Any, Any]]) -> dict[Any, list[Any]]:
-    """The columns of dicts with the same keys, else a ValueError (a dict as long as the
-    first that holds each of the first's keys holds no other)."""
-    if set(map(type, items)) != {dict} or len(set(map(len, items))) != 1:
+    """The columns of dicts with the same keys, else a ValueError."""
+    columns = same_key_columns(items)
+    if columns is None:
         _same_keys(items)  # raises, unless dict subclasses of the same keys
+        columns = {key: list(map(itemgetter(key), items)) for key in items[0]}
+    return columns
+
+
+def same_key_columns(items: Sequence[Any]) -> dict[Any, list[Any]] | None:
+    """The columns of plain dicts with the same keys (a dict as long as the first that
+    holds each of the first's keys holds no other), by the first's keys in its order; else
+    None. A pass in C for each key, and one for the types and the lengths."""
+    if not items or set(map(type, items)) != {dict} or len(set(map(len, items))) != 1:
+        return None
     try:
         return {key: list(map(itemgetter(key), items)) for key in items[0]}
     except KeyError:
-        _same_keys(items)
-        raise
+        return None
+
+
+def collate_columns(columns: dict[Any, list[Any]], *, tensors: bool = False) -> dict[Any, Any]:
+    """``collate`` of dicts, from their columns (``same_key_columns``)."""
+    return {key: collate(column, tensors=tensors) for key, column in columns.items()}
 
 
 def _same_keys(items: Sequence[dict[Any, Any]]) -> None:

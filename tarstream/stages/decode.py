@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import fnmatch
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from operator import itemgetter
 from typing import Any, Literal, cast
 
 from ..codecs.decoders import (
@@ -40,44 +39,16 @@ from ..format.samples import Sample
 from ..read.read_shards import ReadShards
 from ..stage import Stage, State, Transform, check_errors
 from ..world import Context
+from .collate import same_key_columns
 from .deferred import PendingImage
 from .handlers import Handled, Handler
+from .typed import Checks, Plan, all_held, checks_of, held_test, wrong_kind
 
 __all__ = ["Decode", "DecodeStats"]
 
 _KEEP, _DROP, _DECODE, _IMAGE = 0, 1, 2, 3
 #: The built-in decoders that make from a plain member's bytes what a packed one holds.
 _TYPED_DECODERS = frozenset(RECORD_DECODERS[kind] for kind in TYPED_KINDS if kind)
-#: A field to drop or decode: (name, what to do, decoder, the types it may arrive as).
-_Step = tuple[str, int, Decoder | None, tuple[type, ...] | None]
-#: The steps for a field set, and a test of a sample that they would leave as it is (all
-#: its values to decode arrived typed, of their kinds), or None where they never do.
-_Plan = tuple[list[_Step], Callable[[Sample], bool] | None]
-
-
-def _held(steps: list[_Step]) -> Callable[[Sample], bool] | None:
-    """The test of a sample ``steps`` leave as it is: each value of a field to decode is of
-    its kind (a typed packed value); written out for up to three fields (a call each)."""
-    if not steps:
-        return lambda item: True
-    if any(kinds is None for _, _, _, kinds in steps):
-        return None  # a drop, or a decoder that makes something else than a typed value
-    pairs = [(name, cast(tuple[type, ...], kinds)) for name, _, _, kinds in steps]
-    if len(pairs) == 1:
-        ((a, ka),) = pairs
-        return lambda item: type(item[a]) in ka
-    if len(pairs) == 2:
-        (a, ka), (b, kb) = pairs
-        return lambda item: type(item[a]) in ka and type(item[b]) in kb
-    if len(pairs) == 3:
-        (a, ka), (b, kb), (c, kc) = pairs
-        return lambda item: type(item[a]) in ka and type(item[b]) in kb and type(item[c]) in kc
-    return lambda item: all(type(item[name]) in kinds for name, kinds in pairs)
-
-
-def _wrong_kind(value: object, kinds: tuple[type, ...]) -> TypeError:
-    expected = " or ".join(k.__name__ for k in kinds)
-    return TypeError(f"a packed member holds a {type(value).__name__}, not a {expected}")
 
 
 @dataclass
@@ -131,7 +102,7 @@ class Decode(Transform[Sample]):
     #: Whether the reader right before applies this stage's decoding (set by ``connect``),
     #: and by field set, the kinds a block read whole is checked for (``run``).
     _fused = False
-    _kinds: dict[tuple[str, ...], list[tuple[str, frozenset[type]]] | None]
+    _kinds: dict[tuple[str, ...], Checks | None]
 
     def __init__(
         self,
@@ -191,7 +162,7 @@ class Decode(Transform[Sample]):
         self._defer = False
         self._plans: dict[str, tuple[int, Decoder | None]] = {}
         #: By a sample's field names (in order): the fields to drop or decode, with how.
-        self._steps: dict[tuple[str, ...], _Plan] = {}
+        self._steps: dict[tuple[str, ...], Plan] = {}
         self._typed = False  # typed values of packed members come (connect): check kinds
 
     @property
@@ -307,7 +278,7 @@ class Decode(Transform[Sample]):
                 value: Any = item[name]
                 if not isinstance(value, bytes) and action != _DROP:
                     if kinds is not None and type(value) not in kinds:
-                        raise _wrong_kind(value, kinds)
+                        raise wrong_kind(value, kinds)
                     continue  # kept as it is (a value a packed member holds, say)
                 if out is item:
                     out = dict(item)
@@ -327,26 +298,43 @@ class Decode(Transform[Sample]):
         whose one field set needs only kind checks is checked a field at a time, in C, and
         passed on as it is; other runs are decoded a sample at a time, lazily."""
         names = getattr(samples, "names", None)
-        if names is not None and names not in self._kinds:
-            if len(self._kinds) > 1000:  # ever new field sets: keep a few
-                self._kinds.clear()
-            steps, held = self._steps.get(names) or self._steps_for(names)
-            checks = [(n, frozenset(k or ())) for n, _, _, k in steps]
-            self._kinds[names] = None if held is None else checks
-        kinds = self._kinds.get(names) if names is not None else None
-        if kinds is not None and all(
-            allowed.issuperset(map(type, map(itemgetter(name), samples))) for name, allowed in kinds
-        ):
+        checks = self._checks(names) if names is not None else None
+        if checks is not None and all_held(checks, samples):
             self.stats.samples += len(samples)
             return samples
         return map(self.apply, samples)
+
+    def checked_columns(self, items: list[Sample]) -> dict[str, list[Any]] | None:
+        """The columns of ``items`` (``same_key_columns``) where this stage leaves each
+        of them as it is (one field set, its values to decode arrived typed, each of its
+        kind: checked a field at a time in C), counted as decoded; else None. For the
+        ``Batch`` this stage feeds (``decodes_lists``), which collates them."""
+        columns = same_key_columns(items)
+        checks = self._checks(tuple(columns)) if columns is not None else None
+        if checks is None or not all_held(checks, items, columns):
+            return None
+        self.stats.samples += len(items)
+        return columns
+
+    def decodes_lists(self) -> bool:
+        """Whether ``checked_columns`` may stand for ``apply`` over a list of samples: strict
+        (a sample that fails raises, at its place), and not applied by the reader."""
+        return self.errors == "strict" and not self._fused
+
+    def _checks(self, names: tuple[str, ...]) -> Checks | None:
+        """What ``all_held`` checks for samples of field set ``names``, memoized."""
+        if names not in self._kinds:
+            if len(self._kinds) > 1000:  # ever new field sets: keep a few
+                self._kinds.clear()
+            self._kinds[names] = checks_of(self._steps.get(names) or self._steps_for(names))
+        return self._kinds[names]
 
     def own_iterator(self) -> Iterator[Sample] | None:
         if self._fused:  # the reader before it decodes
             return self.require_source().own_iterator()
         return super().own_iterator()
 
-    def _steps_for(self, names: tuple[str, ...]) -> _Plan:
+    def _steps_for(self, names: tuple[str, ...]) -> Plan:
         """The fields of samples with ``names`` to drop or decode (the others are kept),
         and for a field that may arrive typed from a packed member (``takes_typed``), the
         types it may arrive as; and the test of a sample they leave as it is (``_held``)."""
@@ -359,7 +347,7 @@ class Decode(Transform[Sample]):
                 typed = self._typed and decoder in _TYPED_DECODERS
                 kinds = TYPED_KINDS[kind_of(name)] if typed else None
                 steps.append((name, action, decoder, kinds))
-        plan: _Plan = (steps, _held(steps))
+        plan: Plan = (steps, held_test(steps))
         self._steps[names] = plan
         return plan
 

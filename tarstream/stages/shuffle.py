@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from itertools import chain, islice
 from typing import Any, cast
 
 import numpy as np
 
 from ..errors import ResumeError, ResumeWarning
 from ..plan.segments import spans_of_positions, subtract_spans
-from ..stage import Addressable, Stage, State, delivered, is_addressable, puller
+from ..stage import Addressable, Stage, State, delivered, is_addressable, items_of
 from ..world import derive_seed
 
 __all__ = ["Shuffle"]
 
 _SALT = 0x5B0F
 _DRAWS = 4096  # random numbers drawn from numpy at a time
+_RUN = 128  # items a full buffer takes (and returns) at a time
 
 
 class Shuffle(Stage[Any]):
@@ -32,6 +34,10 @@ class Shuffle(Stage[Any]):
     in it (by sidecar offsets), so the cost does not grow with the position in the epoch
     beyond counting. Without sidecars it replays by reading (and warns, ``ResumeWarning``).
     It says which items of the reader's plan it consumed (``tarstream.stage.Accounted``).
+
+    A full buffer takes up to 128 items at a time (up to the next source error, which is
+    raised after the items that would have come before it) and returns as many, in the
+    same order as one at a time: besides the buffer, up to 128 items are held.
     """
 
     forwards_items = True
@@ -88,6 +94,8 @@ class Shuffle(Stage[Any]):
         self._buffer: list[Any] = []
         self._exhausted = False
         self._returned = 0
+        self._run: Iterator[Any] | None = None  # the items of a run being returned
+        self._run_end = 0  # _returned once they are
         self._items = self._generate()
         returned = state[self.RETURNED_KEY] if state else 0
         if not returned:
@@ -120,7 +128,8 @@ class Shuffle(Stage[Any]):
     def _follow(self, source: Stage[Any]) -> None:
         """Pull from ``source`` (just reset) through its own iterator where it has one:
         a call less per item than its ``next``."""
-        self._source_next = puller(source)
+        self._source_items = items_of(source)
+        self._source_next = self._source_items.__next__
 
     def _simulate(self, returned: int, available: int) -> tuple[list[int], int]:
         """Run ``returned`` steps of ``next`` on item positions instead of items.
@@ -225,7 +234,12 @@ class Shuffle(Stage[Any]):
         return self._items
 
     def _generate(self) -> Iterator[Any]:
-        """The items, one frame for the whole epoch (a call less per item than methods)."""
+        """The items, from runs of them (``_runs``) joined in C."""
+        return chain.from_iterable(self._runs())
+
+    def _runs(self) -> Iterator[Iterable[Any]]:
+        """The items in runs, one frame for the whole epoch: one item at a time while the
+        buffer fills and drains, up to ``_RUN`` while it is full (``_while_full``)."""
         buffer, size, initial, pull = self._buffer, self.buffer_size, self.initial, self._pull
         take = self._source_next
         while True:
@@ -252,35 +266,52 @@ class Shuffle(Stage[Any]):
             last = buffer.pop()
             self._returned += 1
             if j == len(buffer):
-                yield last
+                yield (last,)
             else:
                 item, buffer[j] = buffer[j], last
-                yield item
+                yield (item,)
 
-    def _while_full(self) -> Iterator[Any]:
-        """``_generate``'s steps while the buffer is full: each pulls one item and returns
-        one, the same draws in the same order, with fewer tests per item."""
-        buffer, take, draws = self._buffer, self._source_next, self._draws
+    def _while_full(self) -> Iterator[Iterator[Any]]:
+        """``_runs``' steps while the buffer is full, up to ``_RUN`` at a time: each pulls
+        one item and returns one, the same draws in the same order. A source error is
+        raised after the run of the items pulled before it."""
+        buffer, source, draws = self._buffer, self._source_items, self._draws
         size = self.buffer_size
-        last_slot = size - 1
-        while True:  # the buffer holds size - 1 items; the new one stands for the last slot
-            try:
-                new = take()
-            except StopIteration:
-                self._exhausted = True
-                return
+        last_slot = size - 1  # the buffer holds size - 1 items; the new one stands for it
+        while True:
             if not draws:
                 draws = self._draws = self._rng.random(_DRAWS).tolist()[::-1]
-            j = int(draws.pop() * size)
-            self._returned += 1
-            if j == last_slot:
-                yield new
-            else:
-                item, buffer[j] = buffer[j], new
-                yield item
+            wanted, failure = min(_RUN, len(draws)), None
+            new: list[Any] = []
+            try:
+                new.extend(islice(source, wanted))
+            except Exception as e:  # raised once the items pulled before it are out
+                failure = e
+            if new:  # the next len(new) draws, in order, as slots (= int(u * size))
+                units = np.asarray(draws[: -len(new) - 1 : -1], np.float64)
+                del draws[-len(new) :]
+                slots = (units * size).astype(np.int64)
+                out = []
+                for item, j in zip(new, slots.tolist(), strict=True):
+                    if j == last_slot:
+                        out.append(item)
+                    else:
+                        out.append(buffer[j])
+                        buffer[j] = item
+                self._run, self._run_end = iter(out), self._returned + len(out)
+                yield self._run
+                self._returned, self._run = self._run_end, None
+            if failure is not None:
+                raise failure
+            if len(new) < wanted:
+                self._exhausted = True
+                return
 
     def get_state(self) -> State:
-        return {self.START_KEY: self._start, self.RETURNED_KEY: self._returned}
+        returned = self._returned
+        if self._run is not None:  # a run part returned
+            returned = self._run_end - self._run.__length_hint__()  # type: ignore[attr-defined]
+        return {self.START_KEY: self._start, self.RETURNED_KEY: returned}
 
     def __repr__(self) -> str:
         return f"Shuffle({self.buffer_size}, initial={self.initial})"

@@ -1,0 +1,162 @@
+"""Items handled many at a time: a full shuffle buffer returns runs of items (the order
+and the state of one item at a time), and a ``Batch`` right after a strict ``Decode``
+checks a batch's typed values a field at a time (what decoding each sample gives)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import tarstream
+from tarstream.stage import Stage, State
+from tarstream.stages import shuffle as shuffle_module
+from tarstream.stages.decode import Decode
+from tarstream.stages.shuffle import Shuffle
+from tarstream.testing import assert_resumable
+
+from .conftest import PACKS, make_samples, write_dataset
+
+
+class _Counting(Stage[int]):
+    """0, 1, ..., n - 1, addressable by position; raises ``ValueError`` instead of item
+    ``fail`` where given."""
+
+    def __init__(self, n: int, fail: int | None = None) -> None:
+        super().__init__()
+        self.n, self.fail = n, fail
+
+    def reset(self, state: State | None = None) -> None:
+        self.position = state["position"] if state else 0
+
+    def next(self) -> int:
+        if self.position == self.fail:
+            raise ValueError(f"item {self.fail} is damaged")
+        if self.position >= self.n:
+            raise StopIteration
+        self.position += 1
+        return self.position - 1
+
+    def get_state(self) -> State:
+        return {"position": self.position}
+
+    def addressable(self) -> bool:
+        return True
+
+    def remaining(self, state: State | None) -> int:
+        return self.n - (state["position"] if state else 0)
+
+    def advance(self, state: State | None, n: int) -> State:
+        return {"position": (state["position"] if state else 0) + n}
+
+    def fetch(self, state: State | None, offsets: list[int]) -> list[Any]:
+        return [(state["position"] if state else 0) + offset for offset in offsets]
+
+    def positions(self, state: State | None, offsets: list[int]) -> Any:
+        return self.fetch(state, offsets)
+
+
+def _shuffled(n: int, size: int, initial: int | None = None) -> list[int]:
+    return list(tarstream.Pipeline(_Counting(n), Shuffle(size, initial=initial), seed=4))
+
+
+@pytest.mark.parametrize(
+    ("n", "size", "initial"), [(9000, 1000, None), (5000, 7, 3), (300, 2, None), (130, 200, 50)]
+)
+def test_a_full_shuffle_buffer_returns_runs_in_the_order_of_one_item_at_a_time(
+    monkeypatch: pytest.MonkeyPatch, n: int, size: int, initial: int | None
+) -> None:
+    # 9,000 items cross the 4,096 draws taken at a time, and runs end inside them
+    in_runs = _shuffled(n, size, initial)
+    monkeypatch.setattr(shuffle_module, "_RUN", 1)
+    assert in_runs == _shuffled(n, size, initial)
+    assert sorted(in_runs) == list(range(n)) and in_runs != list(range(n))
+
+
+def test_a_shuffle_resumes_exactly_from_the_middle_of_a_run() -> None:
+    def make() -> tarstream.Pipeline:
+        return tarstream.Pipeline(_Counting(700), Shuffle(10), seed=2)
+
+    # runs of 128 from item 10 on: states taken inside runs, at their ends, and after
+    assert_resumable(make, at=[11, 100, 137, 138, 139, 400, 690, 700])
+
+
+@pytest.mark.parametrize("run", [1, 128])
+def test_a_source_error_inside_a_run_comes_after_the_items_before_it(
+    monkeypatch: pytest.MonkeyPatch, run: int
+) -> None:
+    monkeypatch.setattr(shuffle_module, "_RUN", run)
+    pipeline = tarstream.Pipeline(_Counting(1000, fail=300), Shuffle(10), seed=4)
+    got: list[int] = []
+    with pytest.raises(ValueError, match="item 300 is damaged"):
+        got.extend(pipeline)
+    # the first item once 10 are in, then one per item pulled: 1 + 290 before item 300
+    assert got == _shuffled(1000, 10)[:291]
+
+
+def _batches(directory: Path, *, apart: bool, size: int = 32) -> list[dict[str, Any]]:
+    """Shuffled samples decoded and batched: ``decode().batch()`` (the batch decodes), or
+    with a map that passes samples on between them (``Decode`` decodes each sample)."""
+    stream = tarstream.TarStream(str(directory / "_train.manifest.json"), seed=3)
+    stream = stream.shuffle(40).decode()
+    return list((stream.map(lambda s: s) if apart else stream).batch(size))
+
+
+@pytest.fixture(**PACKS)
+def pack(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def test_a_batch_after_decode_gives_what_decoding_each_sample_gives(
+    tmp_path: Path, pack: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    samples = make_samples(300)
+    write_dataset(tmp_path, samples, pack=pack, max_samples=70)
+    applied: list[int] = []
+    apply = Decode.apply
+
+    def counting(self: Decode, item: dict[str, Any]) -> dict[str, Any]:
+        applied.append(1)
+        return apply(self, item)
+
+    monkeypatch.setattr(Decode, "apply", counting)
+    fused = _batches(tmp_path, apart=False)
+    fused_calls = len(applied)
+    apart = _batches(tmp_path, apart=True)
+    assert len(fused) == len(apart) == 10 and fused[-1]["cls"].shape == (300 - 9 * 32,)
+    for a, b in zip(fused, apart, strict=True):
+        assert a.keys() == b.keys() and a["txt"] == b["txt"] and a["__key__"] == b["__key__"]
+        assert a["cls"].tolist() == b["cls"].tolist() and type(a["cls"]) is type(b["cls"])
+        assert a["json"]["i"].tolist() == b["json"]["i"].tolist()
+    first = {s["__key__"]: s for s in samples}[fused[0]["__key__"][0]]
+    assert fused[0]["txt"][0] == first["txt"] and int(fused[0]["cls"][0]) == first["cls"]
+    # typed packed values are checked a field at a time; plain ones decoded one by one
+    assert fused_calls == (0 if pack == "small" else 300) and len(applied) - fused_calls == 300
+
+
+def test_a_sample_that_fails_in_a_batch_is_a_decode_error_naming_its_member(
+    tmp_path: Path,
+) -> None:
+    """A class the writer kept as bytes (it is not a number): the batch that holds it is
+    decoded a sample at a time, which names the culprit; the batches before it come."""
+    samples = [{"__key__": f"k{i:03d}", "txt": "t", "cls": i} for i in range(100)]
+    samples[77]["cls"] = "seventy-seven"
+    write_dataset(tmp_path, samples, pack="small")
+    stream = tarstream.TarStream(str(tmp_path / "_train.manifest.json")).map(lambda s: s)
+    got: list[str] = []
+    with pytest.raises(tarstream.DecodeError, match=r"k077\.cls") as caught:
+        for batch in stream.decode().batch(10):
+            got.extend(batch["__key__"])
+    assert got == [f"k{i:03d}" for i in range(70)] and caught.value.member == "k077.cls"
+
+
+def test_a_batch_of_samples_of_different_fields_is_refused(tmp_path: Path) -> None:
+    samples = [{"__key__": f"k{i}", "txt": "t", **({"cls": 1} if i % 2 else {})} for i in range(8)]
+    write_dataset(tmp_path, samples, pack="small")
+    stream = tarstream.TarStream(str(tmp_path / "_train.manifest.json")).map(lambda s: s)
+    with pytest.raises(ValueError, match="items of one batch differ"):
+        list(stream.decode().batch(4))
+    one = list(stream.decode().batch(1))
+    assert [b["__key__"] for b in one] == [[f"k{i}"] for i in range(8)]
+    assert [b["cls"].tolist() for b in one[1::2]] == [[1]] * 4
