@@ -309,6 +309,9 @@ class Decode(Transform[Sample]):
         of them as it is (one field set, its values to decode arrived typed, each of its
         kind: checked a field at a time in C), counted as decoded; else None. For the
         ``Batch`` this stage feeds (``decodes_lists``), which collates them."""
+        first = items[0] if items else None
+        if type(first) is not dict or not self._held(first):
+            return None  # the first is decoded (plain bytes, say): the others are too
         columns = same_key_columns(items)
         checks = self._checks(tuple(columns)) if columns is not None else None
         if checks is None or not all_held(checks, items, columns):
@@ -320,6 +323,12 @@ class Decode(Transform[Sample]):
         """Whether ``checked_columns`` may stand for ``apply`` over a list of samples: strict
         (a sample that fails raises, at its place), and not applied by the reader."""
         return self.errors == "strict" and not self._fused
+
+    def _held(self, item: Sample) -> bool:
+        """Whether ``apply`` leaves ``item`` as it is (``held_test``)."""
+        names = tuple(item)
+        held = (self._steps.get(names) or self._steps_for(names))[1]
+        return held is not None and held(item)
 
     def _checks(self, names: tuple[str, ...]) -> Checks | None:
         """What ``all_held`` checks for samples of field set ``names``, memoized."""
