@@ -278,21 +278,22 @@ class Shuffle(Stage[Any]):
         buffer, source, draws = self._buffer, self._source_items, self._draws
         size = self.buffer_size
         last_slot = size - 1  # the buffer holds size - 1 items; the new one stands for it
+        slots = _slots(draws, size)
         while True:
             if not draws:
                 draws = self._draws = self._rng.random(_DRAWS).tolist()[::-1]
+                slots = _slots(draws, size)
             wanted, failure = min(_RUN, len(draws)), None
             new: list[Any] = []
             try:
                 new.extend(islice(source, wanted))
             except Exception as e:  # raised once the items pulled before it are out
                 failure = e
-            if new:  # the next len(new) draws, in order, as slots (= int(u * size))
-                units = np.asarray(draws[: -len(new) - 1 : -1], np.float64)
-                del draws[-len(new) :]
-                slots = (units * size).astype(np.int64)
+            if new:  # the next len(new) draws, in order
+                taken = slots[: -len(new) - 1 : -1]
+                del draws[-len(new) :], slots[-len(new) :]
                 out = []
-                for item, j in zip(new, slots.tolist(), strict=True):
+                for item, j in zip(new, taken, strict=True):
                     if j == last_slot:
                         out.append(item)
                     else:
@@ -315,3 +316,10 @@ class Shuffle(Stage[Any]):
 
     def __repr__(self) -> str:
         return f"Shuffle({self.buffer_size}, initial={self.initial})"
+
+
+def _slots(draws: list[float], size: int) -> list[int]:
+    """``int(u * size)`` for each of ``draws``, in one pass (numpy's float64 product, as
+    Python's, truncated)."""
+    slots: list[int] = (np.asarray(draws, np.float64) * size).astype(np.int64).tolist()
+    return slots
