@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable, Iterator, Sequence
-from itertools import islice
+from itertools import chain, islice
 from typing import Any, Literal, cast
 
 from ..stage import Stage, State, items_of
@@ -108,14 +108,18 @@ class Batch(Stage[Any]):
         return finish_batch(column, n, self.tensors == "torch")
 
     def _next_decoded(self, decode: Decode) -> Any:
-        """A batch of samples taken undecoded: collated from their columns where ``decode``
-        leaves them as they are, else decoded one after another as ``_next_stacked`` takes
+        """A batch of samples taken undecoded: where ``decode`` leaves the first as it is,
+        the batch's samples are taken at once and collated from their columns if it leaves
+        them all so; else they are decoded one after another as ``_next_stacked`` takes
         them (a sample that fails raises at its place, as unfused)."""
-        samples = list(islice(self._items, self.size))
+        first = next(self._items)
+        if not decode.leaves(first):  # decoded (images, say): taken one at a time
+            return self._next_stacked(map(decode.apply, chain((first,), self._items)))
+        samples = [first, *islice(self._items, self.size - 1)]
         columns = decode.checked_columns(samples)
         if columns is None:
             return self._next_stacked(map(decode.apply, samples))
-        if not samples or (len(samples) < self.size and not self.partial):
+        if len(samples) < self.size and not self.partial:
             raise StopIteration
         return collate_columns(columns, tensors=self.tensors == "torch")
 

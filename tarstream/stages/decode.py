@@ -309,8 +309,7 @@ class Decode(Transform[Sample]):
         of them as it is (one field set, its values to decode arrived typed, each of its
         kind: checked a field at a time in C), counted as decoded; else None. For the
         ``Batch`` this stage feeds (``decodes_lists``), which collates them."""
-        first = items[0] if items else None
-        if type(first) is not dict or not self._held(first):
+        if not items or not self.leaves(items[0]):
             return None  # the first is decoded (plain bytes, say): the others are too
         columns = same_key_columns(items)
         checks = self._checks(tuple(columns)) if columns is not None else None
@@ -324,8 +323,11 @@ class Decode(Transform[Sample]):
         (a sample that fails raises, at its place), and not applied by the reader."""
         return self.errors == "strict" and not self._fused
 
-    def _held(self, item: Sample) -> bool:
-        """Whether ``apply`` leaves ``item`` as it is (``held_test``)."""
+    def leaves(self, item: Sample) -> bool:
+        """Whether ``apply`` leaves ``item`` as it is (``held_test``): a dict whose values
+        to decode all arrived typed, each of its kind."""
+        if type(item) is not dict:
+            return False
         names = tuple(item)
         held = (self._steps.get(names) or self._steps_for(names))[1]
         return held is not None and held(item)
@@ -346,7 +348,7 @@ class Decode(Transform[Sample]):
     def _steps_for(self, names: tuple[str, ...]) -> Plan:
         """The fields of samples with ``names`` to drop or decode (the others are kept),
         and for a field that may arrive typed from a packed member (``takes_typed``), the
-        types it may arrive as; and the test of a sample they leave as it is (``_held``)."""
+        types it may arrive as; and the test of a sample they leave as it is (``held_test``)."""
         if len(self._steps) > 1000:  # samples of ever new field sets: keep a few
             self._steps.clear()
         steps = []
