@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 import tarstream
+from tarstream.stage import Stage, State
+from tarstream.stages.decode import Decode
 
 
 def make_samples(n: int, *, prefix: str = "s") -> list[dict[str, Any]]:
@@ -43,6 +47,66 @@ def dataset(tmp_path: Path) -> tuple[Path, list[dict[str, Any]]]:
     samples = make_samples(25)
     write_dataset(tmp_path, samples, max_samples=10)
     return tmp_path, samples
+
+
+class Positions(Stage[int]):
+    """0, 1, ..., n - 1, addressable by position; its own iterator starts where the stage
+    was when ``own_iterator()`` was called (as a user's stage may build it). Raises
+    ``ValueError`` instead of item ``fail`` where given."""
+
+    def __init__(self, n: int, fail: int | None = None) -> None:
+        super().__init__()
+        self.n, self.fail = n, fail
+        self.position = 0
+
+    def reset(self, state: State | None = None) -> None:
+        self.position = state["position"] if state else 0
+
+    def next(self) -> int:
+        return next(self._from(self.position))
+
+    def own_iterator(self) -> Iterator[int]:
+        return self._from(self.position)
+
+    def _from(self, start: int) -> Iterator[int]:
+        for i in range(start, self.n):
+            if i == self.fail:
+                raise ValueError(f"item {i} is damaged")
+            self.position = i + 1
+            yield i
+
+    def get_state(self) -> State:
+        return {"position": self.position}
+
+    def addressable(self) -> bool:
+        return True
+
+    def remaining(self, state: State | None) -> int:
+        return self.n - (state["position"] if state else 0)
+
+    def advance(self, state: State | None, n: int) -> State:
+        return {"position": (state["position"] if state else 0) + n}
+
+    def fetch(self, state: State | None, offsets: list[int]) -> list[Any]:
+        start = state["position"] if state else 0
+        return [start + offset for offset in offsets]
+
+    def positions(self, state: State | None, offsets: list[int]) -> Any:
+        return np.asarray(self.fetch(state, offsets))
+
+
+@pytest.fixture
+def applied(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the samples ``Decode.apply`` decodes one by one (so a test sees the path)."""
+    calls: list[int] = []
+    apply = Decode.apply
+
+    def counting(self: Decode, item: dict[str, Any]) -> dict[str, Any]:
+        calls.append(1)
+        return apply(self, item)
+
+    monkeypatch.setattr(Decode, "apply", counting)
+    return calls
 
 
 def sidecar_of(shard: Path) -> Path:

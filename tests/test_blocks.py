@@ -19,7 +19,6 @@ from tarstream.format.packed import BLOCK_FIELD, FAST_BLOCK
 from tarstream.format.samples import build_sidecar
 from tarstream.format.sidecar import ShardIndex, block_spans
 from tarstream.format.sliced import read_sliced
-from tarstream.stages.decode import Decode
 
 from .conftest import sidecar_of, write_dataset
 
@@ -149,18 +148,10 @@ def _pipelines(directory: Path) -> tuple[Any, Any]:
 
 @pytest.mark.parametrize("pack", ["small", "none"])
 def test_a_decode_right_after_the_reader_gives_what_a_decode_a_stage_later_gives(
-    tmp_path: Path, whole: list[int], pack: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, whole: list[int], pack: str, applied: list[int]
 ) -> None:
     samples = _samples(900, {"mask.bin": b"\x01"}) if pack == "none" else _samples(900)
     write_dataset(tmp_path, samples, pack=pack, max_samples=400)
-    applied: list[int] = []
-    apply = Decode.apply
-
-    def counting(self: Decode, item: dict[str, Any]) -> dict[str, Any]:
-        applied.append(1)
-        return apply(self, item)
-
-    monkeypatch.setattr(Decode, "apply", counting)
     fused, apart = _pipelines(tmp_path)
     got = list(fused)
     fused_calls = len(applied)

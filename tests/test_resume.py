@@ -7,12 +7,10 @@ import json
 import os
 import socket
 import warnings
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -22,10 +20,9 @@ from hypothesis import strategies as st
 
 import tarstream
 from tarstream import ResumeError, ResumeWarning, Shuffle, World
-from tarstream.stage import Stage, State
 from tarstream.testing import assert_resumable
 
-from .conftest import PACKS, write_dataset
+from .conftest import PACKS, Positions, write_dataset
 
 SIZES = [20, 7, 25, 11, 24]  # 87 samples, uneven shards
 
@@ -219,57 +216,11 @@ def test_an_interleaving_reader_mixes_shards_and_resumes_at_every_item(
         assert mine == sorted(mine)
 
 
-class _Positions(Stage[int]):
-    """0, 1, ..., n - 1, addressable by position; its own iterator starts where the stage
-    was when ``own_iterator()`` was called (as a user's stage may build it)."""
-
-    def __init__(self, n: int) -> None:
-        super().__init__()
-        self.n = n
-        self.position = 0
-
-    def reset(self, state: State | None = None) -> None:
-        self.position = state["position"] if state else 0
-
-    def next(self) -> int:
-        if self.position >= self.n:
-            raise StopIteration
-        self.position += 1
-        return self.position - 1
-
-    def own_iterator(self) -> Iterator[int]:
-        return self._from(self.position)
-
-    def _from(self, start: int) -> Iterator[int]:
-        for i in range(start, self.n):
-            self.position = i + 1
-            yield i
-
-    def get_state(self) -> State:
-        return {"position": self.position}
-
-    def addressable(self) -> bool:
-        return True
-
-    def remaining(self, state: State | None) -> int:
-        return self.n - (state["position"] if state else 0)
-
-    def advance(self, state: State | None, n: int) -> State:
-        return {"position": (state["position"] if state else 0) + n}
-
-    def fetch(self, state: State | None, offsets: list[int]) -> list[Any]:
-        start = state["position"] if state else 0
-        return [start + offset for offset in offsets]
-
-    def positions(self, state: State | None, offsets: list[int]) -> Any:
-        return np.asarray(self.fetch(state, offsets))
-
-
 def test_a_shuffle_over_a_stage_with_its_own_iterator_resumes_from_positions() -> None:
     # the shuffle pulls through the source's iterator, which it must take again after
     # the reset that skips the items a resume fetched
     def make() -> tarstream.Pipeline:
-        return tarstream.Pipeline(_Positions(60), Shuffle(8), seed=3)
+        return tarstream.Pipeline(Positions(60), Shuffle(8), seed=3)
 
     full = assert_resumable(make, at=range(61))
     assert sorted(full) == list(range(60))
@@ -601,7 +552,7 @@ def test_a_shuffle_resumed_deep_in_a_long_epoch_continues_exactly(
     # many steps with a full buffer: the resume reads the draws backwards, jumping the
     # generator, and must land where the uninterrupted run is, its queued draws included
     def make() -> tarstream.Pipeline:
-        return tarstream.Pipeline(_Positions(120_000), Shuffle(size, initial=initial), seed=5)
+        return tarstream.Pipeline(Positions(120_000), Shuffle(size, initial=initial), seed=5)
 
     full = assert_resumable(make, at=[size + 3, 4_095, 4_096, 77_777, 119_800, 120_000])
     assert sorted(full) == list(range(120_000))

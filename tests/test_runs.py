@@ -10,55 +10,15 @@ from typing import Any
 import pytest
 
 import tarstream
-from tarstream.stage import Stage, State
 from tarstream.stages import shuffle as shuffle_module
-from tarstream.stages.decode import Decode
 from tarstream.stages.shuffle import Shuffle
 from tarstream.testing import assert_resumable
 
-from .conftest import PACKS, make_samples, write_dataset
-
-
-class _Counting(Stage[int]):
-    """0, 1, ..., n - 1, addressable by position; raises ``ValueError`` instead of item
-    ``fail`` where given."""
-
-    def __init__(self, n: int, fail: int | None = None) -> None:
-        super().__init__()
-        self.n, self.fail = n, fail
-
-    def reset(self, state: State | None = None) -> None:
-        self.position = state["position"] if state else 0
-
-    def next(self) -> int:
-        if self.position == self.fail:
-            raise ValueError(f"item {self.fail} is damaged")
-        if self.position >= self.n:
-            raise StopIteration
-        self.position += 1
-        return self.position - 1
-
-    def get_state(self) -> State:
-        return {"position": self.position}
-
-    def addressable(self) -> bool:
-        return True
-
-    def remaining(self, state: State | None) -> int:
-        return self.n - (state["position"] if state else 0)
-
-    def advance(self, state: State | None, n: int) -> State:
-        return {"position": (state["position"] if state else 0) + n}
-
-    def fetch(self, state: State | None, offsets: list[int]) -> list[Any]:
-        return [(state["position"] if state else 0) + offset for offset in offsets]
-
-    def positions(self, state: State | None, offsets: list[int]) -> Any:
-        return self.fetch(state, offsets)
+from .conftest import PACKS, Positions, make_samples, write_dataset
 
 
 def _shuffled(n: int, size: int, initial: int | None = None) -> list[int]:
-    return list(tarstream.Pipeline(_Counting(n), Shuffle(size, initial=initial), seed=4))
+    return list(tarstream.Pipeline(Positions(n), Shuffle(size, initial=initial), seed=4))
 
 
 @pytest.mark.parametrize(
@@ -76,7 +36,7 @@ def test_a_full_shuffle_buffer_returns_runs_in_the_order_of_one_item_at_a_time(
 
 def test_a_shuffle_resumes_exactly_from_the_middle_of_a_run() -> None:
     def make() -> tarstream.Pipeline:
-        return tarstream.Pipeline(_Counting(700), Shuffle(10), seed=2)
+        return tarstream.Pipeline(Positions(700), Shuffle(10), seed=2)
 
     # runs of 128 from item 10 on: states taken inside runs, at their ends, and after
     assert_resumable(make, at=[11, 100, 137, 138, 139, 400, 690, 700])
@@ -87,7 +47,7 @@ def test_a_source_error_inside_a_run_comes_after_the_items_before_it(
     monkeypatch: pytest.MonkeyPatch, run: int
 ) -> None:
     monkeypatch.setattr(shuffle_module, "_RUN", run)
-    pipeline = tarstream.Pipeline(_Counting(1000, fail=300), Shuffle(10), seed=4)
+    pipeline = tarstream.Pipeline(Positions(1000, fail=300), Shuffle(10), seed=4)
     got: list[int] = []
     with pytest.raises(ValueError, match="item 300 is damaged"):
         got.extend(pipeline)
@@ -109,18 +69,10 @@ def pack(request: pytest.FixtureRequest) -> str:
 
 
 def test_a_batch_after_decode_gives_what_decoding_each_sample_gives(
-    tmp_path: Path, pack: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, pack: str, applied: list[int]
 ) -> None:
     samples = make_samples(300)
     write_dataset(tmp_path, samples, pack=pack, max_samples=70)
-    applied: list[int] = []
-    apply = Decode.apply
-
-    def counting(self: Decode, item: dict[str, Any]) -> dict[str, Any]:
-        applied.append(1)
-        return apply(self, item)
-
-    monkeypatch.setattr(Decode, "apply", counting)
     fused = _batches(tmp_path, apart=False)
     fused_calls = len(applied)
     apart = _batches(tmp_path, apart=True)
