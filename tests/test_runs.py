@@ -112,3 +112,25 @@ def test_a_batch_of_samples_of_different_fields_is_refused(tmp_path: Path) -> No
     one = list(stream.decode().batch(1))
     assert [b["__key__"] for b in one] == [[f"k{i}"] for i in range(8)]
     assert [b["cls"].tolist() for b in one[1::2]] == [[1]] * 4
+
+
+def test_batches_decoded_at_once_resume_exactly_in_process_and_in_workers(
+    tmp_path: Path, pack: str, applied: list[int]
+) -> None:
+    write_dataset(tmp_path, make_samples(150), pack=pack, max_samples=40)
+    manifest = str(tmp_path / "_train.manifest.json")
+
+    def make() -> tarstream.Pipeline:
+        stream = tarstream.TarStream(manifest, seed=3, shuffle_shards=True).shuffle(16)
+        return stream.decode().batch(8)
+
+    full = assert_resumable(make, at=range(20), epochs=2)  # 19 batches: every one
+    assert len(full) == 19 and (not applied) == (pack == "small")  # the path meant
+    # two forked workers: stopped after 7 batches, a new loader delivers exactly the rest
+    uninterrupted = [b["__key__"] for b in tarstream.Loader(make(), num_workers=2)]
+    first = tarstream.Loader(make(), num_workers=2, multiprocessing_context="fork")
+    taken = [b["__key__"] for _, b in zip(range(7), first, strict=False)]
+    resumed = tarstream.Loader(make(), num_workers=2, multiprocessing_context="fork")
+    resumed.load_state_dict(first.state_dict())
+    assert taken + [b["__key__"] for b in resumed] == uninterrupted
+    assert sorted(k for b in uninterrupted for k in b) == [f"s/{i:05d}" for i in range(150)]
