@@ -44,7 +44,6 @@ __all__ = [
     "delivered",
     "is_addressable",
     "items_of",
-    "puller",
     "upstream",
     "with_context",
 ]
@@ -235,13 +234,6 @@ def no_positions(stage: Stage[Any]) -> ResumeError:
 
 
 S = TypeVar("S", bound="Stage[Any]")
-
-
-def puller(source: Stage[Any]) -> Callable[[], Any]:
-    """The quickest way to take ``source``'s next item (``source`` just reset): its own
-    iterator's ``__next__`` where it has one (a call less per item than its ``next``)."""
-    items = source.own_iterator()
-    return items.__next__ if items is not None else source.next
 
 
 def items_of(source: Stage[Any]) -> Iterator[Any]:
