@@ -55,12 +55,12 @@ def test_a_source_error_inside_a_run_comes_after_the_items_before_it(
     assert got == _shuffled(1000, 10)[:291]
 
 
-def _batches(directory: Path, *, apart: bool, size: int = 32) -> list[dict[str, Any]]:
-    """Shuffled samples decoded and batched: ``decode().batch()`` (the batch decodes), or
-    with a map that passes samples on between them (``Decode`` decodes each sample)."""
+def _batches(directory: Path, *, apart: bool, **decode: Any) -> list[dict[str, Any]]:
+    """Shuffled samples decoded and batched by 32: ``decode().batch()`` (the batch decodes),
+    or with a map that passes samples on between them (``Decode`` decodes each sample)."""
     stream = tarstream.TarStream(str(directory / "_train.manifest.json"), seed=3)
-    stream = stream.shuffle(40).decode()
-    return list((stream.map(lambda s: s) if apart else stream).batch(size))
+    stream = stream.shuffle(40).decode(**decode)
+    return list((stream.map(lambda s: s) if apart else stream).batch(32))
 
 
 @pytest.fixture(**PACKS)
@@ -68,14 +68,16 @@ def pack(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@pytest.mark.parametrize("custom", [False, True])
 def test_a_batch_after_decode_gives_what_decoding_each_sample_gives(
-    tmp_path: Path, pack: str, applied: list[int]
+    tmp_path: Path, pack: str, applied: list[int], custom: bool
 ) -> None:
     samples = make_samples(300)
     write_dataset(tmp_path, samples, pack=pack, max_samples=70)
-    fused = _batches(tmp_path, apart=False)
+    decoders = {"cls": lambda data: int(data) + 0} if custom else {}
+    fused = _batches(tmp_path, apart=False, decoders=decoders)
     fused_calls = len(applied)
-    apart = _batches(tmp_path, apart=True)
+    apart = _batches(tmp_path, apart=True, decoders=decoders)
     assert len(fused) == len(apart) == 10 and fused[-1]["cls"].shape == (300 - 9 * 32,)
     for a, b in zip(fused, apart, strict=True):
         assert a.keys() == b.keys() and a["txt"] == b["txt"] and a["__key__"] == b["__key__"]
@@ -83,8 +85,9 @@ def test_a_batch_after_decode_gives_what_decoding_each_sample_gives(
         assert a["json"]["i"].tolist() == b["json"]["i"].tolist()
     first = {s["__key__"]: s for s in samples}[fused[0]["__key__"][0]]
     assert fused[0]["txt"][0] == first["txt"] and int(fused[0]["cls"][0]) == first["cls"]
-    # typed packed values are checked a field at a time; plain ones decoded one by one
-    assert fused_calls == (0 if pack == "small" else 300) and len(applied) - fused_calls == 300
+    # typed packed values checked and plain ones decoded a field at a time; with a decoder
+    # of the user's (which takes bytes, packed or not), one sample at a time
+    assert fused_calls == (300 if custom else 0) and len(applied) - fused_calls == 300
 
 
 def test_a_sample_that_fails_in_a_batch_is_a_decode_error_naming_its_member(
@@ -101,6 +104,23 @@ def test_a_sample_that_fails_in_a_batch_is_a_decode_error_naming_its_member(
         for batch in stream.decode().batch(10):
             got.extend(batch["__key__"])
     assert got == [f"k{i:03d}" for i in range(70)] and caught.value.member == "k077.cls"
+
+
+def test_a_plain_sample_that_fails_in_a_batch_is_a_decode_error_naming_its_member(
+    tmp_path: Path,
+) -> None:
+    """JSON that does not parse, in a plain shard: the batch's JSON column fails, so its
+    samples are decoded one at a time, which names the culprit; the batches before it come."""
+    samples = [{"__key__": f"k{i:03d}", "txt": "t", "json": {"i": i}} for i in range(100)]
+    samples[77]["json"] = b'{"i": 77'
+    write_dataset(tmp_path, samples)
+    stream = tarstream.TarStream(str(tmp_path / "_train.manifest.json")).map(lambda s: s)
+    got: list[str] = []
+    with pytest.raises(tarstream.DecodeError, match=r"k077\.json") as caught:
+        for batch in stream.decode().batch(10):
+            got.extend(batch["__key__"])
+            assert batch["json"]["i"].tolist() == list(range(len(got) - 10, len(got)))
+    assert got == [f"k{i:03d}" for i in range(70)] and caught.value.member == "k077.json"
 
 
 def test_a_batch_of_samples_of_different_fields_is_refused(tmp_path: Path) -> None:
@@ -125,7 +145,7 @@ def test_batches_decoded_at_once_resume_exactly_in_process_and_in_workers(
         return stream.decode().batch(8)
 
     full = assert_resumable(make, at=range(20), epochs=2)  # 19 batches: every one
-    assert len(full) == 19 and (not applied) == (pack == "small")  # the path meant
+    assert len(full) == 19 and not applied  # each batch decoded a field at a time
     # two forked workers: stopped after 7 batches, a new loader delivers exactly the rest
     uninterrupted = [b["__key__"] for b in tarstream.Loader(make(), num_workers=2)]
     first = tarstream.Loader(make(), num_workers=2, multiprocessing_context="fork")

@@ -36,8 +36,9 @@ class Batch(Stage[Any]):
     (``tarstream.stages.memory``; the pipeline's, given in its context, else the stage's
     own), and a stage that feeds the batch may leave its images to be decoded straight into
     the batch's rows (``tarstream.stages.deferred``). A strict ``Decode`` right before it
-    is applied to a batch's samples at once, where it leaves them as they are (typed values
-    of packed members: ``Decode.checked_columns``), else to one sample after another.
+    is applied to a batch's samples a field at a time where it can (typed values of packed
+    members, or text, classes and JSON as bytes: ``Decode.decoded_columns``), else to one
+    sample after another.
 
     State: the source's (a batch is built within one call, so nothing is held between).
     """
@@ -108,15 +109,15 @@ class Batch(Stage[Any]):
         return finish_batch(column, n, self.tensors == "torch")
 
     def _next_decoded(self, decode: Decode) -> Any:
-        """A batch of samples taken undecoded: where ``decode`` leaves the first as it is,
-        the batch's samples are taken at once and collated from their columns if it leaves
-        them all so; else they are decoded one after another as ``_next_stacked`` takes
-        them (a sample that fails raises at its place, as unfused)."""
+        """A batch of samples taken undecoded: where ``decode`` may decode samples like the
+        first a field at a time, the batch's samples are taken at once and collated from
+        the columns it decoded; else (or where it cannot after all) they are decoded one
+        after another as ``_next_stacked`` takes them (a failure raises at its sample)."""
         first = next(self._items)
-        if not decode.leaves(first):  # decoded (images, say): taken one at a time
+        if not decode.decodes_together(first):  # decoded otherwise (images): one at a time
             return self._next_stacked(map(decode.apply, chain((first,), self._items)))
         samples = [first, *islice(self._items, self.size - 1)]
-        columns = decode.checked_columns(samples)
+        columns = decode.decoded_columns(samples)
         if columns is None:
             return self._next_stacked(map(decode.apply, samples))
         if len(samples) < self.size and not self.partial:

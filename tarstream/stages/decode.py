@@ -17,9 +17,7 @@ value, or None to pass the field on (webdataset's ``decode(fn)`` and ``handle_ex
 from __future__ import annotations
 
 import fnmatch
-from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 from ..codecs.decoders import (
@@ -40,6 +38,7 @@ from ..read.read_shards import ReadShards
 from ..stage import Stage, State, Transform, check_errors
 from ..world import Context
 from .collate import same_key_columns
+from .decode_stats import DecodeStats
 from .deferred import PendingImage
 from .handlers import Handled, Handler
 from .typed import Checks, Plan, all_held, checks_of, held_test, wrong_kind
@@ -49,30 +48,6 @@ __all__ = ["Decode", "DecodeStats"]
 _KEEP, _DROP, _DECODE, _IMAGE = 0, 1, 2, 3
 #: The built-in decoders that make from a plain member's bytes what a packed one holds.
 _TYPED_DECODERS = frozenset(RECORD_DECODERS[kind] for kind in TYPED_KINDS if kind)
-
-
-@dataclass
-class DecodeStats:
-    """What a Decode stage did in this process: samples decoded and skipped (lenient mode),
-    and the skipped samples' errors by field."""
-
-    samples: int = 0
-    skipped: int = 0
-    errors: Counter[str] = field(default_factory=Counter)
-
-    def add(self, other: DecodeStats) -> None:
-        """Add ``other``'s counts to these (the stats of several workers, say)."""
-        self.samples += other.samples
-        self.skipped += other.skipped
-        self.errors.update(other.errors)
-
-    def since(self, earlier: DecodeStats) -> DecodeStats:
-        """What was counted after ``earlier``, a copy of these stats taken before."""
-        return DecodeStats(
-            self.samples - earlier.samples,
-            self.skipped - earlier.skipped,
-            self.errors - earlier.errors,
-        )
 
 
 class Decode(Transform[Sample]):
@@ -304,33 +279,50 @@ class Decode(Transform[Sample]):
             return samples
         return map(self.apply, samples)
 
-    def checked_columns(self, items: list[Sample]) -> dict[str, list[Any]] | None:
-        """The columns of ``items`` (``same_key_columns``) where this stage leaves each
-        of them as it is (one field set, its values to decode arrived typed, each of its
-        kind: checked a field at a time in C), counted as decoded; else None. For the
-        ``Batch`` this stage feeds (``decodes_lists``), which collates them."""
-        if not items or not self.leaves(items[0]):
-            return None  # the first is decoded (plain bytes, say): the others are too
+    def decoded_columns(self, items: list[Sample]) -> dict[str, list[Any]] | None:
+        """The columns of ``items`` (``same_key_columns``) decoded a field at a time, as
+        ``apply`` decodes each sample, where it can: one field set, and each field to
+        decode either typed values of its kind (left as they are) or bytes for a built-in
+        decoder of text, a class or JSON (``decodes_together``), which takes them all
+        without an error; counted as decoded. Else None: the batch's samples are decoded
+        one at a time, and a failure is named at its sample. For the ``Batch`` this stage
+        feeds (``decodes_lists``), which collates the columns."""
+        if not items or not self.decodes_together(items[0]):
+            return None  # the first is decoded otherwise (images, say): so are the others
         columns = same_key_columns(items)
-        checks = self._checks(tuple(columns)) if columns is not None else None
-        if checks is None or not all_held(checks, items, columns):
+        if columns is None:
             return None
+        for name, action, decoder, kinds in self._plan_of(tuple(columns))[0]:
+            types = set(map(type, columns[name]))
+            if kinds is not None and types.issubset(kinds):
+                continue  # typed values (a packed member's), each of its kind
+            if types != {bytes} or action != _DECODE or decoder not in _TYPED_DECODERS:
+                return None
+            try:
+                columns[name] = list(map(decoder, columns[name]))
+            except Exception:  # decoded one sample at a time, the culprit is named
+                return None
         self.stats.samples += len(items)
         return columns
 
     def decodes_lists(self) -> bool:
-        """Whether ``checked_columns`` may stand for ``apply`` over a list of samples: strict
+        """Whether ``decoded_columns`` may stand for ``apply`` over a list of samples: strict
         (a sample that fails raises, at its place), and not applied by the reader."""
         return self.errors == "strict" and not self._fused
 
-    def leaves(self, item: Sample) -> bool:
-        """Whether ``apply`` leaves ``item`` as it is (``held_test``): a dict whose values
-        to decode all arrived typed, each of its kind."""
+    def decodes_together(self, item: Sample) -> bool:
+        """Whether samples like ``item`` may be decoded a field at a time: a dict that
+        ``apply`` leaves as it is (``held_test``), or whose fields to decode all have a
+        built-in decoder of text, a class or JSON (no drop, no image)."""
         if type(item) is not dict:
             return False
-        names = tuple(item)
-        held = (self._steps.get(names) or self._steps_for(names))[1]
-        return held is not None and held(item)
+        steps, held = self._plan_of(tuple(item))
+        if held is not None and held(item):
+            return True
+        return all(a == _DECODE and d in _TYPED_DECODERS for _, a, d, _ in steps)
+
+    def _plan_of(self, names: tuple[str, ...]) -> Plan:
+        return self._steps.get(names) or self._steps_for(names)
 
     def _checks(self, names: tuple[str, ...]) -> Checks | None:
         """What ``all_held`` checks for samples of field set ``names``, memoized."""
