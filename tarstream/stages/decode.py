@@ -322,6 +322,7 @@ class Decode(Transform[Sample]):
         return all(a == _DECODE and d in _TYPED_DECODERS for _, a, d, _ in steps)
 
     def _plan_of(self, names: tuple[str, ...]) -> Plan:
+        """The plan for samples of field set ``names`` (``_steps_for``), memoized."""
         return self._steps.get(names) or self._steps_for(names)
 
     def _checks(self, names: tuple[str, ...]) -> Checks | None:
@@ -329,7 +330,7 @@ class Decode(Transform[Sample]):
         if names not in self._kinds:
             if len(self._kinds) > 1000:  # ever new field sets: keep a few
                 self._kinds.clear()
-            self._kinds[names] = checks_of(self._steps.get(names) or self._steps_for(names))
+            self._kinds[names] = checks_of(self._plan_of(names))
         return self._kinds[names]
 
     def own_iterator(self) -> Iterator[Sample] | None:

@@ -4,9 +4,9 @@ at a time, or a field at a time over many samples of one field set, in C."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from operator import itemgetter
-from typing import Any, cast
+from typing import cast
 
 from ..codecs.decoders import Decoder
 from ..format.samples import Sample
@@ -49,16 +49,12 @@ def checks_of(plan: Plan) -> Checks | None:
     return None if held is None else [(n, frozenset(k or ())) for n, _, _, k in steps]
 
 
-def all_held(checks: Checks, samples: Sequence[Sample], columns: Any = None) -> bool:
+def all_held(checks: Checks, samples: Sequence[Sample]) -> bool:
     """Whether ``held_test`` holds for every one of ``samples`` (of ``checks``' field set),
-    a field at a time in C; ``columns``: their values by field, where already taken."""
+    a field at a time in C."""
     return all(
-        allowed.issuperset(map(type, _column(samples, name, columns))) for name, allowed in checks
+        allowed.issuperset(map(type, map(itemgetter(name), samples))) for name, allowed in checks
     )
-
-
-def _column(samples: Sequence[Sample], name: str, columns: Any) -> Iterable[Any]:
-    return columns[name] if columns is not None else map(itemgetter(name), samples)
 
 
 def wrong_kind(value: object, kinds: tuple[type, ...]) -> TypeError:
