@@ -14,20 +14,25 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
-from operator import itemgetter
+from operator import attrgetter, itemgetter
+from typing import Any
 
 from .checksum import crc32
 from .packed import FAST_BLOCK, _is_field
+from .rows import Row
 from .samples import Sample
 from .sidecar import ShardIndex
 from .table import SliceTable
 
-__all__ = ["Block", "block_runs"]
+__all__ = ["Block", "RowDecoder", "block_runs"]
 
 #: The samples of a range, read one at a time (``sliced._elements`` over a read).
 Each = Callable[[range], Iterator[Sample]]
 
 _KEY = itemgetter("__key__")
+_ROW_KEY = attrgetter("key")
+#: A block's data unpacked as rows (``tarstream.format.rows.row_decoder``).
+RowDecoder = Callable[[Any], list[Row]]
 
 
 class Block(list):  # type: ignore[type-arg]
@@ -45,10 +50,13 @@ def block_runs(
     base: int,
     chosen: range,
     each: Each,
+    rows: RowDecoder | None = None,
 ) -> Iterator[Sequence[Sample]]:
     """The samples ``chosen`` of a shard of blocks only, from ``view`` (which starts at byte
     ``base`` of the shard), in runs: each block that lies whole in ``chosen`` at once, the
-    others (and a block this path does not take) one at a time, by ``each``."""
+    others (and a block this path does not take) one at a time, by ``each``. ``rows``: a
+    block's samples unpacked as rows where it can (``tarstream.format.rows``); once a block
+    is not, the shard's other blocks are not tried."""
     starts = table.starts
     i, j = chosen.start, chosen.stop
     k = bisect_left(starts, i)
@@ -56,7 +64,12 @@ def block_runs(
         yield from zip(each(range(i, min(starts[k], j))))
     checked: set[tuple[str, ...]] = set()  # the field sets seen fit the sidecar's
     while k + 1 < len(starts) and starts[k + 1] <= j:
-        samples = _block(url, index, table, view, base, k, checked)
+        samples: Sequence[Any] | None = None
+        if rows is not None:
+            samples = _rows(url, index, table, view, base, k, rows)
+        if samples is None:
+            rows = None
+            samples = _block(url, index, table, view, base, k, checked)
         if samples is None:
             yield from zip(each(range(starts[k], starts[k + 1])))
         else:
@@ -76,18 +89,12 @@ def _block(
     checked: set[tuple[str, ...]],
 ) -> list[Sample] | None:
     """Block ``k``'s samples, checked, or None where this path does not take them."""
-    offsets = table.offsets
-    b, e = table.starts[k], table.starts[k + 1]
-    first, after = offsets[b] - base, offsets[e] - base
-    if crc32(view[first:after]) != table.block_crcs[k]:
+    data = _data(table, view, base, k)
+    if data is None:
         return None
-    head = _array_head(e - b)
-    start = table.elements_from[k] - base - len(head)
-    end = table.elements_to[k] - base
-    if not first <= start < end <= after or view[start : start + len(head)] != head:
-        return None  # the elements must be the block's data, all of it checked
+    b, e = table.starts[k], table.starts[k + 1]
     try:
-        samples: list[Sample] = FAST_BLOCK(view[start:end])  # type: ignore[misc]
+        samples: list[Sample] = FAST_BLOCK(data)  # type: ignore[misc]
         if list(map(_KEY, samples)) != index.keys[b:e]:
             return None
     except Exception:  # values msgspec refuses (bytes, say), or an element without a key
@@ -103,6 +110,48 @@ def _block(
     if len(names) == 1:
         (block.names,) = names
     return block
+
+
+def _rows(
+    url: str,
+    index: ShardIndex,
+    table: SliceTable,
+    view: memoryview,
+    base: int,
+    k: int,
+    decoder: RowDecoder,
+) -> list[Row] | None:
+    """Block ``k``'s samples as rows, checked, or None where this path does not take them
+    (``decoder`` refuses a sample of other fields, or a value of another kind)."""
+    data = _data(table, view, base, k)
+    if data is None:
+        return None
+    b, e = table.starts[k], table.starts[k + 1]
+    try:
+        samples = decoder(data)
+        if list(map(_ROW_KEY, samples)) != index.keys[b:e]:
+            return None
+    except Exception:  # what the decoder refuses: the dicts' path takes it, or names it
+        return None
+    for sample in samples:
+        sample.url = url  # type: ignore[attr-defined]
+    return samples
+
+
+def _data(table: SliceTable, view: memoryview, base: int, k: int) -> memoryview | None:
+    """The data of block ``k`` (its elements, all of them) where its bytes (header, data,
+    padding) match their checksum; else None."""
+    offsets = table.offsets
+    b, e = table.starts[k], table.starts[k + 1]
+    first, after = offsets[b] - base, offsets[e] - base
+    if crc32(view[first:after]) != table.block_crcs[k]:
+        return None
+    head = _array_head(e - b)
+    start = table.elements_from[k] - base - len(head)
+    end = table.elements_to[k] - base
+    if not first <= start < end <= after or view[start : start + len(head)] != head:
+        return None  # the elements must be the block's data, all of it checked
+    return view[start:end]
 
 
 def _fits(names: tuple[str, ...], fields: frozenset[str], lowercase: bool) -> bool:

@@ -75,6 +75,9 @@ class ReadShards(Stage[Sample]):
     #: The decoding of a ``Decode`` right after this stage, which it applies itself
     #: (``Decoding``; set on the connected copy by that stage when it connects).
     decoding: Decoding | None = None
+    #: Whether its samples go to a ``Batch`` that takes them a field at a time, which takes
+    #: a block's as rows (``tarstream.format.rows``; set on the connected copy by that batch).
+    rows = False
     #: The segments of an interleaved group that failed in a lenient reader (when any).
     FAILED_KEY = "failed"
 
@@ -245,6 +248,7 @@ class ReadShards(Stage[Sample]):
             typed=self.typed,
             buffers=self._buffers,
             decoding=self.decoding,
+            rows=self.rows,
         )
 
     def check_count(self, number: int, taken: int) -> None:

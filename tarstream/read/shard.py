@@ -9,8 +9,10 @@ from typing import Any, BinaryIO, NamedTuple, Protocol, cast
 from ..codecs.encode import TYPED_KINDS
 from ..codecs.extensions import kind_of
 from ..errors import ShardFormatError, SidecarError, redact_url
+from ..format.blocks import RowDecoder
 from ..format.members import read_members
 from ..format.packed import BLOCK_FIELD, unpack_samples
+from ..format.rows import row_decoder
 from ..format.samples import Sample, read_samples
 from ..format.scan import DEFAULT_MAX_MEMBER_SIZE, DEFAULT_READ_SIZE, ReadStats, read_exact
 from ..format.sidecar import ShardIndex
@@ -101,9 +103,9 @@ def read_shard(
     typed: TypedFields = None,
     buffers: list[bytearray] | None = None,
     decoding: Decoding | None = None,
+    rows: bool = False,
 ) -> Iterator[Sample]:
-    """Yield samples ``first:stop`` of one shard (``stop`` None: to its end), closing the
-    file at the end.
+    """Yield samples ``first:stop`` of one shard (``stop`` None: to its end); close it.
 
     With a sidecar (``sidecars`` "auto" or "require") members are sliced at the offsets it
     records, each sample checked against its checksum unless ``verify`` is false, and
@@ -114,8 +116,9 @@ def read_shard(
     ``__url__``); with a sidecar only their members are read (``read_fields``: their
     headers are checked instead of the sample checksums), else they are picked.
     ``typed``: the packed fields handed on as they are held (``tarstream.read.packed``).
-    ``buffers``: read buffers kept from shard to shard (``read_sliced``).
-    ``decoding``: the decoding of the stage after the reader, applied here (``Decoding``).
+    ``buffers``: read buffers kept from shard to shard (``read_sliced``). ``decoding``: the
+    decoding of the stage after the reader, applied here (``Decoding``). ``rows``: a
+    block's samples may come as rows, for a batch (``tarstream.format.rows``).
     """
     index, f, size = opened if opened is not None else open_shard(spec, sidecars=sidecars)
     label = redact_url(spec.url)
@@ -128,8 +131,10 @@ def read_shard(
             return
         args = (first, stop, None, size, read_size, stats, verify, lowercase, None, buffers)
         if index is not None:  # read_sliced's samples, in the runs it chains
-            runs = sliced_runs(f, label, index, *args)
-            if decoding is not None and fields is None and _blocks_whole(index, typed, lowercase):
+            whole = fields is None and _blocks_whole(index, typed, lowercase)
+            as_rows = _row_decoder(index, lowercase) if rows and whole and not decoding else None
+            runs = sliced_runs(f, label, index, *args, rows=as_rows)
+            if decoding is not None and whole:
                 yield from chain.from_iterable(map(decoding.run, runs))  # a block at once
                 return
             samples: Iterator[Sample] = chain.from_iterable(runs)
@@ -151,6 +156,15 @@ def _blocks_whole(index: ShardIndex, typed: TypedFields, lowercase: bool) -> boo
         and index.block_checksums is not None
         and _all_typed(index, typed, lowercase)
     )
+
+
+def _row_decoder(index: ShardIndex, lowercase: bool) -> RowDecoder | None:
+    """The unpacker of a shard's blocks into rows of its packed fields, where its field
+    names may be their names as they are (``tarstream.format.rows``)."""
+    names = index.packed_fields
+    if lowercase and any(n != n.lower() for n in names):
+        return None
+    return row_decoder(tuple(sorted(names)))
 
 
 def _all_typed(index: ShardIndex | None, typed: TypedFields, lowercase: bool) -> bool:

@@ -7,6 +7,9 @@ from collections.abc import Callable, Iterator, Sequence
 from itertools import chain, islice
 from typing import Any, Literal, cast
 
+from ..format.rows import Row, sample_of, samples_of
+from ..format.rows import columns as row_columns
+from ..read.read_shards import ReadShards
 from ..stage import Stage, State, items_of
 from ..world import Context
 from .collate import builder, collate_columns, fill, finish_batch, to_torch
@@ -76,6 +79,11 @@ class Batch(Stage[Any]):
             clone._pending = images.defer_images()
         if clone.collate is default_collate and isinstance(source, Decode):
             clone._decode = source if source.decodes_lists() else None
+        reader = clone._decode.source if clone._decode is not None else None
+        while reader is not None and reader.forwards_items:  # a shuffle, say
+            reader = reader.source
+        if isinstance(reader, ReadShards):  # a block's samples may come as rows
+            reader.rows = True
         return clone
 
     def reset(self, state: State | None = None) -> None:
@@ -114,10 +122,15 @@ class Batch(Stage[Any]):
         the columns it decoded; else (or where it cannot after all) they are decoded one
         after another as ``_next_stacked`` takes them (a failure raises at its sample)."""
         first = next(self._items)
-        if not decode.decodes_together(first):  # decoded otherwise (images): one at a time
-            return self._next_stacked(map(decode.apply, chain((first,), self._items)))
+        if not isinstance(first, Row) and not decode.decodes_together(first):
+            items = chain((first,), self._items)  # decoded otherwise (images): one at a time
+            return self._next_stacked(map(decode.apply, map(sample_of, items)))
         samples = [first, *islice(self._items, self.size - 1)]
-        columns = decode.decoded_columns(samples)
+        taken = row_columns(samples)  # a block's samples, as the reader took them (rows)
+        columns = None if taken is None else decode.decoded_columns(samples, taken)
+        if columns is None:  # as dicts, as they would have come
+            samples = samples_of(samples)
+            columns = decode.decoded_columns(samples)
         if columns is None:
             return self._next_stacked(map(decode.apply, samples))
         if len(samples) < self.size and not self.partial:

@@ -279,17 +279,21 @@ class Decode(Transform[Sample]):
             return samples
         return map(self.apply, samples)
 
-    def decoded_columns(self, items: list[Sample]) -> dict[str, list[Any]] | None:
+    def decoded_columns(
+        self, items: list[Sample], columns: dict[str, list[Any]] | None = None
+    ) -> dict[str, list[Any]] | None:
         """The columns of ``items`` (``same_key_columns``) decoded a field at a time, as
         ``apply`` decodes each sample, where it can: one field set, and each field to
         decode either typed values of its kind (left as they are) or bytes for a built-in
         decoder of text, a class or JSON (``decodes_together``), which takes them all
         without an error; counted as decoded. Else None: the batch's samples are decoded
         one at a time, and a failure is named at its sample. For the ``Batch`` this stage
-        feeds (``decodes_lists``), which collates the columns."""
-        if not items or not self.decodes_together(items[0]):
-            return None  # the first is decoded otherwise (images, say): so are the others
-        columns = same_key_columns(items)
+        feeds (``decodes_lists``), which collates the columns. ``columns``: those of
+        ``items``, taken already (rows', ``tarstream.format.rows``)."""
+        if columns is None:
+            if not items or not self.decodes_together(items[0]):
+                return None  # the first is decoded otherwise (images, say): so are the others
+            columns = same_key_columns(items)
         if columns is None:
             return None
         for name, action, decoder, kinds in self._plan_of(tuple(columns))[0]:

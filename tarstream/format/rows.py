@@ -1,0 +1,103 @@
+"""A block's samples as rows: for a shuffle and batch that take them a field at a time.
+
+A block read whole (``tarstream.format.blocks``) is unpacked into one dict per sample, and a
+``Batch`` taking many samples a field at a time takes each field's values out of those dicts
+again. Where the reader is told its samples go to such a batch (``ReadShards.rows``), a
+block whose samples all have the shard's packed fields is unpacked into rows instead: one
+small object per sample with a slot per field (a msgspec ``Struct`` of the shard's field
+set, which unpacks a block in about 60% of a list of dicts' time), whose columns the batch
+takes by attribute (``columns``). A row stands for its sample only between the reader and
+that batch: anything else gets the sample (``as_sample``), with the same values.
+
+A block this path does not take (a sample without one of the fields, or with another, a
+value of another kind) is left to the dicts' path, which takes it or names the culprit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from operator import attrgetter
+from typing import Any, ClassVar
+
+from .packed import _is_field
+from .samples import Sample
+
+__all__ = ["Row", "as_sample", "columns", "row_decoder", "sample_of", "samples_of"]
+
+try:
+    from msgspec import Struct
+    from msgspec.msgpack import Decoder
+    from msgspec.structs import astuple
+except ImportError:  # pragma: no cover - depends on the environment (the fast extra)
+    Struct = object  # type: ignore[assignment,misc]
+    Decoder = None  # type: ignore[assignment,misc]
+
+
+class Row(Struct):
+    """A sample of a block as the reader hands it to a batch (``row_decoder``'s types)."""
+
+    #: The sample's names in its dict's order (``__key__``, the fields, ``__url__``).
+    names: ClassVar[tuple[str, ...]] = ()
+    #: The getter of each name's value, in that order.
+    getters: ClassVar[tuple[Callable[[Any], Any], ...]] = ()
+
+
+def as_sample(row: Row) -> Sample:
+    """The sample ``row`` stands for: a dict of its names and values."""
+    return dict(zip(row.names, astuple(row), strict=True))
+
+
+def sample_of(item: Any) -> Any:
+    """``item``, or the sample it stands for where it is a row."""
+    return as_sample(item) if isinstance(item, Row) else item
+
+
+def samples_of(items: list[Any]) -> list[Any]:
+    """``items`` with each row as the sample it stands for (the list itself where there
+    are no rows)."""
+    if not any(issubclass(kind, Row) for kind in set(map(type, items))):
+        return items
+    return list(map(sample_of, items))
+
+
+def columns(items: Sequence[Any]) -> dict[str, list[Any]] | None:
+    """The columns of rows of one type, by their names; None where ``items`` are not that
+    (rows of several field sets, dicts among them)."""
+    kind = type(items[0])
+    if not issubclass(kind, Row) or set(map(type, items)) != {kind}:
+        return None
+    pairs = zip(kind.names, kind.getters, strict=True)
+    return {name: list(map(get, items)) for name, get in pairs}
+
+
+@lru_cache(maxsize=64)
+def row_decoder(fields: tuple[str, ...]) -> Callable[[Any], list[Row]] | None:
+    """The unpacker of a block's data into rows of the fields ``fields`` (sorted): a
+    sample without one of them, with another, or with a value that is not text, a number,
+    a bool, nil, or an array or map of them (six levels deep, as ``packed.FAST_BLOCK``
+    takes), is refused with an exception. None without msgspec, or where a name is not a
+    field's."""
+    if Decoder is None or not all(map(_is_field, fields)):
+        return None
+    from msgspec import defstruct
+
+    value: Any = None | bool | int | float | str
+    for _ in range(6):
+        value = None | bool | int | float | str | list[value] | dict[str, value]
+    slots = [f"f{i}" for i in range(len(fields))]
+    names = ("__key__", *fields, "__url__")
+    # The url is set by the reader; a sample that holds one is refused (typed None).
+    kind = defstruct(
+        "BlockRow",
+        [("key", str), *((slot, value) for slot in slots), ("url", None, None)],
+        bases=(Row,),
+        rename={"key": "__key__", "url": "__url__", **dict(zip(slots, fields, strict=True))},
+        forbid_unknown_fields=True,
+        gc=False,
+        namespace={
+            "names": names,
+            "getters": tuple(map(attrgetter, ("key", *slots, "url"))),
+        },
+    )
+    return Decoder(list[kind]).decode  # type: ignore[valid-type]
