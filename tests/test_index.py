@@ -181,7 +181,12 @@ def _rewrite_sidecar(path: Path, **changes: Any) -> None:
         (lambda ix: {"member_offset": _with(ix.member_offset, 1, 1500)}, "512-byte block"),
         (lambda ix: {"offsets": _with(ix.offsets, 2, 0)}, "out of order"),
         (lambda ix: {"keys": ["s/00000", "s/00000", *ix.keys[2:]]}, "appears twice"),
+        # out of order (tested by hashing), and in order but for the last (by comparing)
+        (lambda ix: {"keys": [*ix.keys[:-1], ix.keys[3]][::-1]}, "'s/00003' appears twice"),
+        (lambda ix: {"keys": [*ix.keys[:-1], ix.keys[3]]}, "'s/00003' appears twice"),
         (lambda ix: {"keys": ["../../etc/x", *ix.keys[1:]]}, "unsafe as a path"),
+        (lambda ix: {"keys": [*ix.keys[:-1], "s/x/../../y"]}, "unsafe as a path"),
+        (lambda ix: {"keys": [*ix.keys[:-1], "/s/y"]}, "unsafe as a path"),
     ],
 )
 def test_a_sidecar_that_describes_an_impossible_shard_is_refused(

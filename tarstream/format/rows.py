@@ -6,7 +6,7 @@ again. Where the reader is told its samples go to such a batch (``ReadShards.row
 block whose samples all have the shard's packed fields is unpacked into rows instead: one
 small object per sample with a slot per field (a msgspec ``Struct`` of the shard's field
 set, which unpacks a block in about 60% of a list of dicts' time), whose columns the batch
-takes by attribute (``columns``). A row stands for its sample only between the reader and
+takes at once (``columns``). A row stands for its sample only between the reader and
 that batch: anything else gets the sample (``as_sample``), with the same values.
 
 A block this path does not take (a sample without one of the fields, or with another, a
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import lru_cache
-from operator import attrgetter
 from typing import Any, ClassVar
 
 from .packed import _is_field
@@ -39,8 +38,6 @@ class Row(Struct):
 
     #: The sample's names in its dict's order (``__key__``, the fields, ``__url__``).
     names: ClassVar[tuple[str, ...]] = ()
-    #: The getter of each name's value, in that order.
-    getters: ClassVar[tuple[Callable[[Any], Any], ...]] = ()
 
 
 def as_sample(row: Row) -> Sample:
@@ -67,8 +64,7 @@ def columns(items: Sequence[Any]) -> dict[str, list[Any]] | None:
     kind = type(items[0])
     if not issubclass(kind, Row) or set(map(type, items)) != {kind}:
         return None
-    pairs = zip(kind.names, kind.getters, strict=True)
-    return {name: list(map(get, items)) for name, get in pairs}
+    return dict(zip(kind.names, map(list, zip(*map(astuple, items), strict=True)), strict=True))
 
 
 @lru_cache(maxsize=64)
@@ -95,9 +91,6 @@ def row_decoder(fields: tuple[str, ...]) -> Callable[[Any], list[Row]] | None:
         rename={"key": "__key__", "url": "__url__", **dict(zip(slots, fields, strict=True))},
         forbid_unknown_fields=True,
         gc=False,
-        namespace={
-            "names": names,
-            "getters": tuple(map(attrgetter, ("key", *slots, "url"))),
-        },
+        namespace={"names": names},
     )
     return Decoder(list[kind]).decode  # type: ignore[valid-type]

