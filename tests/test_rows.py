@@ -4,6 +4,7 @@ the dicts; rows never reach anything but that batch."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,10 @@ import pytest
 
 import tarstream
 from tarstream.format.rows import columns as row_columns
+from tarstream.format.sidecar import ShardIndex
 from tarstream.stages import batch as batch_module
 
-from .conftest import make_samples, write_dataset
+from .conftest import make_samples, sidecar_of, write_dataset
 
 
 @pytest.fixture
@@ -124,3 +126,59 @@ def test_rows_reach_no_one_but_the_batch_that_takes_them(tmp_path: Path) -> None
     unbatched = list(tarstream.TarStream(manifest, seed=1).shuffle(8).decode().batch(8).unbatch())
     assert [s["__key__"] for s in unbatched] == [s["__key__"] for s in samples]
     assert all(type(s) is dict and isinstance(s["txt"], str) for s in unbatched)
+
+
+def test_a_reader_that_decodes_takes_blocks_with_their_kinds_known(
+    tmp_path: Path, applied: list[int]
+) -> None:
+    samples = make_samples(150)
+    write_dataset(tmp_path, samples, pack="small", max_samples=40)
+    got = list(tarstream.TarStream(str(tmp_path / "_train.manifest.json")).decode())
+    assert not applied  # every block checked at once, no sample decoded apart
+    assert [{k: v for k, v in s.items() if k != "__url__"} for s in got] == samples
+    assert all(type(s["cls"]) is int and type(s["txt"]) is str for s in got)
+
+
+def test_a_value_of_another_kind_in_a_block_is_a_decode_error_naming_its_member(
+    tmp_path: Path,
+) -> None:
+    samples = [{"__key__": f"k{i:03d}", "txt": "t", "cls": i} for i in range(100)]
+    samples[77]["cls"] = "seventy-seven"  # kept as bytes by the writer
+    write_dataset(tmp_path, samples, pack="small")
+    got: list[str] = []
+    with pytest.raises(tarstream.DecodeError, match=r"k077\.cls"):
+        for sample in tarstream.TarStream(str(tmp_path / "_train.manifest.json")).decode():
+            got.append(sample["__key__"])
+    assert got == [f"k{i:03d}" for i in range(77)]
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_a_field_the_sidecar_does_not_list_is_never_dropped(tmp_path: Path, batch: bool) -> None:
+    """Blocks whose samples hold a field besides the sidecar's packed fields (a sidecar
+    made up, or stale): an unpacking of the sidecar's fields would leave it out; the
+    reader refuses the shard instead, naming the sample."""
+    samples = [{"__key__": f"k{i:03d}", "txt": f"t{i}", "cls": i} for i in range(50)]
+    write_dataset(tmp_path, samples, pack="small")
+    shard = tmp_path / "train-000000.tar"
+    sidecar = sidecar_of(shard)
+    index = ShardIndex.from_bytes(sidecar.read_bytes(), url="")
+    sidecar.write_bytes(dataclasses.replace(index, packed_fields=["txt"]).to_bytes())
+    stream = tarstream.TarStream(str(tmp_path / "_train.manifest.json"))
+    pipeline = stream.shuffle(4).decode().batch(5) if batch else stream.decode()
+    with pytest.raises(tarstream.ShardFormatError, match="k000"):
+        list(pipeline)
+
+
+def test_samples_of_many_fields_come_whole(tmp_path: Path, taken: list[int]) -> None:
+    # 20 fields: a map's size is no longer in its first byte, so the reader's dicts take
+    # the sample-by-sample check of their fields; rows test their fields themselves
+    samples = [
+        {"__key__": f"k{i:03d}", **{f"f{j:02d}.txt": f"{i}-{j}" for j in range(20)}}
+        for i in range(30)
+    ]
+    write_dataset(tmp_path, samples, pack="small")
+    manifest = str(tmp_path / "_train.manifest.json")
+    got = list(tarstream.TarStream(manifest).decode())
+    assert [{k: v for k, v in s.items() if k != "__url__"} for s in got] == samples
+    batches = list(tarstream.TarStream(manifest).shuffle(1).decode().batch(10))
+    assert sum(taken) == 30 and batches[0]["f19.txt"][:2] == ["0-19", "1-19"]

@@ -12,34 +12,36 @@ sample-at-a-time path, which raises for the culprit or reads them as it always h
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from operator import attrgetter, itemgetter
 from typing import Any
 
+import numpy as np
+
 from .checksum import crc32
 from .packed import FAST_BLOCK, _is_field
-from .rows import Row
+from .rows import Unpacker
 from .samples import Sample
 from .sidecar import ShardIndex
 from .table import SliceTable
 
-__all__ = ["Block", "RowDecoder", "block_runs"]
+__all__ = ["Block", "block_runs"]
 
 #: The samples of a range, read one at a time (``sliced._elements`` over a read).
 Each = Callable[[range], Iterator[Sample]]
 
 _KEY = itemgetter("__key__")
 _ROW_KEY = attrgetter("key")
-#: A block's data unpacked as rows (``tarstream.format.rows.row_decoder``).
-RowDecoder = Callable[[Any], list[Row]]
 
 
 class Block(list):  # type: ignore[type-arg]
     """A block's samples, read whole: a run of ``block_runs`` whose samples were checked
-    together, with their field names where they all have the same (else None)."""
+    together, with their field names where they all have the same (else None), and where
+    known the types each field's values have (``rows.Unpacker``; else None)."""
 
     names: tuple[str, ...] | None = None
+    kinds: dict[str, frozenset[type]] | None = None
 
 
 def block_runs(
@@ -50,25 +52,26 @@ def block_runs(
     base: int,
     chosen: range,
     each: Each,
-    rows: RowDecoder | None = None,
+    fast: Unpacker | None = None,
 ) -> Iterator[Sequence[Sample]]:
     """The samples ``chosen`` of a shard of blocks only, from ``view`` (which starts at byte
     ``base`` of the shard), in runs: each block that lies whole in ``chosen`` at once, the
-    others (and a block this path does not take) one at a time, by ``each``. ``rows``: a
-    block's samples unpacked as rows where it can (``tarstream.format.rows``); once a block
-    is not, the shard's other blocks are not tried."""
+    others (and a block this path does not take) one at a time, by ``each``. ``fast``:
+    blocks unpacked by it where it takes them (``tarstream.format.rows``); once it does
+    not, the shard's other blocks are not tried."""
     starts = table.starts
     i, j = chosen.start, chosen.stop
     k = bisect_left(starts, i)
     if starts[k] > i:  # the end of a block the read starts in
         yield from zip(each(range(i, min(starts[k], j))))
     checked: set[tuple[str, ...]] = set()  # the field sets seen fit the sidecar's
+    whole = index.member_offset[starts[k] : starts[bisect_right(starts, j) - 1]]
+    if fast is not None and not fast.rows and not _maps_of(view, base, whole, len(fast.kinds)):
+        fast = None  # dicts would leave out a field besides the shard's: not for this read
     while k + 1 < len(starts) and starts[k + 1] <= j:
-        samples: Sequence[Any] | None = None
-        if rows is not None:
-            samples = _rows(url, index, table, view, base, k, rows)
+        samples = None if fast is None else _fast(url, index, table, view, base, k, fast)
         if samples is None:
-            rows = None
+            fast = None
             samples = _block(url, index, table, view, base, k, checked)
         if samples is None:
             yield from zip(each(range(starts[k], starts[k + 1])))
@@ -112,30 +115,45 @@ def _block(
     return block
 
 
-def _rows(
+def _fast(
     url: str,
     index: ShardIndex,
     table: SliceTable,
     view: memoryview,
     base: int,
     k: int,
-    decoder: RowDecoder,
-) -> list[Row] | None:
-    """Block ``k``'s samples as rows, checked, or None where this path does not take them
-    (``decoder`` refuses a sample of other fields, or a value of another kind)."""
+    fast: Unpacker,
+) -> Sequence[Any] | None:
+    """Block ``k``'s samples unpacked by ``fast`` (rows, or a ``Block`` of dicts whose
+    values are of the kinds it says), checked; None where it does not take them (a sample
+    of other fields, a value of another kind): the dicts' path takes them, or names them."""
     data = _data(table, view, base, k)
     if data is None:
         return None
     b, e = table.starts[k], table.starts[k + 1]
     try:
-        samples = decoder(data)
-        if list(map(_ROW_KEY, samples)) != index.keys[b:e]:
+        samples = fast.decode(data)
+        if list(map(_ROW_KEY if fast.rows else _KEY, samples)) != index.keys[b:e]:
             return None
-    except Exception:  # what the decoder refuses: the dicts' path takes it, or names it
+    except Exception:  # what the unpacker refuses
         return None
+    if fast.rows:
+        for row in samples:
+            row.url = url
+        return samples
     for sample in samples:
-        sample.url = url  # type: ignore[attr-defined]
-    return samples
+        sample["__url__"] = url
+    block = Block(samples)
+    block.names, block.kinds = tuple(samples[0]), fast.kinds
+    return block
+
+
+def _maps_of(view: memoryview, base: int, offsets: np.ndarray, n: int) -> bool:
+    """Whether the msgpack value at each of ``offsets`` (of the shard, whose byte ``base``
+    ``view`` starts at) is a map of ``n`` entries, ``n`` < 16 (a fixmap: its first byte
+    says). The elements of a read's whole blocks, in one pass."""
+    heads = np.frombuffer(view, np.uint8)[offsets.astype(np.int64) - base]
+    return n < 16 and bool((heads == 0x80 | n).all())
 
 
 def _data(table: SliceTable, view: memoryview, base: int, k: int) -> memoryview | None:

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import lru_cache
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple, TypedDict, Union
 
 from .packed import _is_field
 from .samples import Sample
 
-__all__ = ["Row", "as_sample", "columns", "row_decoder", "sample_of", "samples_of"]
+__all__ = ["Row", "Unpacker", "as_sample", "columns", "sample_of", "samples_of", "unpacker"]
 
 try:
     from msgspec import Struct
@@ -34,7 +34,7 @@ except ImportError:  # pragma: no cover - depends on the environment (the fast e
 
 
 class Row(Struct):
-    """A sample of a block as the reader hands it to a batch (``row_decoder``'s types)."""
+    """A sample of a block as the reader hands it to a batch (``unpacker``'s types)."""
 
     #: The sample's names in its dict's order (``__key__``, the fields, ``__url__``).
     names: ClassVar[tuple[str, ...]] = ()
@@ -67,13 +67,29 @@ def columns(items: Sequence[Any]) -> dict[str, list[Any]] | None:
     return dict(zip(kind.names, map(list, zip(*map(astuple, items), strict=True)), strict=True))
 
 
+class Unpacker(NamedTuple):
+    """The unpacking of a shard's blocks into samples of one field set, each value of its
+    field's kinds (``unpacker``): rows or dicts."""
+
+    #: A block's data to its samples, else an exception.
+    decode: Callable[[Any], list[Any]]
+    #: Whether it makes rows (else dicts, as ``packed.FAST_BLOCK`` makes them).
+    rows: bool
+    #: The types each field's values have (``__key__``'s: str).
+    kinds: dict[str, frozenset[type]]
+
+
 @lru_cache(maxsize=64)
-def row_decoder(fields: tuple[str, ...]) -> Callable[[Any], list[Row]] | None:
-    """The unpacker of a block's data into rows of the fields ``fields`` (sorted): a
-    sample without one of them, with another, or with a value that is not text, a number,
-    a bool, nil, or an array or map of them (six levels deep, as ``packed.FAST_BLOCK``
-    takes), is refused with an exception. None without msgspec, or where a name is not a
-    field's."""
+def unpacker(kinds: tuple[tuple[str, tuple[type, ...]], ...], rows: bool) -> Unpacker | None:
+    """The unpacking of a block's data into samples of the fields ``kinds`` names (in
+    sorted order), each value of one of the types it gives (``str``, ``int``, ``float``,
+    ``bool``, ``None``, ``list`` and ``dict``: JSON's values, six levels deep, as
+    ``packed.FAST_BLOCK`` takes them): a sample without one of the fields, or of a value
+    of another type, is refused with an exception, and with ``rows`` one with another
+    field (dicts leave another field out: their caller tests that, by the size of each
+    sample's map). None without msgspec, or where a name is not a field's or a type not
+    one of those."""
+    fields = tuple(name for name, _ in kinds)
     if Decoder is None or not all(map(_is_field, fields)):
         return None
     from msgspec import defstruct
@@ -81,16 +97,28 @@ def row_decoder(fields: tuple[str, ...]) -> Callable[[Any], list[Row]] | None:
     value: Any = None | bool | int | float | str
     for _ in range(6):
         value = None | bool | int | float | str | list[value] | dict[str, value]
+    plain: dict[type, Any] = {str: str, int: int, float: float, bool: bool, type(None): None}
+    plain.update({list: list[value], dict: dict[str, value]})
+    if not all(t in plain for _, types in kinds for t in types):
+        return None
+    typed = {name: Union[tuple(plain[t] for t in types)] for name, types in kinds}  # noqa: UP007
+    kind_sets = {"__key__": frozenset({str}), **{n: frozenset(t) for n, t in kinds}}
+    if not rows:
+        sample = TypedDict("BlockSample", {"__key__": str, **typed})  # type: ignore[misc]
+        return Unpacker(Decoder(list[sample]).decode, False, kind_sets)
     slots = [f"f{i}" for i in range(len(fields))]
-    names = ("__key__", *fields, "__url__")
     # The url is set by the reader; a sample that holds one is refused (typed None).
-    kind = defstruct(
+    row = defstruct(
         "BlockRow",
-        [("key", str), *((slot, value) for slot in slots), ("url", None, None)],
+        [
+            ("key", str),
+            *((slot, typed[name]) for slot, name in zip(slots, fields, strict=True)),
+            ("url", None, None),
+        ],
         bases=(Row,),
         rename={"key": "__key__", "url": "__url__", **dict(zip(slots, fields, strict=True))},
         forbid_unknown_fields=True,
         gc=False,
-        namespace={"names": names},
+        namespace={"names": ("__key__", *fields, "__url__")},
     )
-    return Decoder(list[kind]).decode  # type: ignore[valid-type]
+    return Unpacker(Decoder(list[row]).decode, True, kind_sets)  # type: ignore[valid-type]

@@ -17,7 +17,7 @@ from itertools import chain
 from typing import Any, BinaryIO
 
 from ..errors import ShardError, ShardFormatError, SidecarError, TruncatedShardError
-from .blocks import RowDecoder, block_runs
+from .blocks import block_runs
 from .checksum import crc32
 from .header import BLOCK, ZERO_BLOCK
 from .packed import (
@@ -28,6 +28,7 @@ from .packed import (
     unpack_element,
     unpacked_or_none,
 )
+from .rows import Unpacker
 from .samples import Sample
 from .scan import DEFAULT_READ_SIZE, ReadStats, read_exact, read_into
 from .sidecar import ShardIndex
@@ -101,12 +102,12 @@ def sliced_runs(
     lowercase: bool,
     table: SliceTable | None,
     buffers: list[bytearray] | None,
-    rows: RowDecoder | None = None,
+    fast: Unpacker | None = None,
 ) -> Iterator[Sequence[Sample]]:
     """``read_sliced``'s samples (its arguments, in order) in runs, which it chains: each
-    block read whole at once (a ``tarstream.format.blocks.Block``, or its rows where
-    ``rows`` unpacks it: ``tarstream.format.rows``), the others one at a time (those before
-    a bad sample are yielded before its error)."""
+    block read whole at once (a ``tarstream.format.blocks.Block``, or what ``fast`` unpacks
+    it into: ``tarstream.format.rows``), the others one at a time (those before a bad
+    sample are yielded before its error)."""
     stats = stats if stats is not None else ReadStats()
     first, n = _span(index.count, first, stop, only)
     table = table or SliceTable.of(index, verify=verify, lowercase=lowercase)
@@ -122,7 +123,7 @@ def sliced_runs(
         stats.bytes_read += len(chunk)
         try:
             if whole:
-                yield from _by_block(url, index, table, chunk, base, chosen, rows)
+                yield from _by_block(url, index, table, chunk, base, chosen, fast)
             else:
                 yield from zip(slicer(url, index, table, chunk, base, chosen))
         except ShardError as e:  # the samples of this read before the bad one were yielded
@@ -231,12 +232,12 @@ def _by_block(
     view: memoryview,
     base: int,
     chosen: Sequence[int],
-    rows: RowDecoder | None,
+    fast: Unpacker | None,
 ) -> Iterator[Sequence[Sample]]:
     """``_elements`` in runs, a block at once where it can (``tarstream.format.blocks``)."""
     each = partial(_elements, url, index, table, view, base)
     span = range(chosen[0], chosen[-1] + 1)
-    return block_runs(url, index, table, view, base, span, each, rows)
+    return block_runs(url, index, table, view, base, span, each, fast)
 
 
 def _elements(

@@ -9,10 +9,9 @@ from typing import Any, BinaryIO, NamedTuple, Protocol, cast
 from ..codecs.encode import TYPED_KINDS
 from ..codecs.extensions import kind_of
 from ..errors import ShardFormatError, SidecarError, redact_url
-from ..format.blocks import RowDecoder
 from ..format.members import read_members
 from ..format.packed import BLOCK_FIELD, unpack_samples
-from ..format.rows import row_decoder
+from ..format.rows import Unpacker, unpacker
 from ..format.samples import Sample, read_samples
 from ..format.scan import DEFAULT_MAX_MEMBER_SIZE, DEFAULT_READ_SIZE, ReadStats, read_exact
 from ..format.sidecar import ShardIndex
@@ -132,8 +131,8 @@ def read_shard(
         args = (first, stop, None, size, read_size, stats, verify, lowercase, None, buffers)
         if index is not None:  # read_sliced's samples, in the runs it chains
             whole = fields is None and _blocks_whole(index, typed, lowercase)
-            as_rows = _row_decoder(index, lowercase) if rows and whole and not decoding else None
-            runs = sliced_runs(f, label, index, *args, rows=as_rows)
+            fast = _unpacker(index, lowercase, rows, decoding) if whole else None
+            runs = sliced_runs(f, label, index, *args, fast=fast)
             if decoding is not None and whole:
                 yield from chain.from_iterable(map(decoding.run, runs))  # a block at once
                 return
@@ -158,13 +157,18 @@ def _blocks_whole(index: ShardIndex, typed: TypedFields, lowercase: bool) -> boo
     )
 
 
-def _row_decoder(index: ShardIndex, lowercase: bool) -> RowDecoder | None:
-    """The unpacker of a shard's blocks into rows of its packed fields, where its field
-    names may be their names as they are (``tarstream.format.rows``)."""
+def _unpacker(
+    index: ShardIndex, lowercase: bool, rows: bool, decoding: Decoding | None
+) -> Unpacker | None:
+    """The unpacking of a shard's blocks into samples of its packed fields, each value of
+    its field's kind (``tarstream.format.rows``): rows for a batch that takes them
+    (``rows``), dicts for the ``decoding`` applied here; none for others, or where its
+    field names are not their names as they are."""
     names = index.packed_fields
-    if lowercase and any(n != n.lower() for n in names):
+    if (not rows and decoding is None) or (lowercase and any(n != n.lower() for n in names)):
         return None
-    return row_decoder(tuple(sorted(names)))
+    kinds = tuple((n, TYPED_KINDS[kind_of(n)]) for n in sorted(names))
+    return unpacker(kinds, decoding is None)
 
 
 def _all_typed(index: ShardIndex | None, typed: TypedFields, lowercase: bool) -> bool:

@@ -274,7 +274,7 @@ class Decode(Transform[Sample]):
         passed on as it is; other runs are decoded a sample at a time, lazily."""
         names = getattr(samples, "names", None)
         checks = self._checks(names) if names is not None else None
-        if checks is not None and all_held(checks, samples):
+        if checks is not None and all_held(checks, samples, getattr(samples, "kinds", None)):
             self.stats.samples += len(samples)
             return samples
         return map(self.apply, samples)

@@ -49,11 +49,17 @@ def checks_of(plan: Plan) -> Checks | None:
     return None if held is None else [(n, frozenset(k or ())) for n, _, _, k in steps]
 
 
-def all_held(checks: Checks, samples: Sequence[Sample]) -> bool:
+def all_held(
+    checks: Checks, samples: Sequence[Sample], kinds: dict[str, frozenset[type]] | None = None
+) -> bool:
     """Whether ``held_test`` holds for every one of ``samples`` (of ``checks``' field set),
-    a field at a time in C."""
+    a field at a time in C. ``kinds``: the types each field's values are known to have
+    (a block unpacked by ``tarstream.format.rows.Unpacker``): a field whose known types
+    are all allowed is not looked at again."""
     return all(
-        allowed.issuperset(map(type, map(itemgetter(name), samples))) for name, allowed in checks
+        (kinds is not None and name in kinds and kinds[name] <= allowed)
+        or allowed.issuperset(map(type, map(itemgetter(name), samples)))
+        for name, allowed in checks
     )
 
 
