@@ -38,6 +38,8 @@ class Row(Struct):
 
     #: The sample's names in its dict's order (``__key__``, the fields, ``__url__``).
     names: ClassVar[tuple[str, ...]] = ()
+    #: The types each name's values have (checked as they were unpacked).
+    kinds: ClassVar[dict[str, frozenset[type]]] = {}
 
 
 def as_sample(row: Row) -> Sample:
@@ -119,6 +121,9 @@ def unpacker(kinds: tuple[tuple[str, tuple[type, ...]], ...], rows: bool) -> Unp
         rename={"key": "__key__", "url": "__url__", **dict(zip(slots, fields, strict=True))},
         forbid_unknown_fields=True,
         gc=False,
-        namespace={"names": ("__key__", *fields, "__url__")},
+        namespace={
+            "names": ("__key__", *fields, "__url__"),
+            "kinds": {**kind_sets, "__url__": frozenset({str})},
+        },
     )
     return Unpacker(Decoder(list[row]).decode, True, kind_sets)  # type: ignore[valid-type]

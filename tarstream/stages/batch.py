@@ -127,15 +127,16 @@ class Batch(Stage[Any]):
             return self._next_stacked(map(decode.apply, map(sample_of, items)))
         samples = [first, *islice(self._items, self.size - 1)]
         taken = row_columns(samples)  # a block's samples, as the reader took them (rows)
-        columns = None if taken is None else decode.decoded_columns(samples, taken)
+        kinds = type(first).kinds if taken is not None else None  # each field's types
+        columns = None if taken is None else decode.decoded_columns(samples, taken, kinds)
         if columns is None:  # as dicts, as they would have come
-            samples = samples_of(samples)
+            samples, kinds = samples_of(samples), None
             columns = decode.decoded_columns(samples)
         if columns is None:
             return self._next_stacked(map(decode.apply, samples))
         if len(samples) < self.size and not self.partial:
             raise StopIteration
-        return collate_columns(columns, tensors=self.tensors == "torch")
+        return collate_columns(columns, tensors=self.tensors == "torch", kinds=kinds)
 
     def length(self, n: int) -> int:
         return -(-n // self.size) if self.partial else n // self.size

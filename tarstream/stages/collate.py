@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from itertools import islice
-from operator import itemgetter
 from typing import Any
 
 import numpy as np
 
+from .columns import described, dict_columns, same_key_columns
 from .deferred import PendingImage
 from .memory import BatchMemory
+from .typed import Kinds
 
 __all__ = [
     "BatchTuple",
@@ -81,7 +83,7 @@ def collate(items: Sequence[Any], *, tensors: bool = False) -> Any:
     """
     first = items[0]
     if isinstance(first, dict):
-        return collate_columns(_columns(items), tensors=tensors)
+        return collate_columns(dict_columns(items), tensors=tensors)
     if isinstance(first, tuple):
         return BatchTuple(*(collate(column, tensors=tensors) for column in _parts(items)))
     if isinstance(first, np.ndarray):
@@ -105,7 +107,7 @@ def collate(items: Sequence[Any], *, tensors: bool = False) -> Any:
     return list(items)
 
 
-def _numbers(items: Sequence[Any], types: set[type]) -> np.ndarray:
+def _numbers(items: Sequence[Any], types: AbstractSet[type]) -> np.ndarray:
     """``np.asarray(items)``: numbers of one plain type (int, float) converted in one
     pass, without numpy's look at each value for the array's type."""
     if len(types) == 1 and (kind := _PLAIN.get(next(iter(types)))) is not None:
@@ -282,8 +284,8 @@ class _Mapping:
     def add(self, value: Any) -> None:
         if not isinstance(value, dict) or value.keys() != self.columns.keys():
             raise ValueError(
-                f"items of one batch differ: {_described(dict.fromkeys(self.columns))} then "
-                f"{_described(value)}"
+                f"items of one batch differ: {described(dict.fromkeys(self.columns))} then "
+                f"{described(value)}"
             )
         for key, column in self.columns.items():
             column.add(value[key])
@@ -347,42 +349,20 @@ def _stacks(value: Any) -> bool:
     )
 
 
-def _columns(items: Sequence[dict[Any, Any]]) -> dict[Any, list[Any]]:
-    """The columns of dicts with the same keys, else a ValueError."""
-    columns = same_key_columns(items)
-    if columns is None:
-        _same_keys(items)  # raises, unless dict subclasses of the same keys
-        columns = {key: list(map(itemgetter(key), items)) for key in items[0]}
-    return columns
+def collate_columns(
+    columns: dict[Any, list[Any]], *, tensors: bool = False, kinds: Kinds = None
+) -> dict[Any, Any]:
+    """``collate`` of dicts, from their columns (``same_key_columns``). ``kinds``: the
+    types of each column's values, where known: text is then kept as it is, and numbers
+    of one type converted without a look at each."""
+    if kinds is None:
+        return {key: collate(column, tensors=tensors) for key, column in columns.items()}
+    return {key: _known(column, kinds.get(key), tensors) for key, column in columns.items()}
 
 
-def same_key_columns(items: Sequence[Any]) -> dict[Any, list[Any]] | None:
-    """The columns of plain dicts with the same keys (a dict as long as the first that
-    holds each of the first's keys holds no other), by the first's keys in its order; else
-    None. A pass in C for each key, and one for the types and the lengths."""
-    if not items or set(map(type, items)) != {dict} or len(set(map(len, items))) != 1:
-        return None
-    try:
-        return {key: list(map(itemgetter(key), items)) for key in items[0]}
-    except KeyError:
-        return None
-
-
-def collate_columns(columns: dict[Any, list[Any]], *, tensors: bool = False) -> dict[Any, Any]:
-    """``collate`` of dicts, from their columns (``same_key_columns``)."""
-    return {key: collate(column, tensors=tensors) for key, column in columns.items()}
-
-
-def _same_keys(items: Sequence[dict[Any, Any]]) -> None:
-    keys = items[0].keys()
-    for item in items:
-        if not isinstance(item, dict) or item.keys() != keys:
-            raise ValueError(
-                f"items of one batch differ: {_described(items[0])} then {_described(item)}"
-            )
-
-
-def _described(value: Any) -> str:
-    if isinstance(value, dict):
-        return f"a dict with keys {sorted(value, key=str)}"
-    return f"a {type(value).__name__}"
+def _known(column: list[Any], types: AbstractSet[type] | None, tensors: bool) -> Any:
+    if types == {str}:
+        return column
+    if types is not None and len(types) == 1 and next(iter(types)) in _PLAIN:
+        return _converted(_numbers(column, types), tensors)
+    return collate(column, tensors=tensors)

@@ -37,11 +37,11 @@ from ..format.samples import Sample
 from ..read.read_shards import ReadShards
 from ..stage import Stage, State, Transform, check_errors
 from ..world import Context
-from .collate import same_key_columns
+from .columns import same_key_columns
 from .decode_stats import DecodeStats
 from .deferred import PendingImage
 from .handlers import Handled, Handler
-from .typed import Checks, Plan, all_held, checks_of, held_test, wrong_kind
+from .typed import Checks, Kinds, Plan, all_held, checks_of, held_test, wrong_kind
 
 __all__ = ["Decode", "DecodeStats"]
 
@@ -280,7 +280,7 @@ class Decode(Transform[Sample]):
         return map(self.apply, samples)
 
     def decoded_columns(
-        self, items: list[Sample], columns: dict[str, list[Any]] | None = None
+        self, items: list[Sample], columns: dict[str, list[Any]] | None = None, kinds: Kinds = None
     ) -> dict[str, list[Any]] | None:
         """The columns of ``items`` (``same_key_columns``) decoded a field at a time, as
         ``apply`` decodes each sample, where it can: one field set, and each field to
@@ -289,16 +289,17 @@ class Decode(Transform[Sample]):
         without an error; counted as decoded. Else None: the batch's samples are decoded
         one at a time, and a failure is named at its sample. For the ``Batch`` this stage
         feeds (``decodes_lists``), which collates the columns. ``columns``: those of
-        ``items``, taken already (rows', ``tarstream.format.rows``)."""
+        ``items``, taken already (rows', ``tarstream.format.rows``), with the ``kinds`` of
+        their values where known (each field's types: not looked at again)."""
         if columns is None:
             if not items or not self.decodes_together(items[0]):
                 return None  # the first is decoded otherwise (images, say): so are the others
             columns = same_key_columns(items)
         if columns is None:
             return None
-        for name, action, decoder, kinds in self._plan_of(tuple(columns))[0]:
-            types = set(map(type, columns[name]))
-            if kinds is not None and types.issubset(kinds):
+        for name, action, decoder, allowed in self._plan_of(tuple(columns))[0]:
+            types = kinds[name] if kinds and name in kinds else set(map(type, columns[name]))
+            if allowed is not None and types.issubset(allowed):
                 continue  # typed values (a packed member's), each of its kind
             if types != {bytes} or action != _DECODE or decoder not in _TYPED_DECODERS:
                 return None

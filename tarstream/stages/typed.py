@@ -4,14 +4,14 @@ at a time, or a field at a time over many samples of one field set, in C."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from operator import itemgetter
 from typing import cast
 
 from ..codecs.decoders import Decoder
 from ..format.samples import Sample
 
-__all__ = ["Checks", "Plan", "Step", "all_held", "checks_of", "held_test", "wrong_kind"]
+__all__ = ["Checks", "Kinds", "Plan", "Step", "all_held", "checks_of", "held_test", "wrong_kind"]
 
 #: A field to drop or decode: (name, what to do, decoder, the types it may arrive as).
 Step = tuple[str, int, Decoder | None, tuple[type, ...] | None]
@@ -20,6 +20,9 @@ Step = tuple[str, int, Decoder | None, tuple[type, ...] | None]
 Plan = tuple[list[Step], Callable[[Sample], bool] | None]
 #: The fields of a field set to check, each with the types it may hold.
 Checks = list[tuple[str, frozenset[type]]]
+#: Where known, the types each field's values have (samples unpacked by
+#: ``tarstream.format.rows.Unpacker``, which checked them).
+Kinds = Mapping[str, frozenset[type]] | None
 
 
 def held_test(steps: list[Step]) -> Callable[[Sample], bool] | None:
@@ -49,9 +52,7 @@ def checks_of(plan: Plan) -> Checks | None:
     return None if held is None else [(n, frozenset(k or ())) for n, _, _, k in steps]
 
 
-def all_held(
-    checks: Checks, samples: Sequence[Sample], kinds: dict[str, frozenset[type]] | None = None
-) -> bool:
+def all_held(checks: Checks, samples: Sequence[Sample], kinds: Kinds = None) -> bool:
     """Whether ``held_test`` holds for every one of ``samples`` (of ``checks``' field set),
     a field at a time in C. ``kinds``: the types each field's values are known to have
     (a block unpacked by ``tarstream.format.rows.Unpacker``): a field whose known types
