@@ -201,6 +201,34 @@ def test_a_sidecar_that_describes_an_impossible_shard_is_refused(
     assert caught.value.shard == str(sidecar)
 
 
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        # sample 3's element made to start inside sample 2
+        (
+            lambda ix: {"member_offset": _with(ix.member_offset, 3, int(ix.offsets[3]) - 1)},
+            "outside",
+        ),
+        # sample 0's element made to run into sample 1
+        (lambda ix: {"member_size": _with(ix.member_size, 0, int(ix.offsets[1]))}, "outside"),
+        (lambda ix: {"offsets": _with(ix.offsets, 2, int(ix.offsets[1]))}, "out of order"),
+        (lambda ix: {"offsets": _with(ix.offsets, len(ix.offsets) - 1, 99)}, "512-byte block"),
+        (lambda ix: {"member_start": _with(ix.member_start, 1, 0)}, "without members"),
+    ],
+)
+def test_a_sidecar_of_blocks_that_describes_an_impossible_shard_is_refused(
+    tmp_path: Path, change: Any, problem: str
+) -> None:
+    write_dataset(tmp_path, make_samples(10), max_samples=10, pack="small")
+    shard = tmp_path / "train-000000.tar"
+    sidecar = sidecar_of(shard)
+    index = ShardIndex.from_bytes(sidecar.read_bytes(), url="")
+    assert index.fields == ["tarstream-block.mp"] and index.count == 10
+    _rewrite_sidecar(shard, **change(index))
+    with pytest.raises(tarstream.SidecarError, match=problem):
+        list(tarstream.TarStream(str(shard)))
+
+
 def _with(array: Any, i: int, value: int) -> Any:
     out = array.copy()
     out[i] = value

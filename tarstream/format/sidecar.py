@@ -289,9 +289,11 @@ def _layout_problem(index: ShardIndex) -> str | None:
     msize = index.member_size.astype(np.int64)
     if index.count and (int(starts[0]) != 0 or (np.diff(starts) < 1).any()):
         return "a sample without members"
-    sample = np.repeat(np.arange(index.count), np.diff(starts))
     # An element of a block (version 2) has no header of its own and starts anywhere.
     virtual = _block_elements(index)
+    if virtual.all():  # blocks only: a sample is its element (the checks below, fewer)
+        return _elements_problem(index.size, offsets, starts, moff, msize)
+    sample = np.repeat(np.arange(index.count), np.diff(starts))
     in_block = np.zeros(index.count, dtype=bool)
     in_block[sample[virtual]] = True
     if (offsets[:-1][~in_block] % _BLOCK).any() or offsets[-1] % _BLOCK:
@@ -310,6 +312,23 @@ def _layout_problem(index: ShardIndex) -> str | None:
     same = sample[1:] == sample[:-1]
     if (same & (moff[1:] - _BLOCK < ends[:-1])).any():
         return "members overlapping each other or a header"
+    return None
+
+
+def _elements_problem(
+    size: int, offsets: np.ndarray, starts: np.ndarray, moff: np.ndarray, msize: np.ndarray
+) -> str | None:
+    """``_layout_problem`` of a shard of blocks only: each sample one element, which lies
+    in its sample's bytes, in order, the end's offset at a 512-byte block."""
+    if len(starts) != len(offsets) or (starts != np.arange(len(starts))).any():
+        return "a block element that shares its sample with other members"
+    if offsets[-1] % _BLOCK:
+        return "an offset that is not at a 512-byte block"
+    if (np.diff(offsets) < 1).any() or int(offsets[-1]) + 2 * _BLOCK > size:
+        return "samples out of order, or past the shard's size"
+    inside = (moff >= offsets[:-1]) & (moff + msize <= offsets[1:])
+    if not inside.all():
+        return f"member {int(np.argmin(inside))} lies outside its sample"
     return None
 
 

@@ -11,7 +11,6 @@ open them again: their places in the order give nothing, as they did).
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Generator, Iterator
 from typing import Literal, Protocol, cast
 
@@ -73,7 +72,7 @@ def _group(reader: ReadShards, order: Interleaved, first: int) -> Iterator[Sampl
         rest = labels[reader._offset :].tolist()
         if None not in sources:
             rest = yield from _in_c(
-                reader, cast(list[Iterator[Sample]], sources), rest, taken, first
+                reader, order, cast(list[Iterator[Sample]], sources), rest, taken, first
             )
         for label in rest:
             source = sources[label]
@@ -102,6 +101,7 @@ def _group(reader: ReadShards, order: Interleaved, first: int) -> Iterator[Sampl
 
 def _in_c(
     reader: ReadShards,
+    order: Interleaved,
     sources: list[Iterator[Sample]],
     rest: list[int],
     taken: list[int],
@@ -130,8 +130,7 @@ def _in_c(
         reader._live = no_count
     done = live() - 1  # samples given: the label taken last gave none
     reader._offset = base + done
-    for label, count in Counter(rest[:done]).items():
-        taken[label] += count
+    taken[:] = order.offsets(first, reader._offset).tolist()  # rest[:done] counted, in C
     if failure is None:
         return []
     label = rest[done]
