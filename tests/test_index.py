@@ -243,8 +243,9 @@ def _with(array: Any, i: int, value: int) -> Any:
         (lambda ix: int(ix.member_offset[6]) + int(ix.member_size[6]) + 5, "a padding byte"),
     ],
 )
+@pytest.mark.parametrize("decoded", [False, True], ids=["bytes", "decoded"])
 def test_a_flipped_byte_is_caught_before_its_sample_is_yielded(
-    tmp_path: Path, where: Any, what: str
+    tmp_path: Path, where: Any, what: str, decoded: bool
 ) -> None:
     write_dataset(tmp_path, make_samples(10), max_samples=10)
     shard = tmp_path / "train-000000.tar"
@@ -255,8 +256,9 @@ def test_a_flipped_byte_is_caught_before_its_sample_is_yielded(
     shard.write_bytes(bytes(data))
     sample = int(np.searchsorted(index.offsets, position, "right")) - 1  # = 2 here
     got: list[Any] = []
+    stream = tarstream.TarStream(str(shard))  # decoded: a read's samples decoded at once
     with pytest.raises(tarstream.ShardFormatError, match="does not match the checksum") as caught:
-        got.extend(tarstream.TarStream(str(shard)))
+        got.extend(stream.decode() if decoded else stream)
     assert [s["__key__"] for s in got] == [f"s/{i:05d}" for i in range(sample)], what
     assert caught.value.offset == int(index.offsets[sample])
     assert caught.value.member == f"s/{sample:05d}.cls"

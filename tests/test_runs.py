@@ -154,3 +154,40 @@ def test_batches_decoded_at_once_resume_exactly_in_process_and_in_workers(
     resumed.load_state_dict(first.state_dict())
     assert taken + [b["__key__"] for b in resumed] == uninterrupted
     assert sorted(k for b in uninterrupted for k in b) == [f"s/{i:05d}" for i in range(150)]
+
+
+def test_a_read_of_plain_samples_is_decoded_a_field_at_a_time(
+    tmp_path: Path, applied: list[int]
+) -> None:
+    samples = make_samples(300)
+    write_dataset(tmp_path, samples, max_samples=70)
+    manifest = str(tmp_path / "_train.manifest.json")
+    got = list(tarstream.TarStream(manifest).decode())
+    assert not applied  # the reader decoded each read's samples a field at a time
+    assert [{k: v for k, v in s.items() if k != "__url__"} for s in got] == samples
+    assert got == list(tarstream.TarStream(manifest).map(lambda s: s).decode())
+    assert len(applied) == 300  # a stage later: one sample at a time, the same samples
+
+
+def test_a_plain_read_that_fails_to_decode_names_its_sample_after_those_before_it(
+    tmp_path: Path,
+) -> None:
+    samples = [{"__key__": f"k{i:03d}", "txt": "t", "json": {"i": i}} for i in range(100)]
+    samples[77]["json"] = b'{"i": 77'
+    write_dataset(tmp_path, samples)
+    got: list[Any] = []
+    with pytest.raises(tarstream.DecodeError, match=r"k077\.json") as caught:
+        got.extend(tarstream.TarStream(str(tmp_path / "_train.manifest.json")).decode())
+    assert [s["json"]["i"] for s in got] == list(range(77)) and caught.value.member == "k077.json"
+
+
+def test_a_plain_read_of_samples_of_several_field_sets_is_decoded_sample_by_sample(
+    tmp_path: Path, applied: list[int]
+) -> None:
+    samples = [
+        {"__key__": f"k{i:03d}", "txt": f"t{i}", **({"cls": i} if i % 3 else {})} for i in range(60)
+    ]
+    write_dataset(tmp_path, samples)
+    got = list(tarstream.TarStream(str(tmp_path / "_train.manifest.json")).decode())
+    assert [{k: v for k, v in s.items() if k != "__url__"} for s in got] == samples
+    assert len(applied) == 60

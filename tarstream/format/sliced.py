@@ -14,12 +14,12 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Sequence
 from functools import partial
 from itertools import chain
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
-from ..errors import ShardError, ShardFormatError, SidecarError, TruncatedShardError
+from ..errors import ShardError
 from .blocks import block_runs
 from .checksum import crc32
-from .header import BLOCK, ZERO_BLOCK
+from .header import BLOCK
 from .packed import (
     BLOCK_FIELD,
     FAST_UNPACK,
@@ -30,8 +30,9 @@ from .packed import (
 )
 from .rows import Unpacker
 from .samples import Sample
-from .scan import DEFAULT_READ_SIZE, ReadStats, read_exact, read_into
+from .scan import DEFAULT_READ_SIZE, ReadStats, read_into
 from .sidecar import ShardIndex
+from .sliced_checks import check_end, check_name, crc_error, raise_merged, raise_size_mismatch
 from .table import SliceTable
 
 __all__ = ["SliceTable", "read_sliced", "skip_to", "sliced_runs"]
@@ -103,6 +104,7 @@ def sliced_runs(
     table: SliceTable | None,
     buffers: list[bytearray] | None,
     fast: Unpacker | None = None,
+    runs: bool = False,
 ) -> Iterator[Sequence[Sample]]:
     """``read_sliced``'s samples (its arguments, in order) in runs, which it chains: each
     block read whole at once (a ``tarstream.format.blocks.Block``, or what ``fast`` unpacks
@@ -113,7 +115,7 @@ def sliced_runs(
     table = table or SliceTable.of(index, verify=verify, lowercase=lowercase)
     offsets = table.offsets
     if file_size is not None and file_size != index.size:
-        _raise_size_mismatch(url, index, file_size, table)
+        raise_size_mismatch(url, index, file_size, table)
     if offsets[first]:
         skip_to(f, offsets[first])
     reads = _reads(f, url, index, table, first, n, only, read_size, buffers)
@@ -124,6 +126,8 @@ def sliced_runs(
         try:
             if whole:
                 yield from _by_block(url, index, table, chunk, base, chosen, fast)
+            elif runs:
+                yield from _in_one(slicer(url, index, table, chunk, base, chosen))
             else:
                 yield from zip(slicer(url, index, table, chunk, base, chosen))
         except ShardError as e:  # the samples of this read before the bad one were yielded
@@ -132,8 +136,20 @@ def sliced_runs(
         stats.samples += len(chosen)
         stats.members += members
     if n == index.count:
-        _check_end(f, url, index, offsets[n], file_size is not None)
+        check_end(f, url, index, offsets[n], file_size is not None)
         stats.shards += 1
+
+
+def _in_one(samples: Iterator[Sample]) -> Iterator[list[Sample]]:
+    """``samples`` in one run; where one fails, those before it come (as a run) first."""
+    taken: list[Sample] = []
+    try:
+        taken.extend(samples)
+    except ShardError:
+        if taken:
+            yield taken
+        raise
+    yield taken
 
 
 def _reads(
@@ -168,7 +184,7 @@ def _reads(
                 buffer = bytearray(max(size, read_size))
             chunk = read_into(f, buffer, size)
             if len(chunk) < size:
-                _raise_size_mismatch(url, index, offsets[i] + len(chunk), table)
+                raise_size_mismatch(url, index, offsets[i] + len(chunk), table)
             chosen: Sequence[int] = range(i, j)
             if only is not None:
                 k, start = bisect_left(only, j, k), k
@@ -205,9 +221,9 @@ def _slice(
             first = fields[mfield[m0]]
             header = offsets[s] if mfield[m0] == block else moff[m0] - BLOCK
             if header + BLOCK <= moff[m0]:
-                _check_name(url, chunk, header, base, f"{key}.{first}")
+                check_name(url, chunk, header, base, f"{key}.{first}")
             if crcs is not None:
-                raise _crc_error(url, index, offsets, s, first)
+                raise crc_error(url, index, offsets, s, first)
         if mfield[m0] == block:
             o = moff[m0] - base
             sample = unpack_element(view[o : o + msize[m0]], key, url, moff[m0])
@@ -219,7 +235,7 @@ def _slice(
             o = moff[m] - base
             sample[names[mfield[m]]] = view[o : o + msize[m]].tobytes()
         if merged and len(sample) != 2 + mstart[s + 1] - m0:
-            _raise_merged(url, key, [names[mfield[m]] for m in range(m0, mstart[s + 1])])
+            raise_merged(url, key, [names[mfield[m]] for m in range(m0, mstart[s + 1])])
         if packed in sample:
             merge_packed(sample, url, table.lowercase, table.packed_fields)
         yield sample
@@ -261,9 +277,9 @@ def _elements(
         span = view[offsets[s] - base : offsets[s + 1] - base]
         if crcs is None or crc32(span) != crcs[s]:
             if offsets[s] + BLOCK <= start:  # the first of its block: the block's header
-                _check_name(url, chunk, offsets[s], base, f"{keys[s]}.{BLOCK_FIELD}")
+                check_name(url, chunk, offsets[s], base, f"{keys[s]}.{BLOCK_FIELD}")
             if crcs is not None:
-                raise _crc_error(url, index, offsets, s, BLOCK_FIELD)
+                raise crc_error(url, index, offsets, s, BLOCK_FIELD)
         # a sample inside its block is its element; the first and last have more bytes
         element = (
             span
@@ -286,49 +302,6 @@ def _elements(
         yield lowered(sample, url) if lower else sample
 
 
-def _crc_error(
-    url: str, index: ShardIndex, offsets: list[int], s: int, field: str
-) -> ShardFormatError:
-    key = index.keys[s]
-    return ShardFormatError(
-        f"sample {key!r} (bytes {offsets[s]}..{offsets[s + 1]}) does not match the "
-        "checksum its sidecar records: the shard is corrupt, or was replaced and the "
-        "sidecar is stale",
-        shard=url,
-        member=f"{key}.{field}",
-        offset=offsets[s],
-    )
-
-
-def _check_name(url: str, chunk: Any, header: int, base: int, name: str) -> None:
-    """Check the name in the header at byte ``header`` (``chunk`` starts at ``base``)
-    against the sidecar's ``name``.
-
-    The ustar name field holds the name only when it is short ASCII; otherwise it is in a
-    PAX record (checked by the sample's checksum) and the field holds a stand-in."""
-    expect = f"{name}\x00".encode("utf-8", "surrogateescape")
-    at = header - base
-    if len(expect) <= 100 and expect.isascii() and not chunk.startswith(expect, at):
-        found = bytes(chunk[at : at + 100]).split(b"\x00", 1)[0]
-        raise SidecarError(
-            f"shard does not match its sidecar: expected member {expect[:-1]!r}, "
-            f"found {found!r} (shard replaced or sidecar stale)",
-            shard=url,
-            member=name,
-            offset=header,
-        )
-
-
-def _raise_merged(url: str, key: str, names: list[str]) -> None:
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    raise ShardFormatError(
-        f"fields of sample {key!r} differ only in case and become one field {repeated} when "
-        "lower-cased; read with lowercase_fields=False to keep them apart",
-        shard=url,
-        member=f"{key}.{repeated[0]}",
-    )
-
-
 def skip_to(f: BinaryIO, position: int) -> None:
     """Move ``f`` (at its start) to ``position``: a seek, or reads where it cannot seek."""
     try:
@@ -339,56 +312,3 @@ def skip_to(f: BinaryIO, position: int) -> None:
             if not skipped:
                 return
             position -= skipped
-
-
-def _check_end(f: BinaryIO, url: str, index: ShardIndex, end: int, size_known: bool) -> None:
-    marker = read_exact(f, BLOCK)
-    if marker != ZERO_BLOCK:
-        if len(marker) < BLOCK:
-            raise TruncatedShardError(
-                "shard ends without the end-of-archive marker its sidecar records",
-                shard=url,
-                offset=end + len(marker),
-            )
-        raise SidecarError(
-            "shard does not match its sidecar: no end-of-archive marker after the last sample",
-            shard=url,
-            offset=end,
-        )
-    if size_known:
-        return
-    total = end + BLOCK
-    while more := f.read(DEFAULT_READ_SIZE):
-        total += len(more)
-    if total < index.size:
-        raise TruncatedShardError(
-            f"shard is truncated: {total} of {index.size} bytes present", shard=url, offset=total
-        )
-    if total != index.size:
-        raise SidecarError(
-            f"shard is {total} bytes, its sidecar says {index.size}", shard=url, offset=total
-        )
-
-
-def _raise_size_mismatch(url: str, index: ShardIndex, size: int, table: SliceTable) -> None:
-    if size > index.size:
-        raise SidecarError(
-            f"shard is {size} bytes, its sidecar says {index.size} (shard replaced or sidecar "
-            "stale)",
-            shard=url,
-            offset=index.size,
-        )
-    s = max(bisect_right(table.offsets, size) - 1, 0)
-    if s >= index.count:
-        member = None
-    else:
-        m0, m1 = table.mstart[s], table.mstart[s + 1]
-        m = max(m0, bisect_right(table.moff, size + BLOCK, m0, m1) - 1)
-        member = f"{index.keys[s]}.{index.fields[table.mfield[m]]}"
-    raise TruncatedShardError(
-        f"shard is truncated: {size} of {index.size} bytes present "
-        f"({s} of {index.count} samples complete)",
-        shard=url,
-        member=member,
-        offset=size,
-    )

@@ -115,9 +115,8 @@ def read_shard(
     ``__url__``); with a sidecar only their members are read (``read_fields``: their
     headers are checked instead of the sample checksums), else they are picked.
     ``typed``: the packed fields handed on as they are held (``tarstream.read.packed``).
-    ``buffers``: read buffers kept from shard to shard (``read_sliced``). ``decoding``: the
-    decoding of the stage after the reader, applied here (``Decoding``). ``rows``: a
-    block's samples may come as rows, for a batch (``tarstream.format.rows``).
+    ``buffers``: read buffers kept from shard to shard. ``decoding``: the next stage's,
+    applied here (``Decoding``). ``rows``: blocks may come as rows (``format.rows``).
     """
     index, f, size = opened if opened is not None else open_shard(spec, sidecars=sidecars)
     label = redact_url(spec.url)
@@ -132,8 +131,9 @@ def read_shard(
         if index is not None:  # read_sliced's samples, in the runs it chains
             whole = fields is None and _blocks_whole(index, typed, lowercase)
             fast = _unpacker(index, lowercase, rows, decoding) if whole else None
-            runs = sliced_runs(f, label, index, *args, fast=fast)
-            if decoding is not None and whole:
+            together = plain and fields is None and decoding is not None  # samples of a read
+            runs = sliced_runs(f, label, index, *args, fast=fast, runs=together)
+            if decoding is not None and (whole or together):
                 yield from chain.from_iterable(map(decoding.run, runs))  # a block at once
                 return
             samples: Iterator[Sample] = chain.from_iterable(runs)

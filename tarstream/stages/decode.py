@@ -37,7 +37,7 @@ from ..format.samples import Sample
 from ..read.read_shards import ReadShards
 from ..stage import Stage, State, Transform, check_errors
 from ..world import Context
-from .columns import same_key_columns
+from .columns import put_columns, same_key_columns
 from .decode_stats import DecodeStats
 from .deferred import PendingImage
 from .handlers import Handled, Handler
@@ -270,14 +270,18 @@ class Decode(Transform[Sample]):
 
     def run(self, samples: Sequence[Sample]) -> Iterable[Sample]:
         """A run of samples decoded (the fused reader's ``Decoding``): a block read whole
-        whose one field set needs only kind checks is checked a field at a time, in C, and
-        passed on as it is; other runs are decoded a sample at a time, lazily."""
+        checked a field at a time, in C, where it needs only kind checks; a read's plain
+        samples decoded a field at a time (``decoded_columns``); else a sample at a time."""
         names = getattr(samples, "names", None)
         checks = self._checks(names) if names is not None else None
         if checks is not None and all_held(checks, samples, getattr(samples, "kinds", None)):
             self.stats.samples += len(samples)
             return samples
-        return map(self.apply, samples)
+        columns = self.decoded_columns(samples) if type(samples) is list else None
+        if columns is None:
+            return map(self.apply, samples)
+        put_columns(samples, columns, [n for n, *_ in self._plan_of(tuple(columns))[0]])
+        return samples  # plain samples, the fields decoded put back
 
     def decoded_columns(
         self, items: list[Sample], columns: dict[str, list[Any]] | None = None, kinds: Kinds = None
@@ -286,9 +290,9 @@ class Decode(Transform[Sample]):
         ``apply`` decodes each sample, where it can: one field set, and each field to
         decode either typed values of its kind (left as they are) or bytes for a built-in
         decoder of text, a class or JSON (``decodes_together``), which takes them all
-        without an error; counted as decoded. Else None: the batch's samples are decoded
-        one at a time, and a failure is named at its sample. For the ``Batch`` this stage
-        feeds (``decodes_lists``), which collates the columns. ``columns``: those of
+        without an error; counted as decoded. Else None: the samples are decoded one at a
+        time, and a failure is named at its sample (for ``run``, and for the ``Batch`` this
+        stage feeds, ``decodes_lists``, which collates the columns). ``columns``: those of
         ``items``, taken already (rows', ``tarstream.format.rows``), with the ``kinds`` of
         their values where known (each field's types: not looked at again)."""
         if columns is None:
@@ -311,8 +315,7 @@ class Decode(Transform[Sample]):
         return columns
 
     def decodes_lists(self) -> bool:
-        """Whether ``decoded_columns`` may stand for ``apply`` over a list of samples: strict
-        (a sample that fails raises, at its place), and not applied by the reader."""
+        """Whether ``decoded_columns`` may stand for ``apply`` over a batch: strict, unfused."""
         return self.errors == "strict" and not self._fused
 
     def decodes_together(self, item: Sample) -> bool:
