@@ -3,11 +3,13 @@
 ``sliced._elements`` takes a block's samples one at a time: a CRC-32 and an unpack each.
 Where the sidecar records each block member's CRC-32 (``block_crc32``, FORMAT.md), a block
 that lies whole in a read is checked by one CRC-32 over its bytes (all its samples' bytes)
-and its elements unpacked by one call (``FAST_BLOCK``): the same samples, checked as
-strictly, in about a third of the time. What this path does not take (a checksum that
-fails, values msgspec refuses, keys or field sets other than the sidecar's, names to
-lower-case, the samples of a block cut by a read's start or end) it leaves to the
-sample-at-a-time path, which raises for the culprit or reads them as it always has.
+and its elements unpacked by one call (``FAST_BLOCK``, or an ``Unpacker`` that checks each
+field's kind as it unpacks, into dicts or rows: ``tarstream.format.rows``): the same
+samples, checked as strictly, in about a third of the time. What this path does not take
+(a checksum that fails, values msgspec refuses, keys or field sets other than the
+sidecar's, names to lower-case, the samples of a block cut by a read's start or end) it
+leaves to the sample-at-a-time path, which raises for the culprit or reads them as it
+always has.
 """
 
 from __future__ import annotations

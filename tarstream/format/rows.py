@@ -1,16 +1,25 @@
-"""A block's samples as rows: for a shuffle and batch that take them a field at a time.
+"""A block's samples unpacked with their fields' kinds checked: as rows for a batch, as dicts
+for a reader that decodes.
 
-A block read whole (``tarstream.format.blocks``) is unpacked into one dict per sample, and a
-``Batch`` taking many samples a field at a time takes each field's values out of those dicts
-again. Where the reader is told its samples go to such a batch (``ReadShards.rows``), a
-block whose samples all have the shard's packed fields is unpacked into rows instead: one
-small object per sample with a slot per field (a msgspec ``Struct`` of the shard's field
-set, which unpacks a block in about 60% of a list of dicts' time), whose columns the batch
-takes at once (``columns``). A row stands for its sample only between the reader and
-that batch: anything else gets the sample (``as_sample``), with the same values.
+A block read whole (``tarstream.format.blocks``) is unpacked into one dict per sample whose
+values msgspec takes as JSON-like values of any type; a ``Decode`` then checks each field's
+values are of its kind (str for text, int for a class, a map or array for JSON), and a
+``Batch`` that takes many samples a field at a time takes each field's values out of those
+dicts again. ``unpacker`` makes both unnecessary: it unpacks a block into samples of the
+shard's packed fields, each value checked to be of its field's kind as it is unpacked.
 
-A block this path does not take (a sample without one of the fields, or with another, a
-value of another kind) is left to the dicts' path, which takes it or names the culprit.
+- As dicts (a ``TypedDict``), for a reader that applies its ``Decode``: the kinds known,
+  the ``Decode`` does not look at the values again (``Block.kinds``). msgspec leaves out a
+  field a ``TypedDict`` does not name, so the reader first checks that every sample's map
+  has as many entries as the shard has fields (``blocks._maps_of``).
+- As rows (a msgspec ``Struct``, one slot per field), where the reader is told its samples
+  go to a ``Batch`` that takes them a field at a time (``ReadShards.rows``): a block in
+  about 60% of a list of dicts' time, its columns taken at once (``columns``). A row stands
+  for its sample only between the reader and that batch: anything else gets the sample
+  (``as_sample``), with the same values.
+
+A block neither takes (a sample without one of the fields, or with another, a value of
+another kind) is left to the dicts' path, which takes it or names the culprit.
 """
 
 from __future__ import annotations
