@@ -94,15 +94,8 @@ def _block(
     checked: set[tuple[str, ...]],
 ) -> list[Sample] | None:
     """Block ``k``'s samples, checked, or None where this path does not take them."""
-    data = _data(table, view, base, k)
-    if data is None:
-        return None
-    b, e = table.starts[k], table.starts[k + 1]
-    try:
-        samples: list[Sample] = FAST_BLOCK(data)  # type: ignore[misc]
-        if list(map(_KEY, samples)) != index.keys[b:e]:
-            return None
-    except Exception:  # values msgspec refuses (bytes, say), or an element without a key
+    samples = _unpacked(index, table, view, base, k, FAST_BLOCK, _KEY)  # type: ignore[arg-type]
+    if samples is None:
         return None
     names = set(map(tuple, samples))
     if not names <= checked:
@@ -129,15 +122,8 @@ def _fast(
     """Block ``k``'s samples unpacked by ``fast`` (rows, or a ``Block`` of dicts whose
     values are of the kinds it says), checked; None where it does not take them (a sample
     of other fields, a value of another kind): the dicts' path takes them, or names them."""
-    data = _data(table, view, base, k)
-    if data is None:
-        return None
-    b, e = table.starts[k], table.starts[k + 1]
-    try:
-        samples = fast.decode(data)
-        if list(map(_ROW_KEY if fast.rows else _KEY, samples)) != index.keys[b:e]:
-            return None
-    except Exception:  # what the unpacker refuses
+    samples = _unpacked(index, table, view, base, k, fast.decode, _ROW_KEY if fast.rows else _KEY)
+    if samples is None:
         return None
     if fast.rows:
         for row in samples:
@@ -148,6 +134,29 @@ def _fast(
     block = Block(samples)
     block.names, block.kinds = tuple(samples[0]), fast.kinds
     return block
+
+
+def _unpacked(
+    index: ShardIndex,
+    table: SliceTable,
+    view: memoryview,
+    base: int,
+    k: int,
+    unpack: Callable[[Any], list[Any]],
+    key: Callable[[Any], Any],
+) -> list[Any] | None:
+    """Block ``k``'s data unpacked by ``unpack`` where it matches its checksum, and its
+    samples' keys (``key`` of each) are the sidecar's; else None (also where ``unpack``
+    refuses it: values msgspec refuses, bytes say, or an element without a key)."""
+    data = _data(table, view, base, k)
+    if data is None:
+        return None
+    b, e = table.starts[k], table.starts[k + 1]
+    try:
+        samples = unpack(data)
+        return samples if list(map(key, samples)) == index.keys[b:e] else None
+    except Exception:  # what the unpacker refuses
+        return None
 
 
 def _maps_of(view: memoryview, base: int, offsets: np.ndarray, n: int) -> bool:

@@ -37,6 +37,7 @@ __all__ = [
     "lowered",
     "merge_packed",
     "pack_fields",
+    "plain_value",
     "split_block",
     "unpack_element",
     "unpack_fields",
@@ -59,10 +60,17 @@ def _fast_unpack(block: bool = False) -> Callable[[Any], Any] | None:
         from msgspec.msgpack import Decoder
     except ImportError:  # pragma: no cover - depends on the environment (the fast extra)
         return None
+    value: Any = plain_value()
+    return Decoder(list[dict[str, value]] if block else dict[str, value]).decode
+
+
+def plain_value() -> Any:
+    """The type of the values ``FAST_UNPACK`` takes: text, numbers, bools, nil, and arrays
+    and maps of them with string keys, six levels deep."""
     value: Any = None | bool | int | float | str
     for _ in range(6):
         value = None | bool | int | float | str | list[value] | dict[str, value]
-    return Decoder(list[dict[str, value]] if block else dict[str, value]).decode
+    return value
 
 
 #: ``FAST_UNPACK(data)``: the map packed in ``data`` where it holds only plain values, else

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any, ClassVar, NamedTuple, TypedDict, Union
 
-from .packed import _is_field
+from .packed import _is_field, plain_value
 from .samples import Sample
 
 __all__ = ["Row", "Unpacker", "as_sample", "columns", "sample_of", "samples_of", "unpacker"]
@@ -105,9 +105,7 @@ def unpacker(kinds: tuple[tuple[str, tuple[type, ...]], ...], rows: bool) -> Unp
         return None
     from msgspec import defstruct
 
-    value: Any = None | bool | int | float | str
-    for _ in range(6):
-        value = None | bool | int | float | str | list[value] | dict[str, value]
+    value: Any = plain_value()
     plain: dict[type, Any] = {str: str, int: int, float: float, bool: bool, type(None): None}
     plain.update({list: list[value], dict: dict[str, value]})
     if not all(t in plain for _, types in kinds for t in types):
