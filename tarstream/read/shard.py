@@ -134,7 +134,7 @@ def read_shard(
             together = plain and fields is None and decoding is not None  # samples of a read
             runs = sliced_runs(f, label, index, *args, fast=fast, runs=together)
             if decoding is not None and (whole or together):
-                yield from chain.from_iterable(map(decoding.run, runs))  # a block at once
+                yield from chain.from_iterable(map(decoding.run, runs))  # a block, a read at once
                 return
             samples: Iterator[Sample] = chain.from_iterable(runs)
         else:
