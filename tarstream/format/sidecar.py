@@ -28,6 +28,7 @@ import numpy as np
 
 from ..errors import SidecarError
 from .keys import unsafe_key
+from .layout import layout_problem
 from .packed import BLOCK_FIELD, RESERVED_FIELDS
 
 __all__ = [
@@ -273,63 +274,14 @@ class ShardIndex:
         )
         if not consistent:
             raise SidecarError("sidecar arrays are inconsistent with its sample count", shard=url)
-        problem = _layout_problem(self) or _key_problem(self.keys)
+        arrays = (self.offsets, self.member_start, self.member_offset, self.member_size)
+        problem = layout_problem(self.size, *arrays, _block_elements(self))
+        problem = problem or _key_problem(self.keys)
         blocks = self.block_checksums
         if problem is None and blocks is not None and len(blocks) != len(self.blocks):
             problem = f"{len(blocks)} block checksums for {len(self.blocks)} blocks"
         if problem is not None:
             raise SidecarError(f"sidecar does not describe a valid shard: {problem}", shard=url)
-
-
-def _layout_problem(index: ShardIndex) -> str | None:
-    """What is impossible about where the sidecar says samples and members lie, if anything."""
-    offsets = index.offsets.astype(np.int64)
-    starts = index.member_start.astype(np.int64)
-    moff = index.member_offset.astype(np.int64)
-    msize = index.member_size.astype(np.int64)
-    if index.count and (int(starts[0]) != 0 or (np.diff(starts) < 1).any()):
-        return "a sample without members"
-    # An element of a block (version 2) has no header of its own and starts anywhere.
-    virtual = _block_elements(index)
-    if virtual.all():  # blocks only: a sample is its element (the checks below, fewer)
-        return _elements_problem(index.size, offsets, starts, moff, msize)
-    sample = np.repeat(np.arange(index.count), np.diff(starts))
-    in_block = np.zeros(index.count, dtype=bool)
-    in_block[sample[virtual]] = True
-    if (offsets[:-1][~in_block] % _BLOCK).any() or offsets[-1] % _BLOCK:
-        return "an offset that is not at a 512-byte block"
-    if (moff[~virtual] % _BLOCK).any():
-        return "an offset that is not at a 512-byte block"
-    if (np.diff(starts)[in_block] != 1).any():
-        return "a block element that shares its sample with other members"
-    if (np.diff(offsets) < 1).any() or int(offsets[-1]) + 2 * _BLOCK > index.size:
-        return "samples out of order, or past the shard's size"
-    header = np.where(virtual, 0, _BLOCK)
-    inside = (moff - header >= offsets[sample]) & (moff + msize <= offsets[sample + 1])
-    if not inside.all():
-        return f"member {int(np.argmin(inside))} lies outside its sample"
-    ends = moff + (msize + _BLOCK - 1) // _BLOCK * _BLOCK
-    same = sample[1:] == sample[:-1]
-    if (same & (moff[1:] - _BLOCK < ends[:-1])).any():
-        return "members overlapping each other or a header"
-    return None
-
-
-def _elements_problem(
-    size: int, offsets: np.ndarray, starts: np.ndarray, moff: np.ndarray, msize: np.ndarray
-) -> str | None:
-    """``_layout_problem`` of a shard of blocks only: each sample one element, which lies
-    in its sample's bytes, in order, the end's offset at a 512-byte block."""
-    if len(starts) != len(offsets) or (starts != np.arange(len(starts))).any():
-        return "a block element that shares its sample with other members"
-    if offsets[-1] % _BLOCK:
-        return "an offset that is not at a 512-byte block"
-    if (np.diff(offsets) < 1).any() or int(offsets[-1]) + 2 * _BLOCK > size:
-        return "samples out of order, or past the shard's size"
-    inside = (moff >= offsets[:-1]) & (moff + msize <= offsets[1:])
-    if not inside.all():
-        return f"member {int(np.argmin(inside))} lies outside its sample"
-    return None
 
 
 def block_spans(index: ShardIndex) -> list[tuple[int, int]]:
