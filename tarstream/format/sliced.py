@@ -108,8 +108,9 @@ def sliced_runs(
 ) -> Iterator[Sequence[Sample]]:
     """``read_sliced``'s samples (its arguments, in order) in runs, which it chains: each
     block read whole at once (a ``tarstream.format.blocks.Block``, or what ``fast`` unpacks
-    it into: ``tarstream.format.rows``), the others one at a time (those before a bad
-    sample are yielded before its error)."""
+    it into: ``tarstream.format.rows``), the others one at a time, or with ``runs`` each
+    read's in one list (for a reader that decodes them together); those before a bad
+    sample are yielded before its error."""
     stats = stats if stats is not None else ReadStats()
     first, n = _span(index.count, first, stop, only)
     table = table or SliceTable.of(index, verify=verify, lowercase=lowercase)
