@@ -67,11 +67,11 @@ def block_runs(
     if starts[k] > i:  # the end of a block the read starts in
         yield from zip(each(range(i, min(starts[k], j))))
     checked: set[tuple[str, ...]] = set()  # the field sets seen fit the sidecar's
-    whole = index.member_offset[starts[k] : starts[bisect_right(starts, j) - 1]]
-    if fast is not None and not fast.rows and not _maps_of(view, base, whole, len(fast.kinds)):
-        fast = None  # dicts would leave out a field besides the shard's: not for this read
+    if fast is not None and not fast.rows:  # dicts would leave out a field besides the shard's
+        whole = index.member_offset[starts[k] : starts[bisect_right(starts, j) - 1]]
+        fast = fast if _maps_of(view, base, whole, len(fast.kinds)) else None  # for this read
     while k + 1 < len(starts) and starts[k + 1] <= j:
-        samples = None if fast is None else _fast(url, index, table, view, base, k, fast)
+        samples = None if fast is None else _block(url, index, table, view, base, k, checked, fast)
         if samples is None:
             fast = None
             samples = _block(url, index, table, view, base, k, checked)
@@ -92,13 +92,23 @@ def _block(
     base: int,
     k: int,
     checked: set[tuple[str, ...]],
-) -> list[Sample] | None:
-    """Block ``k``'s samples, checked, or None where this path does not take them."""
-    samples = _unpacked(index, table, view, base, k, FAST_BLOCK, _KEY)  # type: ignore[arg-type]
+    fast: Unpacker | None = None,
+) -> Sequence[Any] | None:
+    """Block ``k``'s samples, checked, or None where this path does not take them. By
+    ``FAST_BLOCK`` (each field set checked against the sidecar's once, in ``checked``), or
+    by ``fast``: rows, or a ``Block`` of dicts whose values are of the kinds it says (a
+    sample of other fields, a value of another kind: None, the dicts' path takes it)."""
+    rows = fast is not None and fast.rows
+    unpack = FAST_BLOCK if fast is None else fast.decode
+    samples = _unpacked(index, table, view, base, k, unpack, _ROW_KEY if rows else _KEY)  # type: ignore[arg-type]
     if samples is None:
         return None
-    names = set(map(tuple, samples))
-    if not names <= checked:
+    if rows:
+        for row in samples:
+            row.url = url
+        return samples
+    names = {tuple(samples[0])} if fast is not None else set(map(tuple, samples))
+    if fast is None and not names <= checked:
         if not all(_fits(n, table.packed_fields, table.lowercase) for n in names - checked):
             return None
         checked |= names
@@ -107,32 +117,7 @@ def _block(
     block = Block(samples)
     if len(names) == 1:
         (block.names,) = names
-    return block
-
-
-def _fast(
-    url: str,
-    index: ShardIndex,
-    table: SliceTable,
-    view: memoryview,
-    base: int,
-    k: int,
-    fast: Unpacker,
-) -> Sequence[Any] | None:
-    """Block ``k``'s samples unpacked by ``fast`` (rows, or a ``Block`` of dicts whose
-    values are of the kinds it says), checked; None where it does not take them (a sample
-    of other fields, a value of another kind): the dicts' path takes them, or names them."""
-    samples = _unpacked(index, table, view, base, k, fast.decode, _ROW_KEY if fast.rows else _KEY)
-    if samples is None:
-        return None
-    if fast.rows:
-        for row in samples:
-            row.url = url
-        return samples
-    for sample in samples:
-        sample["__url__"] = url
-    block = Block(samples)
-    block.names, block.kinds = tuple(samples[0]), fast.kinds
+    block.kinds = None if fast is None else fast.kinds
     return block
 
 
