@@ -83,4 +83,4 @@ def test_the_checksum_is_zlibs_crc32_whichever_library_computes_it() -> None:
         data = rng.bytes(size)
         assert crc32(data) == zlib.crc32(data)
         assert crc32(memoryview(data)[size // 3 :], 12345) == zlib.crc32(data[size // 3 :], 12345)
-    assert ACCELERATED  # the dev environment has the fast extra: the test runs ISA-L's
+    assert ACCELERATED  # the dev environment has the fast extra: the test runs zlib-ng's

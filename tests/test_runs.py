@@ -4,15 +4,19 @@ checks a batch's typed values a field at a time (what decoding each sample gives
 
 from __future__ import annotations
 
+import io
+import tarfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import tarstream
+from tarstream.format import sliced as sliced_module
 from tarstream.stages import shuffle as shuffle_module
 from tarstream.stages.shuffle import Shuffle
 from tarstream.testing import assert_resumable
+from tarstream.write.indexer import index_shards
 
 from .conftest import PACKS, Positions, make_samples, write_dataset
 
@@ -191,3 +195,54 @@ def test_a_plain_read_of_samples_of_several_field_sets_is_decoded_sample_by_samp
     got = list(tarstream.TarStream(str(tmp_path / "_train.manifest.json")).decode())
     assert [{k: v for k, v in s.items() if k != "__url__"} for s in got] == samples
     assert len(applied) == 60
+
+
+@pytest.fixture
+def sliced_one_at_a_time(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the samples ``sliced._slice`` slices one at a time (a read's fields sliced at
+    once, ``format.columns``, count none)."""
+    calls: list[int] = []
+    slice_samples = sliced_module._slice
+
+    def counting(*args: Any) -> Any:
+        for sample in slice_samples(*args):
+            calls.append(1)
+            yield sample
+
+    monkeypatch.setattr(sliced_module, "_slice", counting)
+    return calls
+
+
+def _items(samples: list[dict[str, Any]]) -> list[list[tuple[str, Any]]]:
+    return [list(s.items()) for s in samples]  # the fields' order too
+
+
+def test_a_plain_read_is_sliced_a_field_at_a_time_into_the_samples_of_one_at_a_time(
+    tmp_path: Path, sliced_one_at_a_time: list[int], applied: list[int]
+) -> None:
+    write_dataset(tmp_path, make_samples(300), max_samples=70)
+    manifest = str(tmp_path / "_train.manifest.json")
+    raw = list(tarstream.TarStream(manifest, read_size=4096))
+    decoded = list(tarstream.TarStream(manifest, read_size=4096).decode())
+    assert not sliced_one_at_a_time and not applied  # every read a field at a time
+    assert _items(raw) == _items(list(tarstream.TarStream(manifest, verify=False)))
+    assert _items(decoded) == _items(list(tarstream.TarStream(manifest).map(lambda s: s).decode()))
+    assert len(sliced_one_at_a_time) == 300  # without checksums: one at a time, the same
+
+
+def test_a_shard_whose_samples_order_their_members_differently_is_sliced_sample_by_sample(
+    tmp_path: Path, sliced_one_at_a_time: list[int]
+) -> None:
+    with tarfile.open(tmp_path / "mixed.tar", "w", format=tarfile.USTAR_FORMAT) as tar:
+        for i in range(40):
+            members = [("txt", f"t{i}".encode()), ("cls", str(i).encode())]
+            for field, data in members if i % 5 else members[::-1]:  # every fifth: cls first
+                info = tarfile.TarInfo(f"k{i:03d}.{field}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    manifest, _ = index_shards(str(tmp_path / "mixed.tar"))
+    got = list(tarstream.TarStream(manifest).decode())
+    assert [(s["__key__"], s["txt"], s["cls"]) for s in got] == [
+        (f"k{i:03d}", f"t{i}", i) for i in range(40)
+    ]
+    assert len(sliced_one_at_a_time) == 40

@@ -19,6 +19,7 @@ from typing import BinaryIO
 from ..errors import ShardError
 from .blocks import block_runs
 from .checksum import crc32
+from .columns import Layout, column_run
 from .header import BLOCK
 from .packed import (
     BLOCK_FIELD,
@@ -122,11 +123,14 @@ def sliced_runs(
     reads = _reads(f, url, index, table, first, n, only, read_size, buffers)
     slicer = _elements if table.elements_only else _slice
     whole = bool(table.starts) and only is None
+    layout = Layout.of(table) if only is None else None
     for chunk, base, chosen, members in reads:
         stats.bytes_read += len(chunk)
         try:
             if whole:
                 yield from _by_block(url, index, table, chunk, base, chosen, fast)
+            elif layout and (run := column_run(url, table, layout, chunk, base, chosen)):
+                yield run
             elif runs:
                 yield from _in_one(slicer(url, index, table, chunk, base, chosen))
             else:

@@ -33,6 +33,7 @@ from ..codecs.extensions import PICKLE_EXTENSIONS, extension, kind_of
 from ..codecs.images import DEFAULT_MAX_PIXELS, ImageForm, Size
 from ..codecs.media import AudioOptions, VideoOptions
 from ..errors import ArgumentError, DecodeError
+from ..format.columns import ColumnRun
 from ..format.samples import Sample
 from ..read.read_shards import ReadShards
 from ..stage import Stage, State, Transform, check_errors
@@ -126,14 +127,10 @@ class Decode(Transform[Sample]):
         if only is not None and not all(isinstance(name, str) for name in only):
             raise ArgumentError(f"only takes field names or patterns as strings, got {only!r}")
         self.only = None if only is None else tuple(only)
-        self.drop_others = drop_others
-        self.decoders = dict(decoders or {})
-        self.unsafe = unsafe
-        self.max_size = max_size
-        self.errors = errors
-        self.max_errors = max_errors
-        self.preserves_count = errors == "strict"
-        self.stats = DecodeStats()
+        self.drop_others, self.decoders = drop_others, dict(decoders or {})
+        self.unsafe, self.max_size = unsafe, max_size
+        self.errors, self.max_errors = errors, max_errors
+        self.preserves_count, self.stats = errors == "strict", DecodeStats()
         self._defer = False
         self._plans: dict[str, tuple[int, Decoder | None]] = {}
         #: By a sample's field names (in order): the fields to drop or decode, with how.
@@ -152,8 +149,7 @@ class Decode(Transform[Sample]):
     # -- choosing a decoder -----------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_plans"], state["_steps"] = {}, {}  # hold closures; rebuilt on first use
-        state["_kinds"] = {}
+        state["_plans"], state["_steps"], state["_kinds"] = {}, {}, {}  # rebuilt on first use
         return state
 
     def decoder_for(self, name: str) -> Decoder | None:
@@ -208,8 +204,7 @@ class Decode(Transform[Sample]):
         reader, right_after = source, True
         while reader is not None and reader.forwards_items:
             reader, right_after = reader.source, False
-        clone._plans, clone._steps = {}, {}
-        clone._kinds, clone._fused = {}, False
+        clone._plans, clone._steps, clone._kinds, clone._fused = {}, {}, {}, False
         if isinstance(reader, ReadShards):  # packed values arrive as the decoders make them
             reader.typed = clone.takes_typed
             clone._typed = True
@@ -277,6 +272,9 @@ class Decode(Transform[Sample]):
         if checks is not None and all_held(checks, samples, getattr(samples, "kinds", None)):
             self.stats.samples += len(samples)
             return samples
+        if type(samples) is ColumnRun:  # a read's plain samples, a field at a time
+            columns = self.decoded_columns(samples, dict(samples.columns), samples.kinds)
+            return map(self.apply, samples) if columns is None else samples.samples(columns)
         columns = self.decoded_columns(samples) if type(samples) is list else None
         if columns is None:
             return map(self.apply, samples)
@@ -284,17 +282,19 @@ class Decode(Transform[Sample]):
         return samples  # plain samples, the fields decoded put back
 
     def decoded_columns(
-        self, items: list[Sample], columns: dict[str, list[Any]] | None = None, kinds: Kinds = None
+        self,
+        items: Sequence[Sample],
+        columns: dict[str, list[Any]] | None = None,
+        kinds: Kinds = None,
     ) -> dict[str, list[Any]] | None:
         """The columns of ``items`` (``same_key_columns``) decoded a field at a time, as
-        ``apply`` decodes each sample, where it can: one field set, and each field to
-        decode either typed values of its kind (left as they are) or bytes for a built-in
-        decoder of text, a class or JSON (``decodes_together``), which takes them all
-        without an error; counted as decoded. Else None: the samples are decoded one at a
-        time, and a failure is named at its sample (for ``run``, and for the ``Batch`` this
-        stage feeds, ``decodes_lists``, which collates the columns). ``columns``: those of
-        ``items``, taken already (rows', ``tarstream.format.rows``), with the ``kinds`` of
-        their values where known (each field's types: not looked at again)."""
+        ``apply`` decodes each sample, where it can: one field set, each field to decode
+        typed values of its kind (left as they are) or bytes for a built-in decoder of text,
+        a class or JSON (``decodes_together``) that takes them all without an error; counted
+        as decoded. Else None: the samples are decoded one at a time, a failure named at its
+        sample (for ``run``, and for the ``Batch`` this stage feeds, ``decodes_lists``).
+        ``columns``: ``items``' taken already (a ``ColumnRun``'s, rows'), with the ``kinds``
+        of their values where known (each field's types: not looked at again)."""
         if columns is None:
             if not items or not self.decodes_together(items[0]):
                 return None  # the first is decoded otherwise (images, say): so are the others

@@ -1,0 +1,123 @@
+"""A read's plain samples taken a field at a time (``tarstream.format.sliced``).
+
+Where every sample of a shard has the same members in the same order (a ``Layout``), a
+read's samples are checked against their checksums and each field's values are sliced
+from the read in C, with no Python step per sample: a ``ColumnRun``, which gives the same
+dicts ``sliced._slice`` gives, or its columns to a reader that decodes a field at a time.
+Only where every checksum of the read holds: otherwise the read goes ``_slice``'s way,
+which yields the samples before a bad one and then names it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from .checksum import crc32
+from .packed import PACKED_FIELD
+from .samples import Sample
+from .table import SliceTable
+
+__all__ = ["ColumnRun", "Layout", "column_run"]
+
+#: The most bytes per member (headers and padding included) of a read whose samples are
+#: sliced from one copy of it.
+_SMALL = 2048
+
+
+class Layout:
+    """Where each field's member lies in every sample of a shard whose samples all have
+    the same members in the same order: the field names (as samples get them), and for
+    each field its members' data offsets and ends, sample by sample; each field's kinds
+    (bytes, for ``ColumnRun.kinds``)."""
+
+    def __init__(self, names: list[str], starts: np.ndarray, ends: np.ndarray) -> None:
+        self.names, self.starts, self.ends = names, starts, ends
+        self.kinds: dict[str, frozenset[type]] = dict.fromkeys(names, frozenset({bytes}))
+
+    @classmethod
+    def of(cls, table: SliceTable) -> Layout | None:
+        """The layout of ``table``'s shard, or None: samples of several field sets, no
+        checksums to check, two fields of one name, a packed member or a block."""
+        index = table.index
+        count = index.count
+        members = len(index.member_field)
+        if table.elements_only or not count or members % count:
+            return None
+        if table.crcs is None or table.merged:
+            return None
+        fields = index.member_field.reshape(count, members // count)
+        if not (fields == fields[0]).all():
+            return None
+        names = [table.names[f] for f in fields[0].tolist()]
+        if PACKED_FIELD in names or table.block in fields[0] or len(set(names)) < len(names):
+            return None
+        if not np.array_equal(index.member_start[:-1], np.arange(0, members, len(names))):
+            return None
+        starts = index.member_offset.astype(np.int64).reshape(count, len(names)).T
+        ends = starts + index.member_size.astype(np.int64).reshape(count, len(names)).T
+        return cls(names, np.ascontiguousarray(starts), np.ascontiguousarray(ends))
+
+
+class ColumnRun(Sequence[Sample]):
+    """A read's samples as columns: their keys, their shard's url and each field's values
+    (bytes), in the order of the sample's members, and their ``kinds`` (by field, the types
+    of its values). Iterating gives the samples as dicts (``__key__``, ``__url__``, then the
+    fields), as ``sliced._slice`` gives them."""
+
+    __slots__ = ("columns", "keys", "kinds", "url")
+
+    def __init__(
+        self,
+        url: str,
+        keys: list[str],
+        columns: dict[str, list[Any]],
+        kinds: dict[str, frozenset[type]],
+    ) -> None:
+        self.url, self.keys, self.columns, self.kinds = url, keys, columns, kinds
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __iter__(self) -> Iterator[Sample]:
+        return iter(self.samples())
+
+    def __getitem__(self, i: int) -> Sample:  # type: ignore[override]
+        return self.samples()[i]
+
+    def samples(self, columns: dict[str, list[Any]] | None = None) -> list[Sample]:
+        """The samples, each field's value from ``columns`` (by default the bytes)."""
+        url = self.url
+        items: list[Sample] = [{"__key__": key, "__url__": url} for key in self.keys]
+        for name, values in (columns if columns is not None else self.columns).items():
+            for item, value in zip(items, values, strict=True):
+                item[name] = value
+        return items
+
+
+def column_run(
+    url: str, table: SliceTable, layout: Layout, view: memoryview, base: int, chosen: Sequence[int]
+) -> ColumnRun | None:
+    """The samples ``chosen`` (a range) from ``view``, which starts at byte ``base`` of the
+    shard, as a ``ColumnRun`` if every one of them matches its checksum; else None."""
+    if type(chosen) is not range or not chosen:
+        return None
+    i, n = chosen.start, chosen.stop
+    spans = table.index.offsets[i : n + 1].astype(np.int64) - base
+    cut = view.__getitem__
+    crcs = list(map(crc32, map(cut, map(slice, spans[:-1].tolist(), spans[1:].tolist()))))
+    if crcs != table.crcs[i:n]:  # type: ignore[index]
+        return None
+    # Small samples: the read made bytes once, then sliced (a copy of its headers and
+    # padding too, but cheaper than a view per member); large: each member copied alone.
+    small = len(view) <= _SMALL * len(layout.names) * len(chosen)
+    data = view.tobytes() if small else view
+    columns = {}
+    for name, starts, ends in zip(layout.names, layout.starts, layout.ends, strict=True):
+        cuts = map(
+            data.__getitem__, map(slice, (starts[i:n] - base).tolist(), (ends[i:n] - base).tolist())
+        )
+        columns[name] = list(cuts if small else map(bytes, cuts))
+    return ColumnRun(url, table.index.keys[i:n], columns, layout.kinds)
