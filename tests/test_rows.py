@@ -1,6 +1,7 @@
-"""A block's samples handed to a batch as rows (``tarstream.format.rows``): the batches are
-those of the samples as dicts, where the rows path takes a block and where it leaves one to
-the dicts; rows never reach anything but that batch."""
+"""A block's samples, and a read's plain samples, handed to a batch as rows
+(``tarstream.format.rows``): the batches are those of the samples as dicts, where the rows
+path takes a block or a read and where it leaves one to the dicts; rows never reach
+anything but that batch."""
 
 from __future__ import annotations
 
@@ -56,13 +57,14 @@ def _plain(value: Any) -> Any:
     return value
 
 
+@pytest.mark.parametrize("pack", ["small", "none"], ids=["packed", "plain"])
 def test_blocks_come_to_a_batch_as_rows_with_the_batches_of_dicts(
-    tmp_path: Path, taken: list[int], applied: list[int]
+    pack: str, tmp_path: Path, taken: list[int], applied: list[int]
 ) -> None:
     samples = make_samples(150)
     for i, sample in enumerate(samples):  # a field whose name is no Python name
         sample["meta.json"] = {"n": i, "tags": ["a"] * (i % 3)}
-    write_dataset(tmp_path, samples, pack="small", max_samples=40)
+    write_dataset(tmp_path, samples, pack=pack, max_samples=40)
     rows = _batches(tmp_path, apart=False)
     assert sum(taken) == 150 and not applied  # every batch from rows, none decoded apart
     dicts = _batches(tmp_path, apart=True)
@@ -73,13 +75,16 @@ def test_blocks_come_to_a_batch_as_rows_with_the_batches_of_dicts(
     }
 
 
-def test_a_shard_whose_samples_lack_a_field_goes_as_dicts(tmp_path: Path, taken: list[int]) -> None:
+@pytest.mark.parametrize("pack", ["small", "none"], ids=["packed", "plain"])
+def test_a_shard_whose_samples_lack_a_field_goes_as_dicts(
+    pack: str, tmp_path: Path, taken: list[int]
+) -> None:
     # the shard's fields are those of all its samples: a block of samples without "extra"
     # is refused as rows, and the shard is read as dicts
     samples = make_samples(60)
     for sample in samples[:20]:
         sample["extra"] = "more"
-    write_dataset(tmp_path, samples, pack="small")
+    write_dataset(tmp_path, samples, pack=pack)
     stream = tarstream.TarStream(str(tmp_path / "_train.manifest.json")).shuffle(1).decode()
     got = list(stream.batch(10))
     apart = tarstream.TarStream(str(tmp_path / "_train.manifest.json")).decode()
@@ -98,14 +103,15 @@ def test_field_names_to_lower_case_go_as_dicts(tmp_path: Path, taken: list[int])
     )
 
 
+@pytest.mark.parametrize("pack", ["small", "none"], ids=["packed", "plain"])
 def test_a_value_rows_refuse_is_a_decode_error_naming_its_member(
-    tmp_path: Path, taken: list[int]
+    pack: str, tmp_path: Path, taken: list[int]
 ) -> None:
     """A class the writer kept as bytes: the block holding it goes as dicts, whose batch is
     decoded a sample at a time, naming the culprit after the batches before it."""
     samples = [{"__key__": f"k{i:03d}", "txt": "t", "cls": i} for i in range(100)]
     samples[77]["cls"] = "seventy-seven"
-    write_dataset(tmp_path, samples, pack="small")
+    write_dataset(tmp_path, samples, pack=pack)
     stream = tarstream.TarStream(str(tmp_path / "_train.manifest.json")).shuffle(1).decode()
     got: list[str] = []
     with pytest.raises(tarstream.DecodeError, match=r"k077\.cls") as caught:
@@ -115,8 +121,9 @@ def test_a_value_rows_refuse_is_a_decode_error_naming_its_member(
     assert got == [f"k{i:03d}" for i in range(70)] and caught.value.member == "k077.cls"
 
 
-def test_rows_reach_no_one_but_the_batch_that_takes_them(tmp_path: Path) -> None:
-    write_dataset(tmp_path, make_samples(40), pack="small")
+@pytest.mark.parametrize("pack", ["small", "none"], ids=["packed", "plain"])
+def test_rows_reach_no_one_but_the_batch_that_takes_them(pack: str, tmp_path: Path) -> None:
+    write_dataset(tmp_path, make_samples(40), pack=pack)
     manifest = str(tmp_path / "_train.manifest.json")
     samples = list(tarstream.TarStream(manifest, seed=1).shuffle(8).decode())
     assert {type(s) for s in samples} == {dict} and len(samples) == 40

@@ -10,17 +10,19 @@ which yields the samples before a bad one and then names it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import repeat
 from typing import Any
 
 import numpy as np
 
 from .checksum import crc32
 from .packed import PACKED_FIELD
+from .rows import plain_row
 from .samples import Sample
 from .table import SliceTable
 
-__all__ = ["ColumnRun", "Layout", "column_run"]
+__all__ = ["ColumnRun", "Layout", "as_rows", "column_run"]
 
 #: The most bytes per member (headers and padding included) of a read whose samples are
 #: sliced from one copy of it.
@@ -87,6 +89,14 @@ class ColumnRun(Sequence[Sample]):
     def __getitem__(self, i: int) -> Sample:  # type: ignore[override]
         return self.samples()[i]
 
+    def rows(self) -> list[Any]:
+        """The samples as rows (``rows.plain_row``), for a batch that takes them a field at a
+        time; as dicts without msgspec."""
+        row = plain_row(tuple(self.columns))
+        if row is None:
+            return self.samples()
+        return list(map(row, self.keys, repeat(self.url), *self.columns.values()))
+
     def samples(self, columns: dict[str, list[Any]] | None = None) -> list[Sample]:
         """The samples, each field's value from ``columns`` (by default the bytes)."""
         url = self.url
@@ -121,3 +131,8 @@ def column_run(
         )
         columns[name] = list(cuts if small else map(bytes, cuts))
     return ColumnRun(url, table.index.keys[i:n], columns, layout.kinds)
+
+
+def as_rows(run: Iterable[Sample]) -> Iterable[Any]:
+    """A run of ``sliced_runs``' samples, as rows where it is a ``ColumnRun``."""
+    return run.rows() if type(run) is ColumnRun else run

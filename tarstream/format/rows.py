@@ -26,12 +26,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import lru_cache
-from typing import Any, ClassVar, NamedTuple, TypedDict, Union
+from typing import Any, ClassVar, NamedTuple, TypedDict, Union, cast
 
 from .packed import _is_field, plain_value
 from .samples import Sample
 
-__all__ = ["Row", "Unpacker", "as_sample", "columns", "sample_of", "samples_of", "unpacker"]
+__all__ = [
+    "Row",
+    "Unpacker",
+    "as_sample",
+    "columns",
+    "plain_row",
+    "sample_of",
+    "samples_of",
+    "unpacker",
+]
 
 try:
     from msgspec import Struct
@@ -134,3 +143,27 @@ def unpacker(kinds: tuple[tuple[str, tuple[type, ...]], ...], rows: bool) -> Unp
         },
     )
     return Unpacker(Decoder(list[row]).decode, True, kind_sets)  # type: ignore[valid-type]
+
+
+@lru_cache(maxsize=64)
+def plain_row(fields: tuple[str, ...]) -> type[Row] | None:
+    """The row of a plain sample of ``fields`` (its members' names, in their order), each
+    value bytes (``tarstream.format.columns``): names ``__key__``, ``__url__``, then the
+    fields, as the sample's dict has them. None without msgspec."""
+    if Decoder is None:
+        return None
+    from msgspec import defstruct
+
+    slots = [f"f{i}" for i in range(len(fields))]
+    row = defstruct(
+        "PlainRow",
+        [("key", str), ("url", str), *((slot, bytes) for slot in slots)],
+        bases=(Row,),
+        gc=False,
+        namespace={
+            "names": ("__key__", "__url__", *fields),
+            "kinds": {"__key__": frozenset({str}), "__url__": frozenset({str})}
+            | dict.fromkeys(fields, frozenset({bytes})),
+        },
+    )
+    return cast(type[Row], row)

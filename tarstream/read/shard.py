@@ -9,6 +9,7 @@ from typing import Any, BinaryIO, NamedTuple, Protocol, cast
 from ..codecs.encode import TYPED_KINDS
 from ..codecs.extensions import kind_of
 from ..errors import ShardFormatError, SidecarError, redact_url
+from ..format.columns import as_rows
 from ..format.members import read_members
 from ..format.packed import BLOCK_FIELD, unpack_samples
 from ..format.rows import Unpacker, unpacker
@@ -116,8 +117,7 @@ def read_shard(
     headers are checked instead of the sample checksums), else they are picked.
     ``typed``: the packed fields handed on as they are held (``tarstream.read.packed``).
     ``buffers``: read buffers kept from shard to shard. ``decoding``: the next stage's,
-    applied here (``Decoding``). ``rows``: blocks may come as rows (``format.rows``).
-    """
+    applied here (``Decoding``). ``rows``: samples may come as rows (``format.rows``)."""
     index, f, size = opened if opened is not None else open_shard(spec, sidecars=sidecars)
     label = redact_url(spec.url)
     with f:
@@ -136,7 +136,8 @@ def read_shard(
             if decoding is not None and (whole or together):
                 yield from chain.from_iterable(map(decoding.run, runs))  # a block, a read at once
                 return
-            samples: Iterator[Sample] = chain.from_iterable(runs)
+            rowed = plain and rows and fields is None and _all_typed(index, typed, lowercase, True)
+            samples: Iterator[Sample] = chain.from_iterable(map(as_rows, runs) if rowed else runs)
         else:
             kw: dict[str, Any] = {"read_size": read_size, "lowercase": lowercase, "stats": stats}
             scan = read_samples(f, label, max_member_size=max_member_size, lenient=lenient, **kw)
@@ -171,15 +172,19 @@ def _unpacker(
     return unpacker(kinds, decoding is None)
 
 
-def _all_typed(index: ShardIndex | None, typed: TypedFields, lowercase: bool) -> bool:
+def _all_typed(
+    index: ShardIndex | None, typed: TypedFields, lowercase: bool, plain: bool = False
+) -> bool:
     """Whether every field a shard's packed members hold (its sidecar says, and checks) is
-    handed on typed: its values then need no look (the ``Decode`` asking checks kinds)."""
+    handed on typed: its values then need no look (the ``Decode`` asking checks kinds).
+    ``plain``: every field of a plain shard is one the ``Decode`` asking decodes to a
+    typed value (its samples may then come as rows, ``format.columns``)."""
     return (
         index is not None
         and typed is not None
         and all(
             kind_of(f) in TYPED_KINDS and typed(f.lower() if lowercase else f)
-            for f in index.packed_fields
+            for f in (index.fields if plain else index.packed_fields)
         )
     )
 
