@@ -11,7 +11,7 @@ which yields the samples before a bad one and then names it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from itertools import repeat
+from itertools import islice, repeat
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ from .checksum import crc32
 from .packed import PACKED_FIELD
 from .rows import plain_row
 from .samples import Sample
+from .sidecar import ShardIndex
 from .table import SliceTable
 
 __all__ = ["ColumnRun", "Layout", "as_rows", "column_run"]
@@ -31,12 +32,16 @@ _SMALL = 2048
 
 class Layout:
     """Where each field's member lies in every sample of a shard whose samples all have
-    the same members in the same order: the field names (as samples get them), and for
-    each field its members' data offsets and ends, sample by sample; each field's kinds
+    the same members in the same order: the field names (as samples get them), where each
+    member's data starts and ends (as the sidecar lists members: sample *s*'s are ``s * k``
+    to ``s * k + k`` for ``k`` names), the sample offsets (int64), and each field's kinds
     (bytes, for ``ColumnRun.kinds``)."""
 
-    def __init__(self, names: list[str], starts: np.ndarray, ends: np.ndarray) -> None:
-        self.names, self.starts, self.ends = names, starts, ends
+    def __init__(self, names: list[str], index: ShardIndex) -> None:
+        self.names = names
+        self.starts = index.member_offset.astype(np.int64)
+        self.ends = self.starts + index.member_size.astype(np.int64)
+        self.offsets = index.offsets.astype(np.int64)
         self.kinds: dict[str, frozenset[type]] = dict.fromkeys(names, frozenset({bytes}))
 
     @classmethod
@@ -58,9 +63,7 @@ class Layout:
             return None
         if not np.array_equal(index.member_start[:-1], np.arange(0, members, len(names))):
             return None
-        starts = index.member_offset.astype(np.int64).reshape(count, len(names)).T
-        ends = starts + index.member_size.astype(np.int64).reshape(count, len(names)).T
-        return cls(names, np.ascontiguousarray(starts), np.ascontiguousarray(ends))
+        return cls(names, index)
 
 
 class ColumnRun(Sequence[Sample]):
@@ -115,21 +118,20 @@ def column_run(
     if type(chosen) is not range or not chosen:
         return None
     i, n = chosen.start, chosen.stop
-    spans = table.index.offsets[i : n + 1].astype(np.int64) - base
+    spans = (layout.offsets[i : n + 1] - base).tolist()
     cut = view.__getitem__
-    crcs = list(map(crc32, map(cut, map(slice, spans[:-1].tolist(), spans[1:].tolist()))))
+    crcs = list(map(crc32, map(cut, map(slice, spans, islice(spans, 1, None)))))
     if crcs != table.crcs[i:n]:  # type: ignore[index]
         return None
     # Small samples: the read made bytes once, then sliced (a copy of its headers and
     # padding too, but cheaper than a view per member); large: each member copied alone.
-    small = len(view) <= _SMALL * len(layout.names) * len(chosen)
+    k = len(layout.names)
+    small = len(view) <= _SMALL * k * len(chosen)
     data = view.tobytes() if small else view
-    columns = {}
-    for name, starts, ends in zip(layout.names, layout.starts, layout.ends, strict=True):
-        cuts = map(
-            data.__getitem__, map(slice, (starts[i:n] - base).tolist(), (ends[i:n] - base).tolist())
-        )
-        columns[name] = list(cuts if small else map(bytes, cuts))
+    starts, ends = layout.starts[i * k : n * k] - base, layout.ends[i * k : n * k] - base
+    cuts = map(data.__getitem__, map(slice, starts.tolist(), ends.tolist()))
+    values = list(cuts if small else map(bytes, cuts))  # sample by sample, field by field
+    columns = {name: values[j::k] for j, name in enumerate(layout.names)}
     return ColumnRun(url, table.index.keys[i:n], columns, layout.kinds)
 
 
