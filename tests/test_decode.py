@@ -288,6 +288,24 @@ def test_any_json_document_decodes_to_what_json_loads_gives(value: Any) -> None:
     assert repr(_decode({"json": data})["json"]) == repr(json.loads(data))
 
 
+def test_a_column_decodes_to_what_each_value_decodes_to() -> None:
+    from tarstream.codecs.decoders import RECORD_DECODERS, decode_column
+
+    json_params = test_json_fields_decode_as_json_loads_decodes_them.pytestmark[0].args[1]
+    texts = [b"", b"h\xc3\xa9llo", "\ufeffmark".encode(), b"a\x00b"]
+    for kind, values in [
+        ("json", json_params),
+        ("text", texts),
+        ("class", [b"7", b" -3\n", b"1_0"]),
+    ]:
+        decoder = RECORD_DECODERS[kind]
+        for column in (values, values[1:2], []):  # those msgspec refuses among them, and not
+            assert repr(decode_column(decoder, column)) == repr(list(map(decoder, column)))
+    for kind, bad in [("json", b'{"a": '), ("text", b"\xff"), ("class", b"x")]:
+        with pytest.raises(ValueError):  # UnicodeDecodeError and JSONDecodeError are ones
+            decode_column(RECORD_DECODERS[kind], [b"1", bad])
+
+
 def test_bad_json_is_a_decode_error_naming_the_field() -> None:
     with pytest.raises(DecodeError, match="json"):
         _decode({"json": b'{"a": '})

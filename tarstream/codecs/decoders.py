@@ -39,6 +39,7 @@ __all__ = [
     "RECORD_DECODERS",
     "Decoder",
     "builtin_decoder",
+    "decode_column",
     "decode_error",
     "gunzip",
 ]
@@ -77,6 +78,20 @@ def _json(data: bytes) -> Any:
         except _FastError:
             pass
     return _json_loads(data)
+
+
+def decode_column(decoder: Decoder, values: list[bytes]) -> list[Any]:
+    """``decoder`` of each of ``values`` (bytes), as a call of it for each would give: the
+    built-in text and JSON decoders without a Python call per value (JSON: where msgspec
+    takes every value; else each goes ``_json``'s way)."""
+    if decoder is _text:
+        return list(map(bytes.decode, values))  # UTF-8, strict
+    if decoder is _json and _fast_loads is not None:
+        try:
+            return list(map(_fast_loads, values))
+        except _FastError:
+            pass
+    return list(map(decoder, values))
 
 
 def _json_loads(data: bytes) -> Any:

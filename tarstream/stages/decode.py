@@ -25,6 +25,7 @@ from ..codecs.decoders import (
     RECORD_DECODERS,
     Decoder,
     builtin_decoder,
+    decode_column,
     decode_error,
     gunzip,
 )
@@ -227,8 +228,7 @@ class Decode(Transform[Sample]):
         in ``tarstream.stages.deferred``): images become ``PendingImage`` values, which the
         batch decodes straight into its memory, saving a copy of every image. Only for
         uint8 forms that batch in the layout they are decoded in, and strict errors (a
-        failure then surfaces from the batch, with the same ``DecodeError``). Returns
-        whether images are deferred."""
+        failure then surfaces from the batch, as the same ``DecodeError``). Returns whether."""
         self._defer = self.form.packs_in_place() and self.errors == "strict"
         return self._defer
 
@@ -308,7 +308,7 @@ class Decode(Transform[Sample]):
             if types != {bytes} or action != _DECODE or decoder not in _TYPED_DECODERS:
                 return None
             try:
-                columns[name] = list(map(decoder, columns[name]))
+                columns[name] = decode_column(decoder, columns[name])
             except Exception:  # decoded one sample at a time, the culprit is named
                 return None
         self.stats.samples += len(items)
