@@ -268,6 +268,66 @@ def test_a_flipped_byte_is_caught_before_its_sample_is_yielded(
     assert len(list(tarstream.TarStream(str(shard), verify=False))) == 10
 
 
+def test_the_running_checksum_is_zlibs_crc32_of_the_shard_up_to_each_sample(
+    tmp_path: Path,
+) -> None:
+    import zlib
+
+    write_dataset(tmp_path / "plain", make_samples(30), max_samples=30)
+    write_dataset(tmp_path / "packed", make_samples(30), max_samples=30, pack="small")
+    shard = tmp_path / "plain" / "train-000000.tar"
+    index = ShardIndex.from_bytes(sidecar_of(shard).read_bytes(), url="")
+    data = shard.read_bytes()
+    assert index.running_checksums is not None
+    assert index.running_checksums.tolist() == [zlib.crc32(data[:o]) for o in index.offsets]
+    packed = sidecar_of(tmp_path / "packed" / "train-000000.tar").read_bytes()
+    assert "running_crc32" not in msgpack.unpackb(packed)  # blocks have checksums of their own
+
+
+@pytest.fixture
+def crc_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes of the byte ranges a read of plain samples checks (``format.columns``, and
+    ``format.sliced`` where the read goes sample by sample)."""
+    from tarstream.format import columns, sliced
+
+    sizes: list[int] = []
+    crc32 = columns.crc32
+
+    def counting(data: Any, value: int = 0) -> int:
+        sizes.append(len(data))
+        return crc32(data, value)
+
+    monkeypatch.setattr(columns, "crc32", counting)
+    monkeypatch.setattr(sliced, "crc32", counting)
+    return sizes
+
+
+@pytest.mark.parametrize("without", ["", "running", "combine", "damaged"])
+def test_a_read_is_checked_at_once_against_the_running_checksum(
+    tmp_path: Path, crc_calls: list[int], monkeypatch: pytest.MonkeyPatch, without: str
+) -> None:
+    from tarstream.format import columns
+
+    write_dataset(tmp_path, make_samples(300), max_samples=300)
+    shard = tmp_path / "train-000000.tar"
+    expected = list(tarstream.TarStream(str(shard), verify=False))
+    index = ShardIndex.from_bytes(sidecar_of(shard).read_bytes(), url="")
+    assert index.running_checksums is not None
+    if without == "running":  # a sidecar of an earlier writer
+        _rewrite_sidecar(shard, running_checksums=None)
+    elif without == "damaged":  # the samples' own checksums still hold: read, each checked
+        _rewrite_sidecar(shard, running_checksums=index.running_checksums ^ 1)
+    elif without == "combine":  # the standard library's zlib has no crc32_combine
+        monkeypatch.setattr(columns, "crc32_combine", None)
+    got = list(tarstream.TarStream(str(shard), read_size=64 << 10))
+    assert got == expected
+    reads = -(-int(index.offsets[-1]) // (64 << 10))
+    if not without:
+        assert reads <= len(crc_calls) <= reads + 1 and sum(crc_calls) == index.offsets[-1]
+    else:
+        assert len(crc_calls) >= 300  # each sample against its own
+
+
 def test_sidecars_of_earlier_writers_without_checksums_still_read(tmp_path: Path) -> None:
     write_dataset(tmp_path, make_samples(10), max_samples=10)
     shard = tmp_path / "train-000000.tar"

@@ -1,8 +1,9 @@
 """A read's plain samples taken a field at a time (``tarstream.format.sliced``).
 
 Where every sample of a shard has the same members in the same order (a ``Layout``), a
-read's samples are checked against their checksums and each field's values are sliced
-from the read in C, with no Python step per sample: a ``ColumnRun``, which gives the same
+read's samples are checked against their checksums (at once, where the sidecar records
+the running checksum) and each field's values are sliced from the read in C, with no
+Python step per sample: a ``ColumnRun``, which gives the same
 dicts ``sliced._slice`` gives, or its columns to a reader that decodes a field at a time.
 Only where every checksum of the read holds: otherwise the read goes ``_slice``'s way,
 which yields the samples before a bad one and then names it.
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .checksum import crc32
+from .checksum import crc32, crc32_combine
 from .packed import PACKED_FIELD
 from .rows import plain_row
 from .samples import Sample
@@ -118,10 +119,7 @@ def column_run(
     if type(chosen) is not range or not chosen:
         return None
     i, n = chosen.start, chosen.stop
-    spans = (layout.offsets[i : n + 1] - base).tolist()
-    cut = view.__getitem__
-    crcs = list(map(crc32, map(cut, map(slice, spans, islice(spans, 1, None)))))
-    if crcs != table.crcs[i:n]:  # type: ignore[index]
+    if not _checked(table, layout, view, base, i, n):
         return None
     # Small samples: the read made bytes once, then sliced (a copy of its headers and
     # padding too, but cheaper than a view per member); large: each member copied alone.
@@ -133,6 +131,21 @@ def column_run(
     values = list(cuts if small else map(bytes, cuts))  # sample by sample, field by field
     columns = {name: values[j::k] for j, name in enumerate(layout.names)}
     return ColumnRun(url, table.index.keys[i:n], columns, layout.kinds)
+
+
+def _checked(
+    table: SliceTable, layout: Layout, view: memoryview, base: int, i: int, n: int
+) -> bool:
+    """Whether samples ``i`` to ``n`` (``view``, from byte ``base``) match their checksums:
+    all at once against the running CRC-32 where the sidecar records it (FORMAT.md), else
+    each against its own."""
+    running = table.index.running_checksums
+    if running is not None and crc32_combine is not None:
+        before = crc32_combine(int(running[i]), 0, len(view))
+        return crc32(view) == int(running[n]) ^ before
+    spans = (layout.offsets[i : n + 1] - base).tolist()
+    crcs = list(map(crc32, map(view.__getitem__, map(slice, spans, islice(spans, 1, None)))))
+    return crcs == table.crcs[i:n]  # type: ignore[index]
 
 
 def as_rows(run: Iterable[Sample]) -> Iterable[Any]:

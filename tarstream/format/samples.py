@@ -251,8 +251,19 @@ def build_sidecar(
         unpacked += _unpacked_layout(url, layout[done], sample, packed)
         done += 1
     starts = [start for _, start, _ in unpacked] + [end]
-    checksums = _checksums(f, list(pairwise(starts))) if f.seekable() else None
-    index = ShardIndex.build(name, size, digest.hexdigest(), unpacked, end, checksums, packed)
+    running: list[int] | None = [] if starts[0] == 0 else None  # from the shard's start
+    checksums = _checksums(f, list(pairwise(starts)), running) if f.seekable() else None
+    index = ShardIndex.build(
+        name,
+        size,
+        digest.hexdigest(),
+        unpacked,
+        end,
+        checksums,
+        packed,
+        None,
+        running if checksums is not None else None,
+    )
     if checksums is not None and index.packed:  # and each block's, as the writer records
         spans = [(starts[b], starts[e]) for b, e in index.blocks]
         index = replace(index, block_checksums=np.array(_checksums(f, spans), dtype=np.uint32))
@@ -282,14 +293,21 @@ def _unpacked_layout(url: str, entry: Any, sample: Sample, packed: set[str]) -> 
     return out
 
 
-def _checksums(f: BinaryIO, spans: list[tuple[int, int]]) -> list[int]:
+def _checksums(
+    f: BinaryIO, spans: list[tuple[int, int]], running: list[int] | None = None
+) -> list[int]:
     """The CRC-32 of each range ``(a, b)`` of ``f``, read again (large samples in pieces);
-    a seek only where a range does not start where the one before it ended."""
+    a seek only where a range does not start where the one before it ended. ``running``:
+    where the ranges follow each other from the start of ``f``, gets the running CRC-32 at
+    the start of each and after the last."""
     out = []
     at = -1
+    total = 0  # the running CRC-32
     for a, b in spans:
         if a != at:
             f.seek(a)
+        if running is not None:
+            running.append(total)
         at = b
         crc = 0
         while a < b:
@@ -297,6 +315,9 @@ def _checksums(f: BinaryIO, spans: list[tuple[int, int]]) -> list[int]:
             if not piece:
                 raise ShardFormatError("shard changed while it was indexed", offset=a)
             crc = crc32(piece, crc)
+            total = crc32(piece, total)
             a += len(piece)
         out.append(crc)
+    if running is not None:
+        running.append(total)
     return out

@@ -101,6 +101,10 @@ class ShardIndex:
     #: Where recorded, the CRC-32 of each block member's bytes (header, data, padding), in
     #: shard order: its samples' bytes at once (``blocks`` says which samples each holds).
     block_checksums: np.ndarray | None = None
+    #: Where recorded (shards without blocks), the CRC-32 of the shard's bytes from its
+    #: start to ``offsets[i]``, for each *i* to ``count``: any run of samples is checked in
+    #: one piece against two of them (``checksum.crc32_combine``).
+    running_checksums: np.ndarray | None = None
 
     @property
     def count(self) -> int:
@@ -135,10 +139,12 @@ class ShardIndex:
         checksums: Sequence[int] | None = None,
         packed_fields: Iterable[str] = (),
         block_checksums: Sequence[int] | None = None,
+        running_checksums: Sequence[int] | None = None,
     ) -> ShardIndex:
         """Build a sidecar from ``(key, header_offset, [(field, data_offset, size), ...])``
-        and, where known, each sample's CRC-32 (and the fields in its packed members, and
-        each block member's CRC-32: none recorded where there are no blocks)."""
+        and, where known, each sample's CRC-32 (and the fields in its packed members, each
+        block member's CRC-32: none recorded where there are no blocks, and the running
+        CRC-32 at each offset: recorded only where there are none)."""
         fields = sorted({f for _, _, members in samples for f, _, _ in members})
         field_no = {f: i for i, f in enumerate(fields)}
         starts = [0]
@@ -165,6 +171,11 @@ class ShardIndex:
             checksums=None if checksums is None else np.array(checksums, dtype=_U32),
             packed_fields=sorted(packed_fields),
             block_checksums=(np.array(block_checksums, dtype=_U32) if block_checksums else None),
+            running_checksums=(
+                np.array(running_checksums, dtype=_U32)
+                if running_checksums is not None and not block_checksums
+                else None
+            ),
         )
 
     def to_bytes(self) -> bytes:
@@ -197,6 +208,11 @@ class ShardIndex:
             **(
                 {"block_crc32": self.block_checksums.astype(_U32).tobytes()}
                 if self.block_checksums is not None
+                else {}
+            ),
+            **(
+                {"running_crc32": self.running_checksums.astype(_U32).tobytes()}
+                if self.running_checksums is not None
                 else {}
             ),
         }
@@ -250,6 +266,11 @@ class ShardIndex:
                 block_checksums=(
                     np.frombuffer(doc["block_crc32"], dtype=_U32) if "block_crc32" in doc else None
                 ),
+                running_checksums=(
+                    np.frombuffer(doc["running_crc32"], dtype=_U32)
+                    if "running_crc32" in doc
+                    else None
+                ),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise SidecarError(f"sidecar is missing or has a bad entry: {e}", shard=url) from e
@@ -271,6 +292,7 @@ class ShardIndex:
             and len(self.member_size) == members
             and (members == 0 or int(self.member_field.max()) < len(self.fields))
             and (self.checksums is None or len(self.checksums) == n)
+            and (self.running_checksums is None or len(self.running_checksums) == n + 1)
         )
         if not consistent:
             raise SidecarError("sidecar arrays are inconsistent with its sample count", shard=url)

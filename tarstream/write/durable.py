@@ -49,14 +49,19 @@ class Sink:
     """Bytes written to ``file`` and hashed into ``digest`` by a thread of their own, in
     order, a chunk of about ``chunk`` bytes at a time (both release the GIL on large
     buffers: the writer goes on encoding meanwhile). Each record (a sample's bytes) also
-    gets its CRC-32 there, appended to ``checksums`` in order, and each block (a write of
-    records at once: a block member) its own, appended to ``block_checksums``. ``write``
-    raises a failed chunk's error, ``close`` waits for every chunk."""
+    gets its CRC-32 there, appended to ``checksums`` in order, with the running CRC-32 of
+    every byte written before it to ``running`` (and after the last, ``running_end``), and
+    each block (a write of records at once: a block member) its own, appended to
+    ``block_checksums``. ``write`` raises a failed chunk's error, ``close`` waits for every
+    chunk."""
 
     def __init__(self, file: BinaryIO, digest: Any, chunk: int = 1 << 20) -> None:
         self.file, self.digest, self.chunk = file, digest, chunk
         self.checksums: list[int] = []
         self.block_checksums: list[int] = []
+        self.running: list[int] = []
+        self.running_end = 0
+        self._crc = 0  # the running CRC-32 of the chunks written
         self._parts: list[bytes] = []
         self._records: list[tuple[int, int]] = []  # where each record lies in the chunk
         self._blocks: list[tuple[int, int]] = []  # and each block
@@ -108,6 +113,12 @@ class Sink:
         view = memoryview(data)
         self.checksums += [crc32(view[start:end]) for start, end in records]
         self.block_checksums += [crc32(view[start:end]) for start, end in blocks]
+        crc, at = self._crc, 0
+        for start, end in records:
+            self.running.append(crc := crc32(view[at:start], crc))
+            self.running_end = crc = crc32(view[start:end], crc)
+            at = end
+        self._crc = crc32(view[at:], crc)
 
     def close(self) -> None:
         """Write what is held and wait for every chunk (the file stays open)."""

@@ -309,6 +309,7 @@ class ShardWriter:
             self._sink.checksums,
             self._packed.difference(["__key__"]),
             self._sink.block_checksums,
+            [*self._sink.running, self._sink.running_end],
         )
         self._samples, self._size = [], 0
         job = functools.partial(
