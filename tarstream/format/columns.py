@@ -3,10 +3,10 @@
 Where every sample of a shard has the same members in the same order (a ``Layout``), a
 read's samples are checked against their checksums (at once, where the sidecar records
 the running checksum) and each field's values are sliced from the read in C, with no
-Python step per sample: a ``ColumnRun``, which gives the same
-dicts ``sliced._slice`` gives, or its columns to a reader that decodes a field at a time.
-Only where every checksum of the read holds: otherwise the read goes ``_slice``'s way,
-which yields the samples before a bad one and then names it.
+Python step per sample: a ``ColumnRun``, which gives the same dicts ``sliced._slice``
+gives, its columns to a reader that decodes a field at a time, or rows to a batch. Only
+where every checksum of the read holds: otherwise the read goes ``_slice``'s way, which
+yields the samples before a bad one and then names it.
 """
 
 from __future__ import annotations
@@ -141,8 +141,8 @@ def _checked(
     each against its own."""
     running = table.index.running_checksums
     if running is not None and crc32_combine is not None:
-        before = crc32_combine(int(running[i]), 0, len(view))
-        return crc32(view) == int(running[n]) ^ before
+        shifted = crc32_combine(int(running[i]), 0, len(view))  # carried over the read
+        return crc32(view) == int(running[n]) ^ shifted
     spans = (layout.offsets[i : n + 1] - base).tolist()
     crcs = list(map(crc32, map(view.__getitem__, map(slice, spans, islice(spans, 1, None)))))
     return crcs == table.crcs[i:n]  # type: ignore[index]

@@ -250,24 +250,27 @@ def build_sidecar(
             break
         unpacked += _unpacked_layout(url, layout[done], sample, packed)
         done += 1
+    index = _checksummed(f, name, size, digest.hexdigest(), unpacked, end, packed)
+    index.check(url)
+    return index
+
+
+def _checksummed(
+    f: BinaryIO, name: str, size: int, sha256: str, unpacked: Layout, end: int, packed: set[str]
+) -> ShardIndex:
+    """The sidecar of a scanned shard, with the checksums the writer records (each
+    sample's; each block's, or else the running one) where ``f`` can seek back to read the
+    shard again."""
     starts = [start for _, start, _ in unpacked] + [end]
     running: list[int] | None = [] if starts[0] == 0 else None  # from the shard's start
     checksums = _checksums(f, list(pairwise(starts)), running) if f.seekable() else None
-    index = ShardIndex.build(
-        name,
-        size,
-        digest.hexdigest(),
-        unpacked,
-        end,
-        checksums,
-        packed,
-        None,
-        running if checksums is not None else None,
-    )
-    if checksums is not None and index.packed:  # and each block's, as the writer records
+    running = running if checksums is not None else None
+    index = ShardIndex.build(name, size, sha256, unpacked, end, checksums, packed, None, running)
+    if checksums is not None and index.packed:
         spans = [(starts[b], starts[e]) for b, e in index.blocks]
-        index = replace(index, block_checksums=np.array(_checksums(f, spans), dtype=np.uint32))
-    index.check(url)
+        crcs = np.array(_checksums(f, spans), dtype=np.uint32)
+        running_crcs = None if spans else index.running_checksums
+        index = replace(index, block_checksums=crcs, running_checksums=running_crcs)
     return index
 
 
