@@ -228,7 +228,7 @@ class Decode(Transform[Sample]):
         in ``tarstream.stages.deferred``): images become ``PendingImage`` values, which the
         batch decodes straight into its memory, saving a copy of every image. Only for
         uint8 forms that batch in the layout they are decoded in, and strict errors (a
-        failure then surfaces from the batch, as the same ``DecodeError``). Returns whether."""
+        failure then surfaces from the batch as the same ``DecodeError``). True if it defers."""
         self._defer = self.form.packs_in_place() and self.errors == "strict"
         return self._defer
 
