@@ -13,8 +13,9 @@ MosaicML brings keeps out; it streams the Arrow shards ``save_to_disk`` wrote
 
 The workloads (DESIGN §10, smaller): ``small`` (``--small`` samples of txt, cls, json) and
 ``images`` (``--images`` 256x256 JPEGs with cls). ``prepare`` writes each in every
-library's format once (cached beside the other workloads). Then every measurement runs in
-a fresh process, the libraries in turn and in a rotating order, ``--reps`` times; each
+library's format once (cached beside the other workloads; ``--fresh`` writes them again,
+so every library's files are of one age). Then every measurement runs in a fresh
+process, the libraries in turn and in a rotating order, ``--reps`` times; each
 process reports samples/s and CPU ms per 1,000 samples (its own and its workers'; a
 reader's from its first sample or batch on, the time until then apart), the number of
 samples and a checksum of their typed values, which must equal the samples written.
@@ -376,8 +377,17 @@ def main() -> None:
     )
     parser.add_argument("--timeout", type=float, default=600, help="seconds per measurement")
     parser.add_argument("--out", type=Path, default=None, help="default: --root")
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="write every library's files again first: files of one age (this machine read "
+        "shards written minutes before faster than the same bytes written days before)",
+    )
     args = parser.parse_args()
     args.root = args.root.resolve()
+    if args.fresh and args.mode != "one":
+        shutil.rmtree(args.root / "small", ignore_errors=True)
+        shutil.rmtree(args.root / "images", ignore_errors=True)
     sizes = _sizes(args.small, args.images)
     if args.mode == "prepare":
         prepare(args.root, sizes)
