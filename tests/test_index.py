@@ -328,6 +328,44 @@ def test_a_read_is_checked_at_once_against_the_running_checksum(
         assert len(crc_calls) >= 300  # each sample against its own
 
 
+@pytest.fixture(scope="module")
+def plain_shard(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes]:
+    """One plain shard of 60 samples and its sidecar (running checksum included)."""
+    directory = tmp_path_factory.mktemp("plain")
+    write_dataset(directory, make_samples(60), max_samples=60)
+    shard = directory / "train-000000.tar"
+    return shard.read_bytes(), sidecar_of(shard).read_bytes()
+
+
+@settings(max_examples=60, deadline=None)
+@given(where=st.floats(0, 1, exclude_max=True), bit=st.integers(0, 7), blocks=st.integers(1, 40))
+def test_any_flipped_bit_stops_a_read_at_its_sample_after_every_sample_before_it(
+    plain_shard: tuple[bytes, bytes],
+    tmp_path_factory: pytest.TempPathFactory,
+    where: float,
+    bit: int,
+    blocks: int,
+) -> None:
+    data, sidecar = plain_shard
+    index = ShardIndex.from_bytes(sidecar, url="")
+    position = int(where * int(index.offsets[-1]))  # any byte of any sample
+    directory = tmp_path_factory.mktemp("flipped")
+    shard = directory / "train-000000.tar"
+    changed = bytearray(data)
+    changed[position] ^= 1 << bit
+    shard.write_bytes(bytes(changed))
+    (directory / ".tarstream").mkdir()
+    sidecar_of(shard).write_bytes(sidecar)
+    sample = int(np.searchsorted(index.offsets, position, "right")) - 1
+    for decoded in (False, True):  # reads of 512 bytes to 20 KiB: the sample anywhere in one
+        stream = tarstream.TarStream(str(shard), read_size=512 * blocks)
+        got: list[Any] = []
+        with pytest.raises(tarstream.ShardError) as caught:  # a flipped name: "replaced"
+            got.extend(stream.decode() if decoded else stream)
+        assert [s["__key__"] for s in got] == [f"s/{i:05d}" for i in range(sample)]
+        assert caught.value.offset == int(index.offsets[sample])
+
+
 def test_sidecars_of_earlier_writers_without_checksums_still_read(tmp_path: Path) -> None:
     write_dataset(tmp_path, make_samples(10), max_samples=10)
     shard = tmp_path / "train-000000.tar"
