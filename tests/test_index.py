@@ -328,26 +328,47 @@ def test_a_read_is_checked_at_once_against_the_running_checksum(
         assert len(crc_calls) >= 300  # each sample against its own
 
 
+def _mixed(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Samples of two field sets: every third without its class."""
+    return [{k: v for k, v in s.items() if k != "cls" or i % 3} for i, s in enumerate(samples)]
+
+
 @pytest.fixture(scope="module")
-def plain_shard(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes]:
-    """One plain shard of 60 samples and its sidecar (running checksum included)."""
-    directory = tmp_path_factory.mktemp("plain")
-    write_dataset(directory, make_samples(60), max_samples=60)
-    shard = directory / "train-000000.tar"
-    return shard.read_bytes(), sidecar_of(shard).read_bytes()
+def running_shards(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[bytes, bytes]]:
+    """Shards of 60 samples with a running checksum, and their sidecars: one field set (read
+    a field at a time), two field sets, and small fields packed per sample beside a large
+    one (``pack="all"``): both sliced sample by sample."""
+    made = {}
+    for name, samples, pack in [
+        ("one", make_samples(60), "none"),
+        ("two", _mixed(make_samples(60)), "none"),
+        ("packed", [{**s, "bin": bytes(range(256)) * 2} for s in make_samples(60)], "all"),
+    ]:
+        directory = tmp_path_factory.mktemp(name)
+        write_dataset(directory, samples, max_samples=60, pack=pack, pack_limit=256)
+        shard = directory / "train-000000.tar"
+        made[name] = shard.read_bytes(), sidecar_of(shard).read_bytes()
+    return made
 
 
-@settings(max_examples=60, deadline=None)
-@given(where=st.floats(0, 1, exclude_max=True), bit=st.integers(0, 7), blocks=st.integers(1, 40))
+@settings(max_examples=90, deadline=None)
+@given(
+    name=st.sampled_from(["one", "two", "packed"]),
+    where=st.floats(0, 1, exclude_max=True),
+    bit=st.integers(0, 7),
+    blocks=st.integers(1, 40),
+)
 def test_any_flipped_bit_stops_a_read_at_its_sample_after_every_sample_before_it(
-    plain_shard: tuple[bytes, bytes],
+    running_shards: dict[str, tuple[bytes, bytes]],
     tmp_path_factory: pytest.TempPathFactory,
+    name: str,
     where: float,
     bit: int,
     blocks: int,
 ) -> None:
-    data, sidecar = plain_shard
+    data, sidecar = running_shards[name]
     index = ShardIndex.from_bytes(sidecar, url="")
+    assert index.running_checksums is not None
     position = int(where * int(index.offsets[-1]))  # any byte of any sample
     directory = tmp_path_factory.mktemp("flipped")
     shard = directory / "train-000000.tar"
@@ -364,6 +385,26 @@ def test_any_flipped_bit_stops_a_read_at_its_sample_after_every_sample_before_it
             got.extend(stream.decode() if decoded else stream)
         assert [s["__key__"] for s in got] == [f"s/{i:05d}" for i in range(sample)]
         assert caught.value.offset == int(index.offsets[sample])
+
+
+@pytest.mark.parametrize("name", ["two", "packed"])
+def test_a_read_sliced_sample_by_sample_is_checked_at_once_too(
+    running_shards: dict[str, tuple[bytes, bytes]],
+    tmp_path: Path,
+    crc_calls: list[int],
+    name: str,
+) -> None:
+    data, sidecar = running_shards[name]
+    shard = tmp_path / "train-000000.tar"
+    shard.write_bytes(data)
+    (tmp_path / ".tarstream").mkdir()
+    sidecar_of(shard).write_bytes(sidecar)
+    expected = list(tarstream.TarStream(str(shard), verify=False))
+    assert not crc_calls
+    assert list(tarstream.TarStream(str(shard), read_size=16 << 10)) == expected
+    end = int(ShardIndex.from_bytes(sidecar, url="").offsets[-1])
+    assert sum(crc_calls) == end  # every sample's bytes once, a read at a time
+    assert len(crc_calls) <= end // (16 << 10) + 1 < 60  # not a sample at a time
 
 
 def test_sidecars_of_earlier_writers_without_checksums_still_read(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from .samples import Sample
 from .sidecar import ShardIndex
 from .table import SliceTable
 
-__all__ = ["ColumnRun", "Layout", "as_rows", "column_run"]
+__all__ = ["ColumnRun", "Layout", "as_rows", "column_run", "running_check"]
 
 #: The most bytes per member (headers and padding included) of a read whose samples are
 #: sliced from one copy of it.
@@ -133,16 +133,26 @@ def column_run(
     return ColumnRun(url, table.index.keys[i:n], columns, layout.kinds)
 
 
+def running_check(table: SliceTable, view: memoryview, i: int, n: int) -> bool | None:
+    """Whether samples ``i`` to ``n`` (``view``: their bytes) match the running CRC-32 the
+    sidecar records (FORMAT.md), all at once; None where that cannot tell: no running
+    checksum, no ``crc32_combine``, or checksums not checked (``verify=False``)."""
+    running = table.index.running_checksums
+    if running is None or crc32_combine is None or table.crcs is None:
+        return None
+    shifted = crc32_combine(int(running[i]), 0, len(view))  # carried over the read
+    return crc32(view) == int(running[n]) ^ shifted
+
+
 def _checked(
     table: SliceTable, layout: Layout, view: memoryview, base: int, i: int, n: int
 ) -> bool:
     """Whether samples ``i`` to ``n`` (``view``, from byte ``base``) match their checksums:
-    all at once against the running CRC-32 where the sidecar records it (FORMAT.md), else
-    each against its own."""
-    running = table.index.running_checksums
-    if running is not None and crc32_combine is not None:
-        shifted = crc32_combine(int(running[i]), 0, len(view))  # carried over the read
-        return crc32(view) == int(running[n]) ^ shifted
+    all at once against the running CRC-32 where the sidecar records it, else each
+    against its own."""
+    held = running_check(table, view, i, n)
+    if held is not None:
+        return held
     spans = (layout.offsets[i : n + 1] - base).tolist()
     crcs = list(map(crc32, map(view.__getitem__, map(slice, spans, islice(spans, 1, None)))))
     return crcs == table.crcs[i:n]  # type: ignore[index]

@@ -19,7 +19,7 @@ from typing import BinaryIO
 from ..errors import ShardError
 from .blocks import block_runs
 from .checksum import crc32
-from .columns import Layout, column_run
+from .columns import Layout, column_run, running_check
 from .header import BLOCK
 from .packed import (
     BLOCK_FIELD,
@@ -121,7 +121,6 @@ def sliced_runs(
     if offsets[first]:
         skip_to(f, offsets[first])
     reads = _reads(f, url, index, table, first, n, only, read_size, buffers)
-    slicer = _elements if table.elements_only else _slice
     whole = bool(table.starts) and only is None
     layout = Layout.of(table) if only is None else None
     for chunk, base, chosen, members in reads:
@@ -132,9 +131,9 @@ def sliced_runs(
             elif layout and (run := column_run(url, table, layout, chunk, base, chosen)):
                 yield run
             elif runs:
-                yield from _in_one(slicer(url, index, table, chunk, base, chosen))
+                yield from _in_one(_samples_of(url, index, table, chunk, base, chosen))
             else:
-                yield from zip(slicer(url, index, table, chunk, base, chosen))
+                yield from zip(_samples_of(url, index, table, chunk, base, chosen))
         except ShardError as e:  # the samples of this read before the bad one were yielded
             stats.samples += bisect_left(chosen, bisect_right(offsets, e.offset or 0) - 1)
             raise
@@ -202,7 +201,7 @@ def _reads(
             pool.append(buffer)
 
 
-def _slice(
+def _samples_of(
     url: str,
     index: ShardIndex,
     table: SliceTable,
@@ -210,8 +209,27 @@ def _slice(
     base: int,
     chosen: Sequence[int],
 ) -> Iterator[Sample]:
+    """The samples ``chosen`` from a read (``view``, from byte ``base`` of the shard): its
+    blocks' elements, or its samples sliced, each checked against its own checksum unless
+    the running checksum holds for the whole read."""
+    if table.elements_only:
+        return _elements(url, index, table, view, base, chosen)
+    whole = type(chosen) is range and running_check(table, view, chosen.start, chosen.stop)
+    return _slice(url, index, table, view, base, chosen, checked=bool(whole))
+
+
+def _slice(
+    url: str,
+    index: ShardIndex,
+    table: SliceTable,
+    view: memoryview,
+    base: int,
+    chosen: Sequence[int],
+    checked: bool = False,
+) -> Iterator[Sample]:
     """The samples ``chosen`` from ``view``, which starts at byte ``base`` of the shard
-    (and at the start of the object it views); each value a copy of its bytes."""
+    (and at the start of the object it views); each value a copy of its bytes. ``checked``:
+    their bytes match the running checksum (``columns.running_check``): not each alone."""
     mstart, mfield, moff, msize = table.mstart, table.mfield, table.moff, table.msize
     keys, fields, offsets, crcs = index.keys, index.fields, table.offsets, table.crcs
     names, block, packed, merged = table.names, table.block, table.packed, table.merged
@@ -219,7 +237,9 @@ def _slice(
     for s in chosen:
         m0 = mstart[s]
         key = keys[s]
-        if crcs is None or crc32(view[offsets[s] - base : offsets[s + 1] - base]) != crcs[s]:
+        if not checked and (
+            crcs is None or crc32(view[offsets[s] - base : offsets[s + 1] - base]) != crcs[s]
+        ):
             # The name in the header of the sample's first member (the checksum covers it):
             # for an element of a block, the block's header where the sample starts the
             # block (the others have none of their own).
