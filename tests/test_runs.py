@@ -204,8 +204,8 @@ def sliced_one_at_a_time(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
     slice_samples = sliced_module._slice
 
-    def counting(*args: Any) -> Any:
-        for sample in slice_samples(*args):
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        for sample in slice_samples(*args, **kwargs):
             calls.append(1)
             yield sample
 
