@@ -24,7 +24,7 @@ from .samples import Sample
 from .sidecar import ShardIndex
 from .table import SliceTable
 
-__all__ = ["ColumnRun", "Layout", "as_rows", "column_run", "running_check"]
+__all__ = ["ColumnRun", "Layout", "as_rows", "column_run", "put_columns", "running_check"]
 
 #: The most bytes per member (headers and padding included) of a read whose samples are
 #: sliced from one copy of it.
@@ -105,10 +105,18 @@ class ColumnRun(Sequence[Sample]):
         """The samples, each field's value from ``columns`` (by default the bytes)."""
         url = self.url
         items: list[Sample] = [{"__key__": key, "__url__": url} for key in self.keys]
-        for name, values in (columns if columns is not None else self.columns).items():
-            for item, value in zip(items, values, strict=True):
-                item[name] = value
+        columns = columns if columns is not None else self.columns
+        put_columns(items, columns, list(columns))
         return items
+
+
+def put_columns(
+    items: Sequence[dict[Any, Any]], columns: dict[Any, list[Any]], keys: list[Any]
+) -> None:
+    """Put the columns of ``keys`` into ``items``: each item its value of each."""
+    for key in keys:
+        for item, value in zip(items, columns[key], strict=True):
+            item[key] = value
 
 
 def column_run(

@@ -128,12 +128,14 @@ class Batch(Stage[Any]):
         samples = [first, *islice(self._items, self.size - 1)]
         taken = row_columns(samples)  # a block's samples, as the reader took them (rows)
         kinds = type(first).kinds if taken is not None else None  # each field's types
-        columns = None if taken is None else decode.decoded_columns(samples, taken, kinds)
+        columns = None if taken is None else decode.decoded_columns(samples, dict(taken), kinds)
         if columns is None:  # as dicts, as they would have come
             samples, kinds = samples_of(samples), None
             columns = decode.decoded_columns(samples)
         if columns is None:
             return self._next_stacked(map(decode.apply, samples))
+        if taken is not None and kinds is not None:  # they hold of the columns not decoded
+            kinds = {name: k for name, k in kinds.items() if columns[name] is taken[name]}
         if len(samples) < self.size and not self.partial:
             raise StopIteration
         return collate_columns(columns, tensors=self.tensors == "torch", kinds=kinds)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from operator import itemgetter
 from typing import Any
 
-__all__ = ["described", "dict_columns", "put_columns", "same_key_columns"]
+__all__ = ["described", "dict_columns", "same_key_columns"]
 
 
 def dict_columns(items: Sequence[dict[Any, Any]]) -> dict[Any, list[Any]]:
@@ -44,12 +44,3 @@ def described(value: Any) -> str:
     if isinstance(value, dict):
         return f"a dict with keys {sorted(value, key=str)}"
     return f"a {type(value).__name__}"
-
-
-def put_columns(
-    items: Sequence[dict[Any, Any]], columns: dict[Any, list[Any]], keys: list[Any]
-) -> None:
-    """Put the columns of ``keys`` back into ``items``: each item its value of each."""
-    for key in keys:
-        for item, value in zip(items, columns[key], strict=True):
-            item[key] = value

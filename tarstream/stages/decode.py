@@ -34,12 +34,12 @@ from ..codecs.extensions import PICKLE_EXTENSIONS, extension, kind_of
 from ..codecs.images import DEFAULT_MAX_PIXELS, ImageForm, Size
 from ..codecs.media import AudioOptions, VideoOptions
 from ..errors import ArgumentError, DecodeError
-from ..format.columns import ColumnRun
+from ..format.columns import ColumnRun, put_columns
 from ..format.samples import Sample
 from ..read.read_shards import ReadShards
 from ..stage import Stage, State, Transform, check_errors
 from ..world import Context
-from .columns import put_columns, same_key_columns
+from .columns import same_key_columns
 from .decode_stats import DecodeStats
 from .deferred import PendingImage
 from .handlers import Handled, Handler
